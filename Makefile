@@ -1,0 +1,48 @@
+# Thin wrapper around CMake. `make run` and `make test` are the README's two commands:
+# each installs what is missing (Debian, as root), builds, then runs the server / the tests.
+
+BUILD      ?= build
+BUILD_ASAN ?= build-asan
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+
+.PHONY: all deps run test test-release test-asan bench format clean
+
+all: $(BUILD)/Makefile
+	@cmake --build $(BUILD) -j $(JOBS)
+
+$(BUILD)/Makefile:
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+
+$(BUILD_ASAN)/Makefile:
+	@cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=Debug -DCU_SANITIZE=ON >/dev/null
+
+deps:
+	@./scripts/install-deps.sh
+
+run: deps all
+	@./init.sh --quiet
+	@port=$$(sed -n 's/^SERVER_PORT=//p' .env | tr -d '"'"'"); \
+	 echo "chunked-uploader: http://localhost:$${port:-3000}  (API key: API_KEY in $(CURDIR)/.env)"; \
+	 exec ./$(BUILD)/chunked-uploader
+
+# The whole suite twice: the release build, then under AddressSanitizer + UBSan.
+test: 
+	@./scripts/install-deps.sh --test
+	@$(MAKE) --no-print-directory test-release test-asan
+
+test-release: all
+	@cd $(BUILD) && ctest --output-on-failure -j 2
+
+test-asan: $(BUILD_ASAN)/Makefile
+	@cmake --build $(BUILD_ASAN) -j $(JOBS)
+	@cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j 2
+
+bench: deps all
+	@./bench/bench.sh
+
+format:
+	@clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	@rm -rf $(BUILD) $(BUILD_ASAN)

@@ -1,0 +1,376 @@
+/* seed.c - the seed API over the upload service. */
+#include "api/seed.h"
+
+#include "core/filename.h"
+#include "core/log.h"
+#include "core/util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- replies ---- */
+
+static const char *display_name(const meta_upload *u)
+{
+    size_t dir_len;
+    return filename_split(u->filename, &dir_len);
+}
+
+static json_t *complete_reply(const seed_api *api, const meta_upload *u)
+{
+    char completed[21];
+    util_rfc3339(u->completed_at, completed);
+    return json_pack("{s:s, s:s, s:I, s:s, s:s, s:s, s:s}", "file_id", u->id, "filename",
+                     display_name(u), "total_size", (json_int_t)u->total_size, "status",
+                     upload_state_name(u->state), "final_path", u->final_path ? u->final_path : "",
+                     "storage_backend", upload_storage_name(api->uploads), "completed_at",
+                     completed);
+}
+
+/* ---- authentication ---- */
+
+/* The API key from X-API-Key, or from Authorization: Bearer. */
+static bool api_key_ok(const seed_api *api, http_request *req)
+{
+    const char *key = http_header(req, "X-API-Key");
+    if (!key) {
+        const char *auth = http_header(req, "Authorization");
+        if (auth && !strncasecmp(auth, "Bearer ", 7))
+            key = auth + 7;
+    }
+    if (!key) {
+        http_reply_error(req, 401, "Missing API key (X-API-Key header)");
+        return false;
+    }
+    if (!util_secret_equal(key, api->cfg->api_key)) {
+        http_reply_error(req, 401, "Invalid API key");
+        return false;
+    }
+    return true;
+}
+
+/* ---- init ---- */
+
+static void init_with_body(void *ctx, http_request *req, const char *body, size_t len)
+{
+    seed_api *api = ctx;
+    json_error_t jerr;
+    json_t *doc = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+    if (!doc || !json_is_object(doc)) {
+        if (doc)
+            http_reply_error(req, 400, "Request body must be a JSON object");
+        else
+            http_reply_error(req, 400, "Malformed JSON: %s", jerr.text);
+        json_decref(doc);
+        return;
+    }
+    json_t *filename = json_object_get(doc, "filename");
+    json_t *total_size = json_object_get(doc, "total_size");
+    json_t *webhook = json_object_get(doc, "webhook_url");
+    json_t *checksum = json_object_get(doc, "checksum_sha256");
+    upload_init_request ir = {0};
+    if (!filename || !json_is_string(filename)) {
+        http_reply_error(req, 400,
+                         filename ? "filename must be a string" : "Missing field: filename");
+        goto out;
+    }
+    if (!total_size || !json_is_integer(total_size)) {
+        http_reply_error(req, 400,
+                         total_size ? "total_size must be a whole number of bytes"
+                                    : "Missing field: total_size");
+        goto out;
+    }
+    if (webhook && !json_is_null(webhook) && !json_is_string(webhook)) {
+        http_reply_error(req, 400, "webhook_url must be a string");
+        goto out;
+    }
+    if (checksum && !json_is_null(checksum) && !json_is_string(checksum)) {
+        http_reply_error(req, 400, "checksum_sha256 must be a string");
+        goto out;
+    }
+    ir.filename = json_string_value(filename);
+    ir.filename_len = json_string_length(filename);
+    ir.total_size = json_integer_value(total_size);
+    ir.webhook_url = json_is_string(webhook) ? json_string_value(webhook) : NULL;
+    ir.checksum_sha256 = json_is_string(checksum) ? json_string_value(checksum) : NULL;
+    if (ir.webhook_url && strlen(ir.webhook_url) != json_string_length(webhook)) {
+        http_reply_error(req, 400, "webhook_url must be an http:// or https:// URL");
+        goto out;
+    }
+
+    upload_init_result res;
+    cu_error err;
+    if (upload_init(api->uploads, &ir, &res, &err) != 0) {
+        http_reply_cu_error(req, &err);
+        goto out;
+    }
+    const meta_upload *u = &res.upload;
+    json_t *parts = json_array();
+    for (int i = 0; parts && i < u->total_parts; i++)
+        json_array_append_new(parts, json_pack("{s:i, s:s, s:s}", "part", i, "token", res.tokens[i],
+                                               "status", "pending"));
+    char expires[21];
+    util_rfc3339(u->expires_at, expires);
+    json_t *reply = json_pack("{s:s, s:s, s:I, s:i, s:I, s:o, s:s}", "file_id", u->id, "filename",
+                              display_name(u), "total_size", (json_int_t)u->total_size,
+                              "total_parts", u->total_parts, "chunk_size",
+                              (json_int_t)u->chunk_size, "parts", parts, "expires_at", expires);
+    http_reply_json(req, 200, reply);
+    upload_init_result_clear(&res);
+out:
+    json_decref(doc);
+}
+
+/* ---- parts ---- */
+
+static const http_stream_ops part_stream_ops;
+
+static int part_data(void *state, const char *buf, size_t len, cu_error *err)
+{
+    return upload_part_write(state, buf, len, err);
+}
+
+static void part_end(void *state, http_request *req)
+{
+    part_result res;
+    cu_error err;
+    if (upload_part_end(state, &res, &err) != 0) {
+        http_reply_cu_error(req, &err);
+        return;
+    }
+    http_reply_json(req, 200,
+                    json_pack("{s:s, s:i, s:s, s:s, s:i, s:i}", "upload_id", res.upload_id,
+                              "part_number", res.part_number, "status", "uploaded",
+                              "checksum_sha256", res.checksum_sha256, "uploaded_parts",
+                              res.uploaded_parts, "total_parts", res.total_parts));
+}
+
+static void part_abort(void *state)
+{
+    upload_part_abandon(state);
+}
+
+static const http_stream_ops part_stream_ops = {
+    .data = part_data, .end = part_end, .abort = part_abort};
+
+/* Reads the optional part digest: Content-Digest (RFC 9530) or X-Checksum-SHA256.
+ * Returns 1 when one was given, 0 when none, -1 (after replying) when malformed. */
+static int part_digest(http_request *req, unsigned char out[32])
+{
+    const char *hex = http_header(req, "X-Checksum-SHA256");
+    const char *cd = http_header(req, "Content-Digest");
+    if (cd) {
+        /* sha-256=:<base64>: possibly among other algorithms, comma-separated. */
+        const char *p = strcasestr(cd, "sha-256=:");
+        if (p) {
+            p += strlen("sha-256=:");
+            const char *end = strchr(p, ':');
+            if (!end || util_base64_decode(p, (size_t)(end - p), out, 32) != 32) {
+                http_reply_error(req, 400,
+                                 "Content-Digest: sha-256 must be :<base64 of 32 bytes>:");
+                return -1;
+            }
+            return 1;
+        }
+    }
+    if (hex) {
+        if (util_unhex_sha256(hex, out) != 0) {
+            http_reply_error(req, 400, "X-Checksum-SHA256 must be 64 hex digits");
+            return -1;
+        }
+        return 1;
+    }
+    return 0;
+}
+
+static void begin_part(seed_api *api, http_request *req, const char *id, const char *num)
+{
+    int64_t n;
+    if (util_parse_i64(num, &n) != 0 || num[0] == '+' || num[0] == '-' || strlen(num) > 9) {
+        http_reply_error(req, 400, "Part number must be a whole number, got \"%s\"", num);
+        return;
+    }
+    const char *auth = http_header(req, "Authorization");
+    const char *token = NULL;
+    if (auth && !strncasecmp(auth, "Bearer ", 7))
+        token = auth + 7;
+    unsigned char digest[32];
+    int has_digest = part_digest(req, digest);
+    if (has_digest < 0)
+        return;
+    part_request pr = {.upload_id = id,
+                       .part_number = n,
+                       .token = token,
+                       .content_length = http_content_length(req),
+                       .digest = has_digest ? digest : NULL};
+    part_session *ps;
+    cu_error err;
+    if (upload_part_begin(api->uploads, &pr, &ps, &err) != 0) {
+        http_reply_cu_error(req, &err);
+        return;
+    }
+    http_want_stream(req, &part_stream_ops, ps);
+}
+
+/* ---- status, complete, cancel ---- */
+
+static void reply_status(seed_api *api, http_request *req, const char *id)
+{
+    meta_upload u;
+    meta_part *parts;
+    int n;
+    cu_error err;
+    if (upload_status(api->uploads, id, &u, &parts, &n, &err) != 0) {
+        http_reply_cu_error(req, &err);
+        return;
+    }
+    json_t *list = json_array();
+    for (int i = 0; list && i < n; i++) {
+        bool up = parts[i].state == PART_UPLOADED;
+        json_array_append_new(list,
+                              json_pack("{s:i, s:s, s:o}", "part", parts[i].part, "status",
+                                        up ? "uploaded" : "pending", "checksum_sha256",
+                                        up ? json_string(parts[i].checksum_sha256) : json_null()));
+    }
+    double percent =
+        u.total_parts
+            ? (double)(int64_t)((double)u.uploaded_parts * 10000.0 / u.total_parts + 0.5) / 100.0
+            : 100.0;
+    char created[21], expires[21];
+    util_rfc3339(u.created_at, created);
+    util_rfc3339(u.expires_at, expires);
+    json_t *reply = json_pack(
+        "{s:s, s:s, s:I, s:i, s:i, s:f, s:s, s:I, s:s, s:s, s:o}", "file_id", u.id, "filename",
+        display_name(&u), "total_size", (json_int_t)u.total_size, "total_parts", u.total_parts,
+        "uploaded_parts", u.uploaded_parts, "progress_percent", percent, "status",
+        upload_state_name(u.state), "chunk_size", (json_int_t)u.chunk_size, "created_at", created,
+        "expires_at", expires, "parts", list);
+    if (reply && u.state == UPLOAD_COMPLETE) {
+        json_object_set_new(reply, "final_path", json_string(u.final_path ? u.final_path : ""));
+        json_object_set_new(reply, "storage_backend",
+                            json_string(upload_storage_name(api->uploads)));
+    }
+    http_reply_json(req, 200, reply);
+    meta_parts_free(parts, n);
+    meta_upload_clear(&u);
+}
+
+static void reply_complete(seed_api *api, http_request *req, const char *id)
+{
+    meta_upload u;
+    cu_error err;
+    if (upload_complete(api->uploads, id, &u, &err) != 0) {
+        http_reply_cu_error(req, &err);
+        return;
+    }
+    http_reply_json(req, 200, complete_reply(api, &u));
+    meta_upload_clear(&u);
+}
+
+static void reply_cancel(seed_api *api, http_request *req, const char *id)
+{
+    cu_error err;
+    if (upload_cancel(api->uploads, id, &err) != 0) {
+        http_reply_cu_error(req, &err);
+        return;
+    }
+    http_reply_json(req, 200,
+                    json_pack("{s:s, s:s}", "file_id", id, "message", "Upload cancelled"));
+}
+
+/* Reads the upload id that starts rest ("<id>[/...]") into id, lowercased (ids are issued
+ * in lowercase). Returns false when rest does not start with a UUID. */
+static bool route_id(const char *rest, char id[CU_UUID_LEN + 1])
+{
+    const char *slash = strchr(rest, '/');
+    size_t id_len = slash ? (size_t)(slash - rest) : strlen(rest);
+    if (id_len != CU_UUID_LEN)
+        return false;
+    memcpy(id, rest, CU_UUID_LEN);
+    id[CU_UUID_LEN] = '\0';
+    if (!util_is_uuid(id))
+        return false;
+    for (char *p = id; *p; p++)
+        if (*p >= 'A' && *p <= 'F')
+            *p = (char)(*p - 'A' + 'a');
+    return true;
+}
+
+/* Management requests may carry a small body (an SDK sending "{}"); it is read and ignored. */
+static void ignore_body(void *ctx, http_request *req, const char *body, size_t len)
+{
+    (void)body, (void)len;
+    seed_api *api = ctx;
+    const char *path = http_path(req);
+    char id[CU_UUID_LEN + 1];
+    route_id(path + strlen("/upload/"), id);
+    const char *method = http_method(req);
+    if (!strcmp(method, "GET"))
+        reply_status(api, req, id);
+    else if (!strcmp(method, "POST"))
+        reply_complete(api, req, id);
+    else
+        reply_cancel(api, req, id);
+}
+
+/* ---- routing ---- */
+
+static bool method_is(http_request *req, const char *method, const char *allow)
+{
+    if (!strcmp(http_method(req), method))
+        return true;
+    http_set_reply_header(req, "Allow", allow);
+    http_reply_error(req, 405, "Method %s not allowed here (allowed: %s)", http_method(req), allow);
+    return false;
+}
+
+static bool seed_begin(void *ctx, http_request *req)
+{
+    seed_api *api = ctx;
+    const char *path = http_path(req);
+    if (!strcmp(path, "/health")) {
+        if (method_is(req, "GET", "GET"))
+            http_reply_json(req, 200,
+                            json_pack("{s:s, s:s, s:s}", "status", "ok", "version", CU_VERSION,
+                                      "storage_backend", upload_storage_name(api->uploads)));
+        return true;
+    }
+    if (strncmp(path, "/upload/", 8) != 0)
+        return false;
+    const char *rest = path + 8;
+    if (!strcmp(rest, "init")) {
+        if (method_is(req, "POST", "POST") && api_key_ok(api, req))
+            http_want_json(req, init_with_body, api);
+        return true;
+    }
+    /* /upload/{id}[/...] */
+    char id[CU_UUID_LEN + 1];
+    if (!route_id(rest, id)) {
+        http_reply_error(req, 404, "Upload not found");
+        return true;
+    }
+    const char *tail = rest + CU_UUID_LEN;
+    if (!strncmp(tail, "/part/", 6)) {
+        if (method_is(req, "PUT", "PUT"))
+            begin_part(api, req, id, tail + 6);
+        return true;
+    }
+    const char *method = NULL, *allow = NULL;
+    if (!strcmp(tail, "/status"))
+        method = allow = "GET";
+    else if (!strcmp(tail, "/complete"))
+        method = allow = "POST";
+    else if (!strcmp(tail, ""))
+        method = allow = "DELETE";
+    else
+        return false;
+    if (method_is(req, method, allow) && api_key_ok(api, req))
+        http_want_json(req, ignore_body, api);
+    return true;
+}
+
+http_handler seed_api_handler(seed_api *api)
+{
+    return (http_handler){.begin = seed_begin, .ctx = api};
+}

@@ -1,0 +1,200 @@
+/* main.c - the chunked-uploader command: parse arguments and configuration, build the
+ * server context (metadata store, blob store, upload service, HTTP front, background
+ * threads), run until SIGINT/SIGTERM, then take it all down in reverse order. */
+#include "api/seed.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "core/reaper.h"
+#include "core/upload.h"
+#include "core/webhook.h"
+#include "http/server.h"
+#include "meta/meta.h"
+#include "storage/storage.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define EXIT_CONFIG 2
+
+static void usage(FILE *out)
+{
+    fprintf(
+        out,
+        "Usage: chunked-uploader [serve]\n"
+        "       chunked-uploader --help | --version\n"
+        "\n"
+        "Resumable chunked upload server. Configuration comes from the environment and\n"
+        "from .env in the working directory (the environment wins); see\n"
+        "docs/CONFIGURATION.md. Required: API_KEY, JWT_SECRET (./init.sh makes both).\n"
+        "\n"
+        "Main variables: SERVER_HOST (0.0.0.0), SERVER_PORT (3000), STORAGE_BACKEND\n"
+        "(local), LOCAL_STORAGE_PATH (./uploads), DATABASE_PATH (./uploads.db),\n"
+        "CHUNK_SIZE_MB (50), UPLOAD_TTL_HOURS (24), DURABILITY (fsync), LOG_LEVEL (info).\n"
+        "\n"
+        "Exit status: 0 after SIGINT/SIGTERM, 1 on a runtime failure, 2 on bad configuration.\n");
+}
+
+static const char *env_lookup(void *ctx, const char *name)
+{
+    (void)ctx;
+    return getenv(name);
+}
+
+/* Reads .env from the working directory (NULL when there is none). */
+static char *read_dotenv(void)
+{
+    FILE *f = fopen(".env", "r");
+    if (!f)
+        return NULL;
+    size_t cap = 4096, len = 0;
+    char *text = malloc(cap);
+    size_t n;
+    while (text && (n = fread(text + len, 1, cap - len - 1, f)) > 0) {
+        len += n;
+        if (len + 1 == cap) {
+            if (cap >= (1 << 20))
+                break; /* a .env over 1 MiB is not a .env */
+            char *grown = realloc(text, cap * 2);
+            if (!grown) {
+                free(text);
+                text = NULL;
+                break;
+            }
+            text = grown;
+            cap *= 2;
+        }
+    }
+    fclose(f);
+    if (text)
+        text[len] = '\0';
+    return text;
+}
+
+static int serve(void)
+{
+    cu_config cfg;
+    char msg[512];
+    char *dotenv = read_dotenv();
+    int rc = config_load(&cfg, env_lookup, NULL, dotenv, msg, sizeof msg);
+    free(dotenv);
+    if (rc != 0) {
+        fprintf(stderr, "chunked-uploader: configuration: %s\n", msg);
+        config_free(&cfg);
+        return EXIT_CONFIG;
+    }
+    log_set_level(cfg.log_level);
+    if (cfg.warnings[0])
+        log_warn("%s", cfg.warnings);
+    if (cfg.storage_backend != STORAGE_LOCAL) {
+        fprintf(stderr,
+                "chunked-uploader: configuration: STORAGE_BACKEND: %s is not available "
+                "in this version (use local)\n",
+                config_storage_name(cfg.storage_backend));
+        config_free(&cfg);
+        return EXIT_CONFIG;
+    }
+
+    int status = 1;
+    meta_t *meta = NULL;
+    storage_t *storage = NULL;
+    upload_service *uploads = NULL;
+    webhook_deliverer *webhooks = NULL;
+    reaper *reap = NULL;
+    http_server *http = NULL;
+    cu_error err;
+    sigset_t signals;
+
+    if (storage_local_open(cfg.local_storage_path, cfg.durability_fsync, &storage, &err) != 0) {
+        fprintf(stderr, "chunked-uploader: configuration: %s\n", err.msg);
+        status = EXIT_CONFIG;
+        goto out;
+    }
+    if (meta_sqlite_open(cfg.database_path, cfg.durability_fsync, &meta, &err) != 0) {
+        fprintf(stderr, "chunked-uploader: configuration: DATABASE_PATH: %s\n", err.msg);
+        status = EXIT_CONFIG;
+        goto out;
+    }
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    webhooks = webhook_start(&cfg, meta);
+    upload_deps deps = {.cfg = &cfg,
+                        .meta = meta,
+                        .storage = storage,
+                        .on_webhook_queued = webhook_kick,
+                        .on_webhook_queued_ctx = webhooks};
+    uploads = upload_service_new(&deps);
+    reap = uploads ? reaper_start(uploads, cfg.cleanup_interval_seconds) : NULL;
+    if (!webhooks || !uploads || !reap) {
+        log_error("cannot start background threads");
+        goto out;
+    }
+
+    /* Signals are taken synchronously by this thread; every other thread inherits the mask. */
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &signals, NULL);
+
+    seed_api seed = {.cfg = &cfg, .uploads = uploads};
+    http_handler handlers[] = {seed_api_handler(&seed)};
+    http_server_options opts = {.host = cfg.server_host,
+                                .port = cfg.server_port,
+                                .max_connections = cfg.max_connections,
+                                .handlers = handlers,
+                                .nhandlers = sizeof handlers / sizeof *handlers};
+    http = http_server_start(&opts, &err);
+    if (!http) {
+        log_error("%s", err.msg);
+        goto out;
+    }
+    log_info("chunked-uploader %s listening on http://%s:%d (storage: %s at %s, database: %s, "
+             "chunk size %lld MiB, durability %s)",
+             CU_VERSION, cfg.server_host, http_server_port(http),
+             config_storage_name(cfg.storage_backend), cfg.local_storage_path, cfg.database_path,
+             (long long)(cfg.chunk_size >> 20), cfg.durability_fsync ? "fsync" : "none");
+
+    int sig = 0;
+    sigwait(&signals, &sig);
+    log_info("received %s, shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    status = 0;
+out:
+    http_server_stop(http);
+    reaper_stop(reap);
+    webhook_stop(webhooks);
+    upload_service_free(uploads);
+    meta_close(meta);
+    storage_destroy(storage);
+    if (webhooks || status == 0)
+        curl_global_cleanup();
+    config_free(&cfg);
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    signal(SIGPIPE, SIG_IGN);
+    if (argc > 2) {
+        usage(stderr);
+        return EXIT_CONFIG;
+    }
+    if (argc == 2) {
+        if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+            usage(stdout);
+            return 0;
+        }
+        if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V")) {
+            printf("chunked-uploader %s\n", CU_VERSION);
+            return 0;
+        }
+        if (strcmp(argv[1], "serve") != 0) {
+            fprintf(stderr, "chunked-uploader: unknown argument \"%s\"\n\n", argv[1]);
+            usage(stderr);
+            return EXIT_CONFIG;
+        }
+    }
+    return serve();
+}

@@ -1,0 +1,68 @@
+/* config.h - the server's configuration, from the environment and .env.
+ *
+ * Every variable of the seed's table keeps its name and default; see
+ * docs/CONFIGURATION.md. config_load validates everything up front so that a bad value
+ * stops the server at start (exit status 2) instead of failing a request later. */
+#ifndef CU_CONFIG_H
+#define CU_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum { STORAGE_LOCAL, STORAGE_SMB, STORAGE_S3 } storage_kind;
+
+typedef struct {
+    char *api_key;
+    char *jwt_secret;
+    storage_kind storage_backend;
+    char *local_storage_path;
+    char *temp_storage_path;
+    char *smb_host;
+    int smb_port;
+    char *smb_user;
+    char *smb_pass;
+    char *smb_share;
+    char *smb_path;
+    char *s3_endpoint; /* NULL: AWS's own endpoint for the region */
+    char *s3_bucket;
+    char *s3_region;
+    char *s3_prefix;
+    char *aws_access_key_id;
+    char *aws_secret_access_key;
+    char *aws_session_token;
+    int64_t chunk_size; /* bytes (CHUNK_SIZE_MB MiB) */
+    double upload_ttl_seconds;
+    char *database_path;
+    char *server_host;
+    int server_port;
+    int64_t max_file_size; /* 0: unlimited */
+    int max_parts;
+    bool durability_fsync;
+    char *webhook_secret; /* NULL: unsigned webhooks */
+    int webhook_max_attempts;
+    double webhook_retry_base_seconds;
+    double cleanup_interval_seconds;
+    int max_connections;
+    int log_level;
+    /* Start-up warnings worth a line in the log (e.g. chunk size over Cloudflare's limit). */
+    char warnings[512];
+} cu_config;
+
+/* Looks a variable up; returns NULL when unset. */
+typedef const char *(*config_lookup_fn)(void *ctx, const char *name);
+
+/* Fills cfg from lookup (the environment) and then dotenv_text (the contents of .env,
+ * may be NULL); a variable set by lookup wins. On a bad value returns -1 with one line in
+ * err naming the variable. cfg must be released with config_free either way. */
+int config_load(cu_config *cfg, config_lookup_fn lookup, void *lookup_ctx, const char *dotenv_text,
+                char *err, size_t err_len);
+void config_free(cu_config *cfg);
+
+/* Parses .env text; calls fn for each NAME=value (quotes removed). */
+void config_parse_dotenv(const char *text,
+                         void (*fn)(void *ctx, const char *name, const char *value), void *ctx);
+
+const char *config_storage_name(storage_kind kind);
+
+#endif

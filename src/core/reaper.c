@@ -1,0 +1,73 @@
+/* reaper.c - periodic expiry of abandoned uploads. */
+#include "core/reaper.h"
+
+#include "core/log.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <time.h>
+
+struct reaper {
+    upload_service *svc;
+    double interval;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    bool stopping;
+};
+
+static void *reaper_main(void *arg)
+{
+    reaper *r = arg;
+    pthread_mutex_lock(&r->lock);
+    while (!r->stopping) {
+        pthread_mutex_unlock(&r->lock);
+        int expired = 0;
+        cu_error err;
+        if (upload_expire_due(r->svc, &expired, &err) != 0)
+            log_error("expiry: %s", err.msg);
+        else if (expired)
+            log_info("expiry: %d upload(s) removed", expired);
+        pthread_mutex_lock(&r->lock);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        double t = (double)until.tv_sec + (double)until.tv_nsec / 1e9 + r->interval;
+        until.tv_sec = (time_t)t;
+        until.tv_nsec = (long)((t - (double)until.tv_sec) * 1e9);
+        while (!r->stopping && pthread_cond_timedwait(&r->wake, &r->lock, &until) == 0)
+            ;
+    }
+    pthread_mutex_unlock(&r->lock);
+    return NULL;
+}
+
+reaper *reaper_start(upload_service *svc, double interval_seconds)
+{
+    reaper *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->svc = svc;
+    r->interval = interval_seconds;
+    pthread_mutex_init(&r->lock, NULL);
+    pthread_cond_init(&r->wake, NULL);
+    if (pthread_create(&r->thread, NULL, reaper_main, r) != 0) {
+        free(r);
+        return NULL;
+    }
+    return r;
+}
+
+void reaper_stop(reaper *r)
+{
+    if (!r)
+        return;
+    pthread_mutex_lock(&r->lock);
+    r->stopping = true;
+    pthread_cond_signal(&r->wake);
+    pthread_mutex_unlock(&r->lock);
+    pthread_join(r->thread, NULL);
+    pthread_mutex_destroy(&r->lock);
+    pthread_cond_destroy(&r->wake);
+    free(r);
+}

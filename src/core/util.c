@@ -1,0 +1,177 @@
+/* util.c - ids, time, hex, digests. */
+#include "core/util.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+
+int util_uuid_v4(char out[CU_UUID_LEN + 1])
+{
+    unsigned char b[16];
+    if (RAND_bytes(b, sizeof b) != 1)
+        return -1;
+    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40); /* version 4 */
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+    char hex[33];
+    util_hex(b, sizeof b, hex);
+    snprintf(out, CU_UUID_LEN + 1, "%.8s-%.4s-%.4s-%.4s-%.12s", hex, hex + 8, hex + 12, hex + 16,
+             hex + 20);
+    return 0;
+}
+
+bool util_is_uuid(const char *s)
+{
+    for (int i = 0; i < CU_UUID_LEN; i++) {
+        bool dash = (i == 8 || i == 13 || i == 18 || i == 23);
+        if (dash ? s[i] != '-' : !isxdigit((unsigned char)s[i]))
+            return false;
+    }
+    return s[CU_UUID_LEN] == '\0';
+}
+
+double util_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void util_rfc3339(int64_t t, char out[21])
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+    gmtime_r(&tt, &tm);
+    strftime(out, 21, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+void util_hex(const unsigned char *bytes, size_t len, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < len; i++) {
+        out[2 * i] = digits[bytes[i] >> 4];
+        out[2 * i + 1] = digits[bytes[i] & 15];
+    }
+    out[2 * len] = '\0';
+}
+
+static int hex_value(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+int util_unhex_sha256(const char *hex, unsigned char out[32])
+{
+    if (strlen(hex) != CU_SHA256_HEX_LEN)
+        return -1;
+    for (int i = 0; i < 32; i++) {
+        int hi = hex_value(hex[2 * i]), lo = hex_value(hex[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return -1;
+        out[i] = (unsigned char)(hi << 4 | lo);
+    }
+    return 0;
+}
+
+int util_base64_decode(const char *in, size_t in_len, unsigned char *out, size_t out_cap)
+{
+    unsigned char tmp[192];
+    if (in_len % 4 != 0 || in_len / 4 * 3 > sizeof tmp)
+        return -1;
+    int n = EVP_DecodeBlock(tmp, (const unsigned char *)in, (int)in_len);
+    if (n < 0)
+        return -1;
+    /* EVP_DecodeBlock counts padding as zero bytes: take them off again. */
+    if (in_len >= 1 && in[in_len - 1] == '=')
+        n--;
+    if (in_len >= 2 && in[in_len - 2] == '=')
+        n--;
+    if ((size_t)n > out_cap)
+        return -1;
+    memcpy(out, tmp, (size_t)n);
+    return n;
+}
+
+void util_sha256_hex(const void *data, size_t len, char out[CU_SHA256_HEX_LEN + 1])
+{
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    SHA256(data, len, md);
+    util_hex(md, sizeof md, out);
+}
+
+bool util_secret_equal(const char *a, const char *b)
+{
+    /* Hashing first makes both sides 32 bytes, so neither the length nor the position of
+     * the first difference shows in the time taken. */
+    unsigned char ha[SHA256_DIGEST_LENGTH], hb[SHA256_DIGEST_LENGTH];
+    SHA256((const unsigned char *)a, strlen(a), ha);
+    SHA256((const unsigned char *)b, strlen(b), hb);
+    return CRYPTO_memcmp(ha, hb, sizeof ha) == 0;
+}
+
+int util_parse_i64(const char *s, int64_t *out)
+{
+    if (!s || !*s || isspace((unsigned char)*s))
+        return -1;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int util_parse_double(const char *s, double *out)
+{
+    if (!s || !*s || isspace((unsigned char)*s))
+        return -1;
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || *end || !isfinite(v))
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int util_mkdir_p(const char *path, unsigned mode)
+{
+    char buf[4096];
+    size_t len = strlen(path);
+    if (len == 0 || len >= sizeof buf)
+        return -ENAMETOOLONG;
+    memcpy(buf, path, len + 1);
+    for (char *p = buf + 1;; p++) {
+        if (*p == '/' || *p == '\0') {
+            char saved = *p;
+            *p = '\0';
+            if (mkdir(buf, mode) != 0 && errno != EEXIST)
+                return -errno;
+            struct stat st;
+            if (stat(buf, &st) != 0)
+                return -errno;
+            if (!S_ISDIR(st.st_mode))
+                return -ENOTDIR;
+            *p = saved;
+            if (saved == '\0')
+                break;
+        }
+    }
+    return 0;
+}

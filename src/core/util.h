@@ -1,0 +1,42 @@
+/* util.h - small helpers shared by every layer: ids, time, hex, digests. */
+#ifndef CU_UTIL_H
+#define CU_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CU_UUID_LEN 36
+#define CU_SHA256_HEX_LEN 64
+
+/* Writes a random (version 4) lowercase UUID and a NUL into out[37]. Returns 0 or -1. */
+int util_uuid_v4(char out[CU_UUID_LEN + 1]);
+/* True when s is a lowercase or uppercase UUID in canonical 8-4-4-4-12 form. */
+bool util_is_uuid(const char *s);
+
+/* Seconds since the epoch, as a double with sub-second precision. */
+double util_now(void);
+/* Formats t (seconds since the epoch) as RFC 3339 UTC "2025-12-16T12:00:00Z" into out[21]. */
+void util_rfc3339(int64_t t, char out[21]);
+
+/* Lowercase hex of len bytes into out[2*len+1]. */
+void util_hex(const unsigned char *bytes, size_t len, char *out);
+/* Parses exactly 64 hex digits (either case) into 32 bytes. Returns 0 or -1. */
+int util_unhex_sha256(const char *hex, unsigned char out[32]);
+/* Decodes standard base64 (with padding) into out; returns the length or -1. */
+int util_base64_decode(const char *in, size_t in_len, unsigned char *out, size_t out_cap);
+
+/* SHA-256 of a buffer, as hex into out[65]. */
+void util_sha256_hex(const void *data, size_t len, char out[CU_SHA256_HEX_LEN + 1]);
+/* Compares two strings in time independent of where they differ (and of their lengths). */
+bool util_secret_equal(const char *a, const char *b);
+
+/* Parses a whole decimal integer (optional sign, no junk). Returns 0 or -1. */
+int util_parse_i64(const char *s, int64_t *out);
+/* Parses a whole finite decimal number. Returns 0 or -1. */
+int util_parse_double(const char *s, double *out);
+
+/* Creates every missing directory of path (like mkdir -p). Returns 0 or -errno. */
+int util_mkdir_p(const char *path, unsigned mode);
+
+#endif

@@ -1,0 +1,124 @@
+/* meta.c - the metadata interface: dispatch to the backend and record helpers. */
+#include "meta/meta.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const state_names[] = {"pending", "finalizing", "complete",
+                                          "failed",  "cancelled",  "expired"};
+
+const char *upload_state_name(upload_state s)
+{
+    return (unsigned)s < sizeof state_names / sizeof *state_names ? state_names[s] : "unknown";
+}
+
+int upload_state_parse(const char *name)
+{
+    for (size_t i = 0; i < sizeof state_names / sizeof *state_names; i++)
+        if (!strcmp(name, state_names[i]))
+            return (int)i;
+    return -1;
+}
+
+int meta_upload_create(meta_t *m, const meta_upload *u, const meta_part *parts, int n, cu_error *e)
+{
+    return m->ops->upload_create(m, u, parts, n, e);
+}
+
+int meta_upload_get(meta_t *m, const char *id, meta_upload *out, cu_error *e)
+{
+    return m->ops->upload_get(m, id, out, e);
+}
+
+int meta_parts_list(meta_t *m, const char *id, meta_part **out, int *n, cu_error *e)
+{
+    return m->ops->parts_list(m, id, out, n, e);
+}
+
+int meta_part_get(meta_t *m, const char *id, int part, meta_part *out, cu_error *e)
+{
+    return m->ops->part_get(m, id, part, out, e);
+}
+
+int meta_part_mark_uploaded(meta_t *m, const char *id, int part, int64_t size, const char *checksum,
+                            const char *storage_ref, int *uploaded, cu_error *e)
+{
+    return m->ops->part_mark_uploaded(m, id, part, size, checksum, storage_ref, uploaded, e);
+}
+
+int meta_upload_transition(meta_t *m, const char *id, upload_state from, upload_state to,
+                           cu_error *e)
+{
+    return m->ops->upload_transition(m, id, from, to, e);
+}
+
+int meta_upload_complete(meta_t *m, const char *id, const char *final_path, int64_t completed_at,
+                         const char *webhook_body, cu_error *e)
+{
+    return m->ops->upload_complete(m, id, final_path, completed_at, webhook_body, e);
+}
+
+int meta_upload_end(meta_t *m, const char *id, upload_state from, upload_state to, cu_error *e)
+{
+    return m->ops->upload_end(m, id, from, to, e);
+}
+
+int meta_uploads_due(meta_t *m, int64_t now, int limit, meta_upload **out, int *n, cu_error *e)
+{
+    return m->ops->uploads_due(m, now, limit, out, n, e);
+}
+
+int meta_webhooks_due(meta_t *m, int64_t now, int limit, meta_webhook **out, int *n, cu_error *e)
+{
+    return m->ops->webhooks_due(m, now, limit, out, n, e);
+}
+
+int meta_webhook_next_due(meta_t *m, int64_t *when, cu_error *e)
+{
+    return m->ops->webhook_next_due(m, when, e);
+}
+
+int meta_webhook_result(meta_t *m, int64_t id, bool delivered, int64_t next_attempt_at,
+                        bool give_up, const char *error, cu_error *e)
+{
+    return m->ops->webhook_result(m, id, delivered, next_attempt_at, give_up, error, e);
+}
+
+void meta_close(meta_t *m)
+{
+    if (m)
+        m->ops->close(m);
+}
+
+void meta_upload_clear(meta_upload *u)
+{
+    free(u->filename);
+    free(u->checksum_sha256);
+    free(u->webhook_url);
+    free(u->storage_ref);
+    free(u->final_path);
+    memset(u, 0, sizeof *u);
+}
+
+void meta_uploads_free(meta_upload *u, int n)
+{
+    for (int i = 0; i < n; i++)
+        meta_upload_clear(&u[i]);
+    free(u);
+}
+
+void meta_parts_free(meta_part *p, int n)
+{
+    for (int i = 0; i < n; i++)
+        free(p[i].storage_ref);
+    free(p);
+}
+
+void meta_webhooks_free(meta_webhook *w, int n)
+{
+    for (int i = 0; i < n; i++) {
+        free(w[i].url);
+        free(w[i].body);
+    }
+    free(w);
+}

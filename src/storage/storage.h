@@ -1,0 +1,82 @@
+/* storage.h - the blob store: where upload bytes live, behind one interface.
+ *
+ * Every backend (local disk now; S3 and SMB next) keeps one staging object per upload that
+ * parts are written into at their offsets as they stream in, and turns it into the final
+ * file in one step (rename, or S3 CompleteMultipartUpload): completion never copies data.
+ * Callers hold a storage_t and use the storage_* functions; a backend fills in struct
+ * storage_ops. All functions are thread-safe; a writer belongs to one thread. */
+#ifndef CU_STORAGE_H
+#define CU_STORAGE_H
+
+#include "core/error.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* What a backend needs to know about an upload. */
+typedef struct {
+    const char *id;
+    const char *storage_ref; /* what stage_create returned, or NULL */
+    int64_t total_size;
+} storage_upload;
+
+typedef struct storage storage_t;
+typedef struct storage_writer storage_writer_t;
+
+struct storage_ops {
+    int (*stage_create)(storage_t *, const char *id, int64_t total_size, char **storage_ref,
+                        cu_error *);
+    int (*writer_open)(storage_t *, const storage_upload *, int part, int64_t offset,
+                       int64_t length, storage_writer_t **, cu_error *);
+    int (*writer_write)(storage_writer_t *, const void *buf, size_t len, cu_error *);
+    int (*writer_finish)(storage_writer_t *, char **part_ref, cu_error *);
+    void (*writer_abort)(storage_writer_t *);
+    int (*stage_sha256)(storage_t *, const storage_upload *, unsigned char out[32], cu_error *);
+    int (*finish)(storage_t *, const storage_upload *, const char *final_key,
+                  const char *const *part_refs, int nparts, char **final_path, cu_error *);
+    int (*abort)(storage_t *, const storage_upload *, cu_error *);
+    void (*destroy)(storage_t *);
+};
+
+/* Every backend's writer starts with this, so a writer reaches its ops on its own. */
+struct storage_writer {
+    const struct storage_ops *ops;
+};
+
+struct storage {
+    const struct storage_ops *ops;
+    const char *name; /* "local", "s3", "smb": what replies call storage_backend */
+};
+
+/* Local disk under root: root/.staging/<id>.data while uploading, root/files/<key> after.
+ * Creates the directories; fails when root is not a writable directory. durable: writes are
+ * fdatasync'ed before writer_finish returns and renames are synced. */
+int storage_local_open(const char *root, bool durable, storage_t **out, cu_error *err);
+
+/* Creates the staging object for an upload of total_size bytes (preallocated where the
+ * backend can); *storage_ref receives the backend's handle (malloc'ed) or NULL. */
+int storage_stage_create(storage_t *s, const char *id, int64_t total_size, char **storage_ref,
+                         cu_error *e);
+/* Opens a writer for `length` bytes of part `part` at byte `offset` of the staging object. */
+int storage_writer_open(storage_t *s, const storage_upload *u, int part, int64_t offset,
+                        int64_t length, storage_writer_t **w, cu_error *e);
+/* Writes the next len bytes of the part. */
+int storage_writer_write(storage_writer_t *w, const void *buf, size_t len, cu_error *e);
+/* Makes what was written durable (per the backend's durability) and frees the writer, whether
+ * it succeeds or not; *part_ref receives the backend's handle for the part or NULL. */
+int storage_writer_finish(storage_writer_t *w, char **part_ref, cu_error *e);
+/* Frees a writer whose part will not be recorded (client gone, bad data). */
+void storage_writer_abort(storage_writer_t *w);
+/* SHA-256 of the whole staging object (reads it all). */
+int storage_stage_sha256(storage_t *s, const storage_upload *u, unsigned char out[32], cu_error *e);
+/* Turns the staging object into the final file at final_key ("dir/<id>_name"); idempotent,
+ * so a completion cut short by a crash can be run again. *final_path (malloc'ed) is what
+ * clients are told. */
+int storage_finish(storage_t *s, const storage_upload *u, const char *final_key,
+                   const char *const *part_refs, int nparts, char **final_path, cu_error *e);
+/* Removes the staging object and everything written to it; unknown ones are not an error. */
+int storage_abort(storage_t *s, const storage_upload *u, cu_error *e);
+void storage_destroy(storage_t *s);
+
+#endif
