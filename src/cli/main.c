@@ -109,6 +109,13 @@ static int serve(void)
     cu_error err;
     sigset_t signals;
 
+    /* SIGINT/SIGTERM are taken synchronously by this thread (sigwait below); blocking them
+     * before any thread starts makes every thread inherit the mask. */
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &signals, NULL);
+
     if (storage_local_open(cfg.local_storage_path, cfg.durability_fsync, &storage, &err) != 0) {
         fprintf(stderr, "chunked-uploader: configuration: %s\n", err.msg);
         status = EXIT_CONFIG;
@@ -132,12 +139,6 @@ static int serve(void)
         log_error("cannot start background threads");
         goto out;
     }
-
-    /* Signals are taken synchronously by this thread; every other thread inherits the mask. */
-    sigemptyset(&signals);
-    sigaddset(&signals, SIGINT);
-    sigaddset(&signals, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &signals, NULL);
 
     seed_api seed = {.cfg = &cfg, .uploads = uploads};
     http_handler handlers[] = {seed_api_handler(&seed)};

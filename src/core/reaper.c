@@ -2,6 +2,7 @@
 #include "core/reaper.h"
 
 #include "core/log.h"
+#include "core/util.h"
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -30,11 +31,7 @@ static void *reaper_main(void *arg)
         else if (expired)
             log_info("expiry: %d upload(s) removed", expired);
         pthread_mutex_lock(&r->lock);
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        double t = (double)until.tv_sec + (double)until.tv_nsec / 1e9 + r->interval;
-        until.tv_sec = (time_t)t;
-        until.tv_nsec = (long)((t - (double)until.tv_sec) * 1e9);
+        struct timespec until = util_deadline(r->interval);
         while (!r->stopping && pthread_cond_timedwait(&r->wake, &r->lock, &until) == 0)
             ;
     }

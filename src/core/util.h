@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #define CU_UUID_LEN 36
 #define CU_SHA256_HEX_LEN 64
@@ -16,6 +17,8 @@ bool util_is_uuid(const char *s);
 
 /* Seconds since the epoch, as a double with sub-second precision. */
 double util_now(void);
+/* The CLOCK_REALTIME instant `seconds` from now, for pthread_cond_timedwait. */
+struct timespec util_deadline(double seconds);
 /* Formats t (seconds since the epoch) as RFC 3339 UTC "2025-12-16T12:00:00Z" into out[21]. */
 void util_rfc3339(int64_t t, char out[21]);
 

@@ -176,11 +176,7 @@ static void *deliverer_main(void *arg)
         if (wait > 0 && !d->kicked && !d->stopping) {
             if (wait > 60)
                 wait = 60;
-            struct timespec until;
-            clock_gettime(CLOCK_REALTIME, &until);
-            double t = (double)until.tv_sec + (double)until.tv_nsec / 1e9 + wait;
-            until.tv_sec = (time_t)t;
-            until.tv_nsec = (long)((t - (double)until.tv_sec) * 1e9);
+            struct timespec until = util_deadline(wait);
             pthread_cond_timedwait(&d->wake, &d->lock, &until);
         }
         d->kicked = false;
