@@ -56,8 +56,11 @@ void config_parse_dotenv(const char *text,
             char *s = buf;
             while (isspace((unsigned char)*s))
                 s++;
-            if (!strncmp(s, "export ", 7))
-                s += 7;
+            if (!strncmp(s, "export", 6) && (s[6] == ' ' || s[6] == '\t')) {
+                s += 6;
+                while (isspace((unsigned char)*s))
+                    s++;
+            }
             char *eq = strchr(s, '=');
             if (*s && *s != '#' && eq) {
                 *eq = '\0';
@@ -70,9 +73,12 @@ void config_parse_dotenv(const char *text,
                 size_t vlen = strlen(value);
                 while (vlen && isspace((unsigned char)value[vlen - 1]))
                     value[--vlen] = '\0';
-                if (vlen >= 2 && (value[0] == '"' || value[0] == '\'') &&
-                    value[vlen - 1] == value[0]) {
-                    value[vlen - 1] = '\0';
+                char *closing = (vlen >= 2 && (value[0] == '"' || value[0] == '\''))
+                                    ? strchr(value + 1, value[0])
+                                    : NULL;
+                if (closing) {
+                    /* "quoted value", optionally followed by a comment */
+                    *closing = '\0';
                     value++;
                 } else {
                     /* An unquoted value may end in a comment: `PORT=3000 # dev`. */

@@ -2,6 +2,7 @@
 #include "core/token.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <jwt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,9 +24,17 @@ char *token_issue(const char *secret, const token_claims *claims)
     return out;
 }
 
-/* Reads an integer claim; libjwt reports a missing one through errno. */
+/* Reads an integer claim. libjwt reads a claim of another type ("1", 1.5) as 0, so the
+ * claim's JSON text is checked to be a plain integer first. */
 static int int_claim(jwt_t *jwt, const char *name, int64_t *out)
 {
+    char *text = jwt_get_grants_json(jwt, name);
+    bool integer = text && *text;
+    for (const char *p = text; integer && *p; p++)
+        integer = (*p >= '0' && *p <= '9') || (p == text && *p == '-');
+    free(text);
+    if (!integer)
+        return -1;
     errno = 0;
     long v = jwt_get_grant_int(jwt, name);
     if (errno != 0)

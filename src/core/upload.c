@@ -151,13 +151,13 @@ int upload_init(upload_service *svc, const upload_init_request *req, upload_init
     if (cfg->max_file_size > 0 && req->total_size > cfg->max_file_size)
         return cu_fail(err, CU_ETOOLARGE, "total_size %lld is above the limit of %lld bytes",
                        (long long)req->total_size, (long long)cfg->max_file_size);
-    int64_t parts = (req->total_size + cfg->chunk_size - 1) / cfg->chunk_size;
+    int64_t parts = req->total_size / cfg->chunk_size + (req->total_size % cfg->chunk_size != 0);
     if (parts > cfg->max_parts)
         return cu_fail(err, CU_EINVAL,
                        "total_size %lld needs %lld parts of %lld bytes; at most %d parts are "
                        "allowed, so the largest file is %lld bytes",
                        (long long)req->total_size, (long long)parts, (long long)cfg->chunk_size,
-                       cfg->max_parts, (long long)cfg->max_parts * cfg->chunk_size);
+                       cfg->max_parts, (long long)((int64_t)cfg->max_parts * cfg->chunk_size));
     if (req->webhook_url && !valid_webhook_url(req->webhook_url))
         return cu_fail(err, CU_EINVAL, "webhook_url must be an http:// or https:// URL");
     unsigned char digest[32];
@@ -507,6 +507,8 @@ static int finalize(upload_service *svc, meta_upload *u, cu_error *err)
         storage_upload view = storage_view(u);
         rc = refs ? storage_finish(svc->deps.storage, &view, key, refs, nparts, &final_path, err)
                   : cu_fail(err, CU_EIO, "Out of memory");
+        if (rc) /* e.g. a file in the way: give the upload back to the client, intact */
+            meta_upload_transition(svc->deps.meta, u->id, UPLOAD_FINALIZING, UPLOAD_PENDING, NULL);
     }
     if (rc == 0) {
         int64_t completed_at = now_s();
@@ -516,8 +518,19 @@ static int finalize(upload_service *svc, meta_upload *u, cu_error *err)
         if (u->webhook_url)
             body = webhook_payload(u, upload_storage_name(svc));
         rc = meta_upload_complete(svc->deps.meta, u->id, final_path, completed_at, body, err);
+        if (rc == CU_ECONFLICT) {
+            /* A concurrent completion recorded it first: answer with its record. */
+            char id[CU_UUID_LEN + 1];
+            memcpy(id, u->id, sizeof id);
+            meta_upload_clear(u);
+            rc = meta_upload_get(svc->deps.meta, id, u, err);
+            if (rc == 0 && u->state != UPLOAD_COMPLETE)
+                rc = cu_fail(err, CU_ECONFLICT, "Upload is %s", upload_state_name(u->state));
+            free(body);
+            body = NULL;
+        }
     }
-    if (rc == 0) {
+    if (rc == 0 && u->state == UPLOAD_FINALIZING) {
         u->state = UPLOAD_COMPLETE;
         log_info("upload %s complete: %s", u->id, final_path);
         if (body && svc->deps.on_webhook_queued)
@@ -580,16 +593,6 @@ int upload_complete(upload_service *svc, const char *id, meta_upload *out, cu_er
         break;
     }
     rc = finalize(svc, out, err);
-    if (rc == CU_ECONFLICT && out->state == UPLOAD_FINALIZING) {
-        /* Another request finished it between our read and our write. */
-        meta_upload_clear(out);
-        rc = meta_upload_get(svc->deps.meta, id, out, err);
-        if (rc == 0 && out->state == UPLOAD_COMPLETE)
-            return 0;
-    } else if (rc) {
-        /* Storage refused (e.g. a file in the way): give the upload back to the client. */
-        meta_upload_transition(svc->deps.meta, id, UPLOAD_FINALIZING, UPLOAD_PENDING, NULL);
-    }
     if (rc == 0)
         return 0;
 fail:

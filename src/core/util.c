@@ -101,8 +101,18 @@ int util_unhex_sha256(const char *hex, unsigned char out[32])
 int util_base64_decode(const char *in, size_t in_len, unsigned char *out, size_t out_cap)
 {
     unsigned char tmp[192];
+    if (in_len == 0)
+        return 0;
     if (in_len % 4 != 0 || in_len / 4 * 3 > sizeof tmp)
         return -1;
+    /* EVP_DecodeBlock is lenient; insist on the alphabet, with padding only at the end. */
+    size_t pad = in[in_len - 1] == '=' ? (in[in_len - 2] == '=' ? 2 : 1) : 0;
+    for (size_t i = 0; i < in_len - pad; i++) {
+        char c = in[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '+' || c == '/'))
+            return -1;
+    }
     int n = EVP_DecodeBlock(tmp, (const unsigned char *)in, (int)in_len);
     if (n < 0)
         return -1;
@@ -149,8 +159,8 @@ int util_parse_i64(const char *s, int64_t *out)
 
 int util_parse_double(const char *s, double *out)
 {
-    if (!s || !*s || isspace((unsigned char)*s))
-        return -1;
+    if (!s || !*s || isspace((unsigned char)*s) || strpbrk(s, "xXpP"))
+        return -1; /* decimal only: strtod would also take hex floats */
     char *end;
     errno = 0;
     double v = strtod(s, &end);

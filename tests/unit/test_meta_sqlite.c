@@ -1,0 +1,581 @@
+/* test_meta_sqlite.c - the SQLite metadata store, against a real database file. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "core/log.h"
+#include "meta/meta.h"
+#include "unit_helpers.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct {
+    char *dir;
+    char *db_path;
+    meta_t *meta;
+} fixture;
+
+static int setup(void **state)
+{
+    log_set_level(LOG_ERROR + 1); /* expected failures are not news */
+    fixture *f = calloc(1, sizeof *f);
+    if (!f)
+        return -1;
+    f->dir = tmpdir_make();
+    if (!f->dir)
+        return -1;
+    f->db_path = path_join(f->dir, "meta.db");
+    cu_error err = {0};
+    if (meta_sqlite_open(f->db_path, false, &f->meta, &err) != 0) {
+        print_error("meta_sqlite_open: %s\n", err.msg);
+        return -1;
+    }
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    meta_close(f->meta);
+    tmpdir_remove(f->dir);
+    free(f->db_path);
+    free(f);
+    return 0;
+}
+
+static int64_t now_s(void)
+{
+    return (int64_t)time(NULL);
+}
+
+/* A pending upload of 3000 bytes in 3 parts of 1024 (the last 952); optional strings unset. */
+static meta_upload new_upload(void)
+{
+    meta_upload u;
+    memset(&u, 0, sizeof u);
+    assert_int_equal(util_uuid_v4(u.id), 0);
+    snprintf(u.protocol, sizeof u.protocol, "seed");
+    u.filename = "videos/a.bin";
+    u.total_size = 3000;
+    u.chunk_size = 1024;
+    u.total_parts = 3;
+    u.state = UPLOAD_PENDING;
+    u.created_at = now_s();
+    u.expires_at = u.created_at + 3600;
+    return u;
+}
+
+/* Creates u with its 3 parts (given in reverse order, to check that listing sorts them). */
+static void create(fixture *f, const meta_upload *u)
+{
+    meta_part parts[3];
+    memset(parts, 0, sizeof parts);
+    for (int i = 0; i < 3; i++) {
+        parts[i].part = 2 - i;
+        parts[i].size = 2 - i == 2 ? 952 : 1024;
+        util_sha256_hex(&parts[i].part, sizeof parts[i].part, parts[i].token_sha256);
+    }
+    cu_error err;
+    assert_cu_ok(meta_upload_create(f->meta, u, parts, 3, &err), err);
+}
+
+static upload_state state_of(fixture *f, const char *id)
+{
+    meta_upload got;
+    cu_error err;
+    assert_cu_ok(meta_upload_get(f->meta, id, &got, &err), err);
+    upload_state s = got.state;
+    meta_upload_clear(&got);
+    return s;
+}
+
+static int uploaded_of(fixture *f, const char *id)
+{
+    meta_upload got;
+    cu_error err;
+    assert_cu_ok(meta_upload_get(f->meta, id, &got, &err), err);
+    int n = got.uploaded_parts;
+    meta_upload_clear(&got);
+    return n;
+}
+
+static void test_create_and_get(void **state)
+{
+    fixture *f = *state;
+    cu_error err;
+
+    meta_upload bare = new_upload();
+    create(f, &bare);
+    meta_upload got;
+    assert_cu_ok(meta_upload_get(f->meta, bare.id, &got, &err), err);
+    assert_string_equal(got.id, bare.id);
+    assert_string_equal(got.protocol, "seed");
+    assert_string_equal(got.filename, "videos/a.bin");
+    assert_int_equal(got.total_size, 3000);
+    assert_int_equal(got.chunk_size, 1024);
+    assert_int_equal(got.total_parts, 3);
+    assert_int_equal(got.uploaded_parts, 0);
+    assert_int_equal(got.state, UPLOAD_PENDING);
+    assert_null(got.checksum_sha256);
+    assert_null(got.webhook_url);
+    assert_null(got.storage_ref);
+    assert_null(got.final_path);
+    assert_int_equal(got.created_at, bare.created_at);
+    assert_int_equal(got.expires_at, bare.expires_at);
+    assert_int_equal(got.completed_at, 0);
+    meta_upload_clear(&got);
+    assert_null(got.filename);
+
+    meta_upload full = new_upload();
+    full.filename = "\xc3\xa9t\xc3\xa9 'quoted'.bin";
+    full.total_size = (int64_t)3 << 40; /* 3 TiB */
+    full.checksum_sha256 = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+    full.webhook_url = "https://example.invalid/hook?x=1";
+    full.storage_ref = "mpu-123";
+    create(f, &full);
+    assert_cu_ok(meta_upload_get(f->meta, full.id, &got, &err), err);
+    assert_string_equal(got.filename, full.filename);
+    assert_true(got.total_size == full.total_size);
+    assert_string_equal(got.checksum_sha256, full.checksum_sha256);
+    assert_string_equal(got.webhook_url, full.webhook_url);
+    assert_string_equal(got.storage_ref, "mpu-123");
+    assert_null(got.final_path);
+    meta_upload_clear(&got);
+
+    /* The same id twice is refused and leaves the first record alone. */
+    meta_part p = {.part = 0, .size = 1};
+    assert_int_not_equal(meta_upload_create(f->meta, &bare, &p, 1, &err), 0);
+    assert_cu_ok(meta_upload_get(f->meta, bare.id, &got, &err), err);
+    assert_int_equal(got.total_size, 3000);
+    meta_upload_clear(&got);
+}
+
+static void test_parts_list(void **state)
+{
+    fixture *f = *state;
+    cu_error err;
+    meta_upload u = new_upload();
+    create(f, &u);
+
+    meta_part *parts = NULL;
+    int n = -1;
+    assert_cu_ok(meta_parts_list(f->meta, u.id, &parts, &n, &err), err);
+    assert_int_equal(n, 3);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(parts[i].part, i);
+        assert_int_equal(parts[i].state, PART_PENDING);
+        assert_int_equal(parts[i].size, i == 2 ? 952 : 1024);
+        assert_string_equal(parts[i].checksum_sha256, "");
+        char want[65];
+        util_sha256_hex(&i, sizeof i, want);
+        assert_string_equal(parts[i].token_sha256, want);
+        assert_null(parts[i].storage_ref);
+    }
+    meta_parts_free(parts, n);
+
+    meta_part one;
+    assert_cu_ok(meta_part_get(f->meta, u.id, 2, &one, &err), err);
+    assert_int_equal(one.part, 2);
+    assert_int_equal(one.size, 952);
+    free(one.storage_ref);
+    assert_cu_fails(meta_part_get(f->meta, u.id, 3, &one, &err), CU_ENOTFOUND, err);
+
+    /* Unknown uploads have no parts. */
+    char other[CU_UUID_LEN + 1];
+    util_uuid_v4(other);
+    assert_cu_ok(meta_parts_list(f->meta, other, &parts, &n, &err), err);
+    assert_int_equal(n, 0);
+    meta_parts_free(parts, n);
+}
+
+static void test_part_mark_uploaded(void **state)
+{
+    fixture *f = *state;
+    cu_error err;
+    meta_upload u = new_upload();
+    create(f, &u);
+    const char *sum1 = "1111111111111111111111111111111111111111111111111111111111111111";
+    const char *sum2 = "2222222222222222222222222222222222222222222222222222222222222222";
+
+    int uploaded = -1;
+    assert_cu_ok(meta_part_mark_uploaded(f->meta, u.id, 1, 1024, sum1, "etag-1", &uploaded, &err),
+                 err);
+    assert_int_equal(uploaded, 1);
+    assert_cu_ok(meta_part_mark_uploaded(f->meta, u.id, 2, 952, sum2, NULL, &uploaded, &err), err);
+    assert_int_equal(uploaded, 2);
+    assert_int_equal(uploaded_of(f, u.id), 2);
+
+    /* A second mark of the same part is a conflict and counts nothing. */
+    uploaded = -1;
+    assert_cu_fails(meta_part_mark_uploaded(f->meta, u.id, 1, 1024, sum2, NULL, &uploaded, &err),
+                    CU_ECONFLICT, err);
+    assert_int_equal(uploaded_of(f, u.id), 2);
+
+    meta_part *parts = NULL;
+    int n = 0;
+    assert_cu_ok(meta_parts_list(f->meta, u.id, &parts, &n, &err), err);
+    assert_int_equal(n, 3);
+    assert_int_equal(parts[0].state, PART_PENDING);
+    assert_string_equal(parts[0].checksum_sha256, "");
+    assert_int_equal(parts[1].state, PART_UPLOADED);
+    assert_string_equal(parts[1].checksum_sha256, sum1); /* the first mark's, not the refused one */
+    assert_string_equal(parts[1].storage_ref, "etag-1");
+    assert_int_equal(parts[2].state, PART_UPLOADED);
+    assert_string_equal(parts[2].checksum_sha256, sum2);
+    assert_null(parts[2].storage_ref);
+    meta_parts_free(parts, n);
+
+    /* Not while the upload is no longer pending. */
+    assert_cu_ok(meta_upload_transition(f->meta, u.id, UPLOAD_PENDING, UPLOAD_FINALIZING, &err),
+                 err);
+    assert_cu_fails(meta_part_mark_uploaded(f->meta, u.id, 0, 1024, sum1, NULL, &uploaded, &err),
+                    CU_ECONFLICT, err);
+    meta_part p0;
+    assert_cu_ok(meta_part_get(f->meta, u.id, 0, &p0, &err), err);
+    assert_int_equal(p0.state, PART_PENDING);
+    free(p0.storage_ref);
+    assert_int_equal(uploaded_of(f, u.id), 2);
+
+    /* Nor for an unknown upload or part. */
+    assert_cu_fails(meta_part_mark_uploaded(f->meta, "nope", 0, 1, sum1, NULL, &uploaded, &err),
+                    CU_ECONFLICT, err);
+}
+
+static void test_transition_is_compare_and_set(void **state)
+{
+    fixture *f = *state;
+    cu_error err;
+    meta_upload u = new_upload();
+    create(f, &u);
+
+    assert_cu_fails(meta_upload_transition(f->meta, u.id, UPLOAD_FINALIZING, UPLOAD_COMPLETE, &err),
+                    CU_ECONFLICT, err);
+    assert_int_equal(state_of(f, u.id), UPLOAD_PENDING);
+    assert_cu_ok(meta_upload_transition(f->meta, u.id, UPLOAD_PENDING, UPLOAD_FINALIZING, &err),
+                 err);
+    assert_int_equal(state_of(f, u.id), UPLOAD_FINALIZING);
+    assert_cu_fails(meta_upload_transition(f->meta, u.id, UPLOAD_PENDING, UPLOAD_FINALIZING, &err),
+                    CU_ECONFLICT, err);
+    assert_int_equal(state_of(f, u.id), UPLOAD_FINALIZING);
+    /* And back (what complete does when storage refuses). */
+    assert_cu_ok(meta_upload_transition(f->meta, u.id, UPLOAD_FINALIZING, UPLOAD_PENDING, &err),
+                 err);
+    assert_int_equal(state_of(f, u.id), UPLOAD_PENDING);
+}
+
+static int webhooks_due_count(fixture *f, int64_t at, meta_webhook **out)
+{
+    meta_webhook *list = NULL;
+    int n = -1;
+    cu_error err;
+    assert_cu_ok(meta_webhooks_due(f->meta, at, 16, &list, &n, &err), err);
+    if (out)
+        *out = list;
+    else
+        meta_webhooks_free(list, n);
+    return n;
+}
+
+static void test_complete_queues_webhook(void **state)
+{
+    fixture *f = *state;
+    cu_error err;
+    int64_t now = now_s();
+
+    meta_upload hooked = new_upload();
+    hooked.webhook_url = "http://example.invalid/hook";
+    create(f, &hooked);
+
+    /* Only from finalizing. */
+    assert_cu_fails(meta_upload_complete(f->meta, hooked.id, "/final", now, "{}", &err),
+                    CU_ECONFLICT, err);
+    assert_int_equal(state_of(f, hooked.id), UPLOAD_PENDING);
+    assert_int_equal(webhooks_due_count(f, now + 10, NULL), 0);
+
+    assert_cu_ok(
+        meta_upload_transition(f->meta, hooked.id, UPLOAD_PENDING, UPLOAD_FINALIZING, &err), err);
+    assert_cu_ok(meta_upload_complete(f->meta, hooked.id, "/srv/files/x_a.bin", now,
+                                      "{\"event\":\"upload.complete\"}", &err),
+                 err);
+    meta_upload got;
+    assert_cu_ok(meta_upload_get(f->meta, hooked.id, &got, &err), err);
+    assert_int_equal(got.state, UPLOAD_COMPLETE);
+    assert_string_equal(got.final_path, "/srv/files/x_a.bin");
+    assert_int_equal(got.completed_at, now);
+    meta_upload_clear(&got);
+
+    /* Completing twice is a conflict. */
+    assert_cu_fails(meta_upload_complete(f->meta, hooked.id, "/other", now, "{}", &err),
+                    CU_ECONFLICT, err);
+
+    meta_webhook *due = NULL;
+    assert_int_equal(webhooks_due_count(f, now - 1, NULL), 0); /* not before completed_at */
+    assert_int_equal(webhooks_due_count(f, now, &due), 1);
+    assert_string_equal(due[0].upload_id, hooked.id);
+    assert_string_equal(due[0].url, "http://example.invalid/hook");
+    assert_string_equal(due[0].body, "{\"event\":\"upload.complete\"}");
+    assert_int_equal(due[0].attempts, 0);
+    meta_webhooks_free(due, 1);
+    int64_t when = 0;
+    assert_cu_ok(meta_webhook_next_due(f->meta, &when, &err), err);
+    assert_int_equal(when, now);
+
+    /* No webhook_url: a body queues nothing. A webhook_url without a body: nothing either. */
+    meta_upload plain = new_upload();
+    create(f, &plain);
+    assert_cu_ok(meta_upload_transition(f->meta, plain.id, UPLOAD_PENDING, UPLOAD_FINALIZING, &err),
+                 err);
+    assert_cu_ok(meta_upload_complete(f->meta, plain.id, "/p", now, "{}", &err), err);
+    meta_upload nobody = new_upload();
+    nobody.webhook_url = "http://example.invalid/other";
+    create(f, &nobody);
+    assert_cu_ok(
+        meta_upload_transition(f->meta, nobody.id, UPLOAD_PENDING, UPLOAD_FINALIZING, &err), err);
+    assert_cu_ok(meta_upload_complete(f->meta, nobody.id, "/n", now, NULL, &err), err);
+    assert_int_equal(state_of(f, plain.id), UPLOAD_COMPLETE);
+    assert_int_equal(state_of(f, nobody.id), UPLOAD_COMPLETE);
+    assert_int_equal(webhooks_due_count(f, now + 100000, NULL), 1); /* still only the first */
+}
+
+/* Completes a fresh upload with a webhook; returns the webhook's id. */
+static int64_t queue_webhook(fixture *f, int64_t at)
+{
+    cu_error err;
+    meta_upload u = new_upload();
+    u.webhook_url = "http://example.invalid/hook";
+    create(f, &u);
+    assert_cu_ok(meta_upload_transition(f->meta, u.id, UPLOAD_PENDING, UPLOAD_FINALIZING, &err),
+                 err);
+    assert_cu_ok(meta_upload_complete(f->meta, u.id, "/f", at, "{}", &err), err);
+    meta_webhook *due = NULL;
+    int n = webhooks_due_count(f, at, &due);
+    int64_t id = -1;
+    for (int i = 0; i < n; i++)
+        if (!strcmp(due[i].upload_id, u.id))
+            id = due[i].id;
+    meta_webhooks_free(due, n);
+    assert_true(id > 0);
+    return id;
+}
+
+static void test_webhook_results(void **state)
+{
+    fixture *f = *state;
+    cu_error err;
+    int64_t now = now_s();
+    int64_t id = queue_webhook(f, now);
+
+    /* A failed try with a retry in the future: not due now, due then, attempts counted. */
+    assert_cu_ok(meta_webhook_result(f->meta, id, false, now + 600, false, "HTTP 500", &err), err);
+    assert_int_equal(webhooks_due_count(f, now, NULL), 0);
+    assert_int_equal(webhooks_due_count(f, now + 599, NULL), 0);
+    meta_webhook *due = NULL;
+    assert_int_equal(webhooks_due_count(f, now + 600, &due), 1);
+    assert_int_equal(due[0].id, id);
+    assert_int_equal(due[0].attempts, 1);
+    meta_webhooks_free(due, 1);
+    int64_t when = 0;
+    assert_cu_ok(meta_webhook_next_due(f->meta, &when, &err), err);
+    assert_int_equal(when, now + 600);
+
+    /* Delivered: never due again. */
+    assert_cu_ok(meta_webhook_result(f->meta, id, true, now + 600, false, NULL, &err), err);
+    assert_int_equal(webhooks_due_count(f, now + 10000000, NULL), 0);
+    assert_cu_fails(meta_webhook_next_due(f->meta, &when, &err), CU_ENOTFOUND, err);
+
+    /* Given up: never due again either. */
+    int64_t id2 = queue_webhook(f, now);
+    assert_cu_ok(meta_webhook_result(f->meta, id2, false, now + 5, true, "gone", &err), err);
+    assert_int_equal(webhooks_due_count(f, now + 10000000, NULL), 0);
+    assert_cu_fails(meta_webhook_next_due(f->meta, &when, &err), CU_ENOTFOUND, err);
+}
+
+static void test_upload_end(void **state)
+{
+    fixture *f = *state;
+    cu_error err;
+    meta_upload u = new_upload();
+    create(f, &u);
+    int uploaded;
+    assert_cu_ok(
+        meta_part_mark_uploaded(f->meta, u.id, 0, 1024,
+                                "1111111111111111111111111111111111111111111111111111111111111111",
+                                NULL, &uploaded, &err),
+        err);
+
+    assert_cu_fails(meta_upload_end(f->meta, u.id, UPLOAD_FINALIZING, UPLOAD_CANCELLED, &err),
+                    CU_ECONFLICT, err);
+    assert_int_equal(state_of(f, u.id), UPLOAD_PENDING);
+
+    assert_cu_ok(meta_upload_end(f->meta, u.id, UPLOAD_PENDING, UPLOAD_CANCELLED, &err), err);
+    meta_upload got;
+    assert_cu_ok(meta_upload_get(f->meta, u.id, &got, &err), err); /* the row stays */
+    assert_int_equal(got.state, UPLOAD_CANCELLED);
+    assert_string_equal(got.filename, "videos/a.bin");
+    meta_upload_clear(&got);
+    meta_part *parts = NULL;
+    int n = -1;
+    assert_cu_ok(meta_parts_list(f->meta, u.id, &parts, &n, &err), err);
+    assert_int_equal(n, 0); /* parts and their token digests are gone */
+    meta_parts_free(parts, n);
+    meta_part p;
+    assert_cu_fails(meta_part_get(f->meta, u.id, 1, &p, &err), CU_ENOTFOUND, err);
+
+    /* Ending twice is a conflict; so is ending as expired now. */
+    assert_cu_fails(meta_upload_end(f->meta, u.id, UPLOAD_PENDING, UPLOAD_EXPIRED, &err),
+                    CU_ECONFLICT, err);
+    assert_int_equal(state_of(f, u.id), UPLOAD_CANCELLED);
+
+    meta_upload e = new_upload();
+    create(f, &e);
+    assert_cu_ok(meta_upload_end(f->meta, e.id, UPLOAD_PENDING, UPLOAD_EXPIRED, &err), err);
+    assert_int_equal(state_of(f, e.id), UPLOAD_EXPIRED);
+}
+
+static void test_uploads_due(void **state)
+{
+    fixture *f = *state;
+    cu_error err;
+    int64_t now = now_s();
+
+    meta_upload due1 = new_upload(), due2 = new_upload(), fresh = new_upload(),
+                finalizing = new_upload(), cancelled = new_upload(), completed = new_upload();
+    due1.expires_at = now - 100;
+    due2.expires_at = now; /* expires_at <= now counts */
+    fresh.expires_at = now + 100;
+    finalizing.expires_at = cancelled.expires_at = completed.expires_at = now - 1000;
+    const meta_upload *all[] = {&due1, &due2, &fresh, &finalizing, &cancelled, &completed};
+    for (size_t i = 0; i < 6; i++)
+        create(f, all[i]);
+    assert_cu_ok(
+        meta_upload_transition(f->meta, finalizing.id, UPLOAD_PENDING, UPLOAD_FINALIZING, &err),
+        err);
+    assert_cu_ok(meta_upload_end(f->meta, cancelled.id, UPLOAD_PENDING, UPLOAD_CANCELLED, &err),
+                 err);
+    assert_cu_ok(
+        meta_upload_transition(f->meta, completed.id, UPLOAD_PENDING, UPLOAD_FINALIZING, &err),
+        err);
+    assert_cu_ok(meta_upload_complete(f->meta, completed.id, "/c", now, NULL, &err), err);
+
+    meta_upload *list = NULL;
+    int n = -1;
+    assert_cu_ok(meta_uploads_due(f->meta, now, 64, &list, &n, &err), err);
+    assert_int_equal(n, 2);
+    assert_string_equal(list[0].id, due1.id); /* oldest expiry first */
+    assert_string_equal(list[1].id, due2.id);
+    assert_int_equal(list[0].state, UPLOAD_PENDING);
+    assert_string_equal(list[0].filename, "videos/a.bin");
+    meta_uploads_free(list, n);
+
+    assert_cu_ok(meta_uploads_due(f->meta, now, 1, &list, &n, &err), err);
+    assert_int_equal(n, 1); /* the limit holds */
+    assert_string_equal(list[0].id, due1.id);
+    meta_uploads_free(list, n);
+
+    assert_cu_ok(meta_uploads_due(f->meta, now - 101, 64, &list, &n, &err), err);
+    assert_int_equal(n, 0);
+    meta_uploads_free(list, n);
+
+    assert_cu_ok(meta_uploads_due(f->meta, now + 100, 64, &list, &n, &err), err);
+    assert_int_equal(n, 3); /* fresh too, once its time has come */
+    meta_uploads_free(list, n);
+}
+
+static void test_persists_across_reopen(void **state)
+{
+    fixture *f = *state;
+    cu_error err;
+    meta_upload u = new_upload();
+    u.webhook_url = "http://example.invalid/hook";
+    create(f, &u);
+    int uploaded;
+    const char *sum = "abababababababababababababababababababababababababababababababab";
+    assert_cu_ok(meta_part_mark_uploaded(f->meta, u.id, 2, 952, sum, "ref-2", &uploaded, &err),
+                 err);
+    meta_close(f->meta);
+    f->meta = NULL;
+
+    /* Reopened with the other durability setting: same data. */
+    assert_cu_ok(meta_sqlite_open(f->db_path, true, &f->meta, &err), err);
+    meta_upload got;
+    assert_cu_ok(meta_upload_get(f->meta, u.id, &got, &err), err);
+    assert_int_equal(got.uploaded_parts, 1);
+    assert_int_equal(got.state, UPLOAD_PENDING);
+    assert_string_equal(got.webhook_url, "http://example.invalid/hook");
+    meta_upload_clear(&got);
+    meta_part p;
+    assert_cu_ok(meta_part_get(f->meta, u.id, 2, &p, &err), err);
+    assert_int_equal(p.state, PART_UPLOADED);
+    assert_string_equal(p.checksum_sha256, sum);
+    assert_string_equal(p.storage_ref, "ref-2");
+    free(p.storage_ref);
+
+    /* And it keeps working. */
+    assert_cu_ok(meta_part_mark_uploaded(f->meta, u.id, 0, 1024, sum, NULL, &uploaded, &err), err);
+    assert_int_equal(uploaded, 2);
+}
+
+static void test_unknown_ids(void **state)
+{
+    fixture *f = *state;
+    cu_error err;
+    char id[CU_UUID_LEN + 1];
+    util_uuid_v4(id);
+    meta_upload got;
+    assert_cu_fails(meta_upload_get(f->meta, id, &got, &err), CU_ENOTFOUND, err);
+    assert_cu_fails(meta_upload_get(f->meta, "", &got, &err), CU_ENOTFOUND, err);
+    meta_part p;
+    assert_cu_fails(meta_part_get(f->meta, id, 0, &p, &err), CU_ENOTFOUND, err);
+    assert_cu_fails(meta_upload_transition(f->meta, id, UPLOAD_PENDING, UPLOAD_FINALIZING, &err),
+                    CU_ECONFLICT, err);
+    assert_cu_fails(meta_upload_end(f->meta, id, UPLOAD_PENDING, UPLOAD_CANCELLED, &err),
+                    CU_ECONFLICT, err);
+}
+
+static void test_open_refuses_bad_path(void **state)
+{
+    fixture *f = *state;
+    cu_error err;
+    char *bad = path_join(f->dir, "no/such/dir/meta.db");
+    meta_t *m = NULL;
+    assert_cu_fails(meta_sqlite_open(bad, false, &m, &err), CU_EIO, err);
+    free(bad);
+}
+
+static void test_state_names(void **state)
+{
+    (void)state;
+    const char *names[] = {"pending", "finalizing", "complete", "failed", "cancelled", "expired"};
+    for (int i = 0; i < 6; i++) {
+        assert_string_equal(upload_state_name((upload_state)i), names[i]);
+        assert_int_equal(upload_state_parse(names[i]), i);
+    }
+    assert_int_equal(upload_state_parse("done"), -1);
+}
+
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        T(test_create_and_get),
+        T(test_parts_list),
+        T(test_part_mark_uploaded),
+        T(test_transition_is_compare_and_set),
+        T(test_complete_queues_webhook),
+        T(test_webhook_results),
+        T(test_upload_end),
+        T(test_uploads_due),
+        T(test_persists_across_reopen),
+        T(test_unknown_ids),
+        T(test_open_refuses_bad_path),
+        cmocka_unit_test(test_state_names),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
