@@ -154,12 +154,14 @@ static void part_abort(void *state)
 static const http_stream_ops part_stream_ops = {
     .data = part_data, .end = part_end, .abort = part_abort};
 
-/* Reads the optional part digest: Content-Digest (RFC 9530) or X-Checksum-SHA256.
- * Returns 1 when one was given, 0 when none, -1 (after replying) when malformed. */
+/* Reads the optional part digests: Content-Digest (RFC 9530) and X-Checksum-SHA256. When
+ * both are sent they must agree. Returns 1 when one was given, 0 when none, -1 (after
+ * replying) when one is malformed or they disagree. */
 static int part_digest(http_request *req, unsigned char out[32])
 {
     const char *hex = http_header(req, "X-Checksum-SHA256");
     const char *cd = http_header(req, "Content-Digest");
+    int found = 0;
     if (cd) {
         /* sha-256=:<base64>: possibly among other algorithms, comma-separated. */
         const char *p = strcasestr(cd, "sha-256=:");
@@ -171,17 +173,23 @@ static int part_digest(http_request *req, unsigned char out[32])
                                  "Content-Digest: sha-256 must be :<base64 of 32 bytes>:");
                 return -1;
             }
-            return 1;
+            found = 1;
         }
     }
     if (hex) {
-        if (util_unhex_sha256(hex, out) != 0) {
+        unsigned char other[32];
+        if (util_unhex_sha256(hex, other) != 0) {
             http_reply_error(req, 400, "X-Checksum-SHA256 must be 64 hex digits");
             return -1;
         }
-        return 1;
+        if (found && memcmp(other, out, sizeof other) != 0) {
+            http_reply_error(req, 400, "Content-Digest and X-Checksum-SHA256 disagree");
+            return -1;
+        }
+        memcpy(out, other, sizeof other);
+        found = 1;
     }
-    return 0;
+    return found;
 }
 
 static void begin_part(seed_api *api, http_request *req, const char *id, const char *num)
@@ -352,6 +360,8 @@ static bool seed_begin(void *ctx, http_request *req)
     }
     const char *tail = rest + CU_UUID_LEN;
     if (!strncmp(tail, "/part/", 6)) {
+        if (strchr(tail + 6, '/'))
+            return false;
         if (method_is(req, "PUT", "PUT"))
             begin_part(api, req, id, tail + 6);
         return true;

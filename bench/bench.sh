@@ -1,0 +1,485 @@
+#!/usr/bin/env bash
+# Benchmark chunked-uploader against nginx's WebDAV PUT as the reference.
+#
+# Run as root from the repo root after `make` (binary: build/chunked-uploader):
+#     bench/bench.sh
+#
+# Environment:
+#   BENCH_ROUNDS=3        rounds of nginx / ours(fsync) / ours(none), medians reported
+#   BENCH_SIZE_MB=1024    size of the throughput test file in MiB (parts of 50 MiB)
+#   BENCH_SKIP_4G=1       skip the 4 GiB `complete` latency measurement
+#   BENCH_NGINX_ONLY=1    only the nginx reference (no server binary needed)
+#   BENCH_BIN=path        server binary (default build/chunked-uploader)
+#
+# Measures:
+#   1. wall time of uploading BENCH_SIZE_MB in 50 MiB parts, 4 curl PUTs at a time, to
+#      nginx (dav_methods PUT) and to chunked-uploader (init + parts + complete) with
+#      DURABILITY=fsync and DURABILITY=none; goals ours_fsync/nginx <= 1.25, ours_none/nginx <= 1.0
+#   2. peak RSS (VmHWM) of a fresh server after 16 parallel 50 MiB parts; goal < 64 MiB
+#   3. latency of POST complete for 1 GiB and 4 GiB uploads; goal equal, < 50 ms
+# Every upload's result is checked (size; SHA-256 of the whole file once per variant).
+set -Eeuo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH_DIR=$REPO/bench
+PY=/usr/bin/python3
+LIB=$BENCH_DIR/benchlib.py
+BIN=${BENCH_BIN:-$REPO/build/chunked-uploader}
+ROUNDS=${BENCH_ROUNDS:-3}
+SIZE_MB=${BENCH_SIZE_MB:-1024}
+SKIP_4G=${BENCH_SKIP_4G:-0}
+NGINX_ONLY=${BENCH_NGINX_ONLY:-0}
+
+CHUNK_MB=50
+CHUNK=$((CHUNK_MB * 1048576))
+PAR=4
+SIZE=$((SIZE_MB * 1048576))
+GIB=1073741824
+
+WORK=""        # on real disk: nginx prefix/root/body temp, server storage + db
+SRC_DIR=""     # source parts (/dev/shm when it has room)
+NGX_PIDFILE=""
+SRV_PID=""
+RESULTS=""
+RUN_T=""
+FINAL_PATH=""
+
+log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------- cleanup
+
+stop_server() {
+    local pid=$SRV_PID i
+    [[ -n $pid ]] || return 0
+    SRV_PID=""
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+stop_nginx() {
+    local pid i
+    [[ -n $NGX_PIDFILE && -s $NGX_PIDFILE ]] || return 0
+    pid=$(<"$NGX_PIDFILE")
+    kill -TERM "$pid" 2>/dev/null || true
+    # nginx removes its pid file on exit (the master is not our child: no wait)
+    for ((i = 0; i < 50; i++)); do
+        if [[ ! -e $NGX_PIDFILE ]] || ! kill -0 "$pid" 2>/dev/null; then break; fi
+        sleep 0.1
+    done
+    if [[ -e $NGX_PIDFILE ]]; then kill -KILL "$pid" 2>/dev/null || true; fi
+    NGX_PIDFILE=""
+}
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    stop_server
+    stop_nginx
+    [[ -n $WORK && -d $WORK ]] && rm -rf -- "$WORK"
+    [[ -n $SRC_DIR && -d $SRC_DIR ]] && rm -rf -- "$SRC_DIR"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------- helpers
+
+# elapsed T0 T1 -> seconds with 3 decimals
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
+
+result() { printf '%s %s\n' "$1" "$2" >>"$RESULTS"; }
+
+free_port() { "$PY" "$LIB" freeport; }
+
+avail_bytes() { df -B1 --output=avail "$1" | tail -n 1 | tr -d ' '; }
+
+# gen_partlist TOTAL OUT: "n size file" lines covering TOTAL bytes, reusing the source's
+# full parts (content does not matter where this is used, only sizes).
+gen_partlist() {
+    local total=$1 out=$2 full rem n tail
+    full=$((total / CHUNK))
+    rem=$((total % CHUNK))
+    : >"$out"
+    for ((n = 0; n < full; n++)); do
+        printf '%d %d %s\n' "$n" "$CHUNK" "${FULL_POOL[n % ${#FULL_POOL[@]}]}" >>"$out"
+    done
+    if ((rem > 0)); then
+        tail=$SRC_DIR/tail.$rem
+        [[ -f $tail ]] || head -c "$rem" "${FULL_POOL[0]}" >"$tail"
+        printf '%d %d %s\n' "$full" "$rem" "$tail" >>"$out"
+    fi
+}
+
+# show_failures DIR: print the error replies saved by failed part uploads
+show_failures() {
+    local f
+    for f in "$1"/resp.*; do
+        [[ -s $f ]] || continue
+        if ! grep -q '"status": *"uploaded"' "$f" 2>/dev/null; then
+            printf '  %s: %s\n' "${f##*/}" "$(head -c 300 "$f")" >&2
+        fi
+    done
+}
+
+# ---------------------------------------------------------------- setup
+
+install_deps() {
+    local need=0
+    if ! command -v nginx >/dev/null 2>&1 || ! nginx -V 2>&1 | grep -q -- '--with-http_dav_module'; then
+        need=1
+    fi
+    command -v curl >/dev/null 2>&1 || need=1
+    [[ -x $PY ]] || need=1
+    ((need)) || return 0
+    [[ $EUID -eq 0 ]] || die "nginx (with http_dav_module), curl or /usr/bin/python3 missing; run as root to install them"
+    log "installing nginx, curl, python3"
+    # keep the package from starting the system nginx service
+    local policy=/usr/sbin/policy-rc.d added=0
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && added=1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq nginx-light curl python3 >/dev/null 2>&1 ||
+        apt-get install -y -qq nginx curl python3 >/dev/null
+    ((added)) && rm -f "$policy"
+    nginx -V 2>&1 | grep -q -- '--with-http_dav_module' || die "installed nginx lacks http_dav_module"
+}
+
+make_source() {
+    local need shm_avail n f
+    need=$((2 * SIZE + 256 * 1048576))
+    shm_avail=$(avail_bytes /dev/shm 2>/dev/null || echo 0)
+    if ((shm_avail > need)); then
+        SRC_DIR=$(mktemp -d /dev/shm/cu-bench-src.XXXXXX)
+    else
+        SRC_DIR=$(mktemp -d "$WORK/../cu-bench-src.XXXXXX")
+    fi
+    log "creating ${SIZE_MB} MiB random source in $SRC_DIR"
+    head -c "$SIZE" /dev/urandom >"$SRC_DIR/source.bin"
+    SRC_SHA=$(sha256sum "$SRC_DIR/source.bin" | cut -d' ' -f1)
+    (cd "$SRC_DIR" && split -b "$CHUNK" -d -a 4 source.bin part.)
+    rm -f "$SRC_DIR/source.bin"
+    NPARTS=$(((SIZE + CHUNK - 1) / CHUNK))
+    MAIN_LIST=$SRC_DIR/main.list
+    : >"$MAIN_LIST"
+    FULL_POOL=()
+    for ((n = 0; n < NPARTS; n++)); do
+        f=$SRC_DIR/part.$(printf '%04d' "$n")
+        [[ -f $f ]] || die "split produced no $f"
+        mv "$f" "$SRC_DIR/part.$n"
+        f=$SRC_DIR/part.$n
+        printf '%d %d %s\n' "$n" "$(stat -c %s "$f")" "$f" >>"$MAIN_LIST"
+        (($(stat -c %s "$f") == CHUNK)) && FULL_POOL+=("$f")
+    done
+    if ((${#FULL_POOL[@]} == 0)); then
+        head -c "$CHUNK" /dev/urandom >"$SRC_DIR/full.0"
+        FULL_POOL=("$SRC_DIR/full.0")
+    fi
+    log "source: $NPARTS parts, sha256 $SRC_SHA"
+}
+
+# ---------------------------------------------------------------- nginx
+
+start_nginx() {
+    local prefix=$WORK/nginx user_line=""
+    NGX_ROOT=$WORK/nginx-root
+    mkdir -p "$prefix/logs" "$prefix/tmp" "$NGX_ROOT" "$WORK/nginx-body"
+    NGX_PORT=$(free_port)
+    [[ $EUID -eq 0 ]] && user_line="user root;"
+    cat >"$prefix/nginx.conf" <<EOF
+$user_line
+worker_processes auto;
+daemon on;
+pid $prefix/nginx.pid;
+error_log $prefix/logs/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/nginx-body;
+    proxy_temp_path $prefix/tmp/proxy;
+    fastcgi_temp_path $prefix/tmp/fastcgi;
+    uwsgi_temp_path $prefix/tmp/uwsgi;
+    scgi_temp_path $prefix/tmp/scgi;
+    server {
+        listen 127.0.0.1:$NGX_PORT;
+        location / {
+            root $NGX_ROOT;
+            dav_methods PUT;
+            create_full_put_path on;
+            dav_access user:rw group:r all:r;
+            client_max_body_size 0;
+        }
+    }
+}
+EOF
+    NGX_PIDFILE=$prefix/nginx.pid
+    nginx -e "$prefix/logs/error.log" -c "$prefix/nginx.conf" -p "$prefix/" ||
+        die "nginx failed to start: $(tail -n 5 "$prefix/logs/error.log" 2>/dev/null)"
+    local i
+    for ((i = 0; i < 50; i++)); do
+        [[ -s $NGX_PIDFILE ]] && curl -s -o /dev/null "http://127.0.0.1:$NGX_PORT/" && break
+        sleep 0.1
+    done
+    ((i < 50)) || die "nginx did not come up on port $NGX_PORT"
+    log "nginx $(nginx -v 2>&1 | sed 's/.*\///') on 127.0.0.1:$NGX_PORT"
+}
+
+# nginx_run VERIFY_SHA -> sets RUN_T (wall seconds); no subshell, so cleanup sees all state
+nginx_run() {
+    local verify=$1 dir=$WORK/nginx-run t0 t1 n size f got
+    rm -rf "$NGX_ROOT/up" "$dir"
+    mkdir -p "$dir"
+    sync
+    t0=$EPOCHREALTIME
+    # shellcheck disable=SC2016  # expanded by the per-part sh
+    if ! U="http://127.0.0.1:$NGX_PORT/up" D=$dir xargs -P "$PAR" -L 1 \
+        sh -c 'curl -sS --fail-with-body -o "$D/resp.$1" -T "$3" "$U/part.$1" || exit 255' sh <"$MAIN_LIST"; then
+        show_failures "$dir"
+        die "nginx upload failed"
+    fi
+    t1=$EPOCHREALTIME
+    # verify: every part stored with its size; whole content once
+    while read -r n size f; do
+        got=$(stat -c %s "$NGX_ROOT/up/part.$n" 2>/dev/null || echo missing)
+        [[ $got == "$size" ]] || die "nginx: part $n has size $got, expected $size"
+    done <"$MAIN_LIST"
+    if ((verify)); then
+        got=$(for ((n = 0; n < NPARTS; n++)); do cat "$NGX_ROOT/up/part.$n"; done | sha256sum | cut -d' ' -f1)
+        [[ $got == "$SRC_SHA" ]] || die "nginx: uploaded content sha256 $got != source $SRC_SHA"
+    fi
+    rm -rf "$NGX_ROOT/up"
+    RUN_T=$(elapsed "$t0" "$t1")
+}
+
+# ---------------------------------------------------------------- chunked-uploader
+
+# start_server DURABILITY NAME: fresh storage + database under $WORK/NAME
+start_server() {
+    local durability=$1 name=$2 i rc
+    SRV_DIR=$WORK/$name
+    rm -rf "$SRV_DIR"
+    mkdir -p "$SRV_DIR"
+    SRV_PORT=$(free_port)
+    API_KEY=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+    (cd "$SRV_DIR" && exec env -i PATH="$PATH" HOME="${HOME:-/root}" \
+        API_KEY="$API_KEY" \
+        JWT_SECRET="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
+        SERVER_HOST=127.0.0.1 SERVER_PORT="$SRV_PORT" \
+        LOCAL_STORAGE_PATH="$SRV_DIR/storage" DATABASE_PATH="$SRV_DIR/uploads.db" \
+        CHUNK_SIZE_MB="$CHUNK_MB" DURABILITY="$durability" \
+        "$BIN" >"$SRV_DIR/server.log" 2>&1) &
+    SRV_PID=$!
+    SRV_URL=http://127.0.0.1:$SRV_PORT
+    for ((i = 0; i < 100; i++)); do
+        if ! kill -0 "$SRV_PID" 2>/dev/null; then
+            wait "$SRV_PID" 2>/dev/null && rc=0 || rc=$?
+            SRV_PID=""
+            die "server exited at start (status $rc): $(tail -n 5 "$SRV_DIR/server.log")"
+        fi
+        curl -sf -o /dev/null "$SRV_URL/health" && return 0
+        sleep 0.1
+    done
+    die "server did not answer /health on $SRV_URL within 10 s: $(tail -n 5 "$SRV_DIR/server.log")"
+}
+
+# server_state: "running", or how the server process ended
+server_state() {
+    local rc
+    [[ -n $SRV_PID ]] || { echo "not started"; return; }
+    if kill -0 "$SRV_PID" 2>/dev/null; then echo "running"; return; fi
+    wait "$SRV_PID" 2>/dev/null && rc=0 || rc=$?
+    SRV_PID=""
+    if ((rc > 128)); then echo "DIED: killed by signal $((rc - 128)) ($(kill -l $((rc - 128)) 2>/dev/null))"
+    else echo "DIED: exited with status $rc"; fi
+}
+
+# server_fail MSG: die with the server's state and last log lines
+server_fail() {
+    printf 'bench: server %s; last log lines:\n' "$(server_state)" >&2
+    tail -n 8 "$SRV_DIR/server.log" | sed 's/^/  | /' >&2
+    die "$1"
+}
+
+# server_init TOTAL PARTLIST OUTDIR: POST /upload/init, write tokens; sets FILE_ID
+server_init() {
+    local total=$1 list=$2 dir=$3 code
+    code=$(curl -sS -o "$dir/init.json" -w '%{http_code}' -X POST \
+        -H "X-API-Key: $API_KEY" -H 'Content-Type: application/json' \
+        -d "{\"filename\":\"bench/source.bin\",\"total_size\":$total}" "$SRV_URL/upload/init") ||
+        server_fail "init: curl failed"
+    [[ $code == 200 ]] || server_fail "init answered $code: $(head -c 300 "$dir/init.json")"
+    FILE_ID=$("$PY" -I -S "$LIB" init-parse "$dir/init.json" "$list" "$dir/tokens") ||
+        die "init reply unusable"
+}
+
+# server_parts PARALLEL OUTDIR: PUT every part listed in OUTDIR/tokens
+server_parts() {
+    local par=$1 dir=$2
+    # shellcheck disable=SC2016  # expanded by the per-part sh
+    if ! U="$SRV_URL/upload/$FILE_ID/part" D=$dir xargs -P "$par" -L 1 \
+        sh -c 'curl -sS --fail-with-body -o "$D/resp.$1" -H "Authorization: Bearer $2" -T "$3" "$U/$1" || exit 255' sh \
+        <"$dir/tokens"; then
+        show_failures "$dir"
+        server_fail "part upload to chunked-uploader failed"
+    fi
+}
+
+# server_complete OUTDIR: POST complete; sets COMPLETE_TIME (curl time_total)
+server_complete() {
+    local dir=$1 out code
+    out=$(curl -sS -o "$dir/complete.json" -w '%{http_code} %{time_total}' -X POST \
+        -H "X-API-Key: $API_KEY" "$SRV_URL/upload/$FILE_ID/complete") || server_fail "complete: curl failed"
+    code=${out%% *}
+    COMPLETE_TIME=${out#* }
+    [[ $code == 200 ]] || server_fail "complete answered $code: $(head -c 300 "$dir/complete.json")"
+}
+
+# verify_final OUTDIR TOTAL VERIFY_SHA: sets FINAL_PATH
+verify_final() {
+    local dir=$1 total=$2 verify=$3 status path got
+    status=$("$PY" -I -S "$LIB" field "$dir/complete.json" status)
+    [[ $status == complete ]] || server_fail "complete reply status '$status': $(head -c 300 "$dir/complete.json")"
+    path=$("$PY" -I -S "$LIB" field "$dir/complete.json" final_path)
+    [[ $path == /* ]] || path=$SRV_DIR/$path
+    [[ -f $path ]] || server_fail "final file '$path' (from complete reply) does not exist"
+    got=$(stat -c %s "$path")
+    [[ $got == "$total" ]] || server_fail "final file $path has $got bytes, expected $total"
+    if ((verify)); then
+        got=$(sha256sum "$path" | cut -d' ' -f1)
+        [[ $got == "$SRC_SHA" ]] || server_fail "final file sha256 $got != source $SRC_SHA"
+    fi
+    FINAL_PATH=$path
+}
+
+# ours_run DURABILITY VERIFY_SHA -> sets RUN_T (wall seconds)
+ours_run() {
+    local durability=$1 verify=$2 dir t0 t1
+    start_server "$durability" "srv-$durability"
+    dir=$SRV_DIR/run
+    mkdir -p "$dir"
+    sync
+    t0=$EPOCHREALTIME
+    server_init "$SIZE" "$MAIN_LIST" "$dir"
+    server_parts "$PAR" "$dir"
+    server_complete "$dir"
+    t1=$EPOCHREALTIME
+    verify_final "$dir" "$SIZE" "$verify"
+    stop_server
+    rm -rf "$SRV_DIR"
+    RUN_T=$(elapsed "$t0" "$t1")
+}
+
+peak_rss() {
+    local dir list total=$((16 * CHUNK)) hwm idle
+    start_server fsync srv-rss
+    idle=$(awk '/^VmHWM:/ { print $2 }' "/proc/$SRV_PID/status")
+    dir=$SRV_DIR/run
+    list=$SRV_DIR/rss.list
+    mkdir -p "$dir"
+    gen_partlist "$total" "$list"
+    server_init "$total" "$list" "$dir"
+    server_parts 16 "$dir"
+    server_complete "$dir"
+    hwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$SRV_PID/status")
+    verify_final "$dir" "$total" 0
+    stop_server
+    rm -rf "$SRV_DIR"
+    result rss_idle_kib "$idle"
+    result peak_rss_kib "$hwm"
+    log "peak RSS: $((hwm / 1024)) MiB (at start: $((idle / 1024)) MiB)"
+}
+
+complete_latency() {
+    local key total i dir list
+    start_server none srv-lat
+    for key in 1g 4g; do
+        if [[ $key == 4g ]]; then
+            [[ $SKIP_4G == 1 ]] && continue
+            total=$((4 * GIB))
+        else
+            total=$GIB
+        fi
+        list=$SRV_DIR/$key.list
+        gen_partlist "$total" "$list"
+        for ((i = 1; i <= 3; i++)); do
+            dir=$SRV_DIR/$key-$i
+            mkdir -p "$dir"
+            server_init "$total" "$list" "$dir"
+            server_parts "$PAR" "$dir"
+            server_complete "$dir"
+            verify_final "$dir" "$total" 0
+            rm -f -- "$FINAL_PATH"
+            rm -rf "$dir"
+            result "complete_$key" "$COMPLETE_TIME"
+            log "complete latency $key #$i: $(awk -v t="$COMPLETE_TIME" 'BEGIN { printf "%.1f", t * 1000 }') ms"
+        done
+    done
+    stop_server
+    rm -rf "$SRV_DIR"
+}
+
+# ---------------------------------------------------------------- main
+
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROUNDS must be a positive integer"
+[[ $SIZE_MB =~ ^[1-9][0-9]*$ ]] || die "BENCH_SIZE_MB must be a positive integer"
+install_deps
+if [[ $NGINX_ONLY != 1 ]]; then
+    [[ -x $BIN ]] || die "$BIN not found; run make first"
+fi
+
+WORK=$(mktemp -d /var/tmp/cu-bench.XXXXXX)
+RESULTS=$WORK/results.txt
+if [[ $NGINX_ONLY != 1 ]]; then
+    # run a private copy: a rebuild during the bench must not change the binary under test
+    cp "$BIN" "$WORK/chunked-uploader"
+    BIN=$WORK/chunked-uploader
+fi
+need=$((SIZE + 2 * CHUNK))
+[[ $SKIP_4G == 1 ]] || need=$((4 * GIB + 2 * CHUNK))
+((need < SIZE * 2)) && need=$((SIZE * 2))
+(($(avail_bytes "$WORK") > need + GIB)) || die "not enough free space under /var/tmp (need ~$((need / 1048576 + 1024)) MiB)"
+
+make_source
+result size_bytes "$SIZE"
+result parts "$NPARTS"
+result rounds "$ROUNDS"
+result machine "$(nproc) cores $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), $(awk '/^MemTotal/ { printf "%.0f GiB RAM", $2 / 1048576 }' /proc/meminfo)"
+result kernel "Linux $(uname -r)"
+result nginx_version "$(nginx -v 2>&1 | sed 's/.*: //')"
+result src_fs "$(findmnt -n -o FSTYPE -T "$SRC_DIR" 2>/dev/null || echo '?')"
+result dst_fs "$(findmnt -n -o FSTYPE,SOURCE -T "$WORK" 2>/dev/null | tr -s ' ' || echo '?')"
+
+start_nginx
+for ((r = 1; r <= ROUNDS; r++)); do
+    verify=0
+    ((r == 1)) && verify=1
+    nginx_run "$verify"
+    result nginx "$RUN_T"
+    log "round $r/$ROUNDS nginx:       $RUN_T s"
+    if [[ $NGINX_ONLY != 1 ]]; then
+        ours_run fsync "$verify"
+        result ours_fsync "$RUN_T"
+        log "round $r/$ROUNDS ours(fsync): $RUN_T s"
+        ours_run none "$verify"
+        result ours_none "$RUN_T"
+        log "round $r/$ROUNDS ours(none):  $RUN_T s"
+    fi
+done
+stop_nginx
+
+if [[ $NGINX_ONLY != 1 ]]; then
+    log "peak RSS: 16 parallel 50 MiB parts"
+    peak_rss
+    log "complete latency (DURABILITY=none)"
+    complete_latency
+fi
+
+"$PY" "$LIB" summary "$RESULTS"

@@ -1,0 +1,159 @@
+#!/usr/bin/python3
+"""Helpers for bench/bench.sh (standard library only).
+
+Subcommands:
+  freeport                          print a free TCP port on 127.0.0.1
+  init-parse INIT_JSON PARTLIST OUT
+                                    check an /upload/init reply against the expected
+                                    parts (PARTLIST: lines "n size file"), write OUT
+                                    lines "n token file", print the file_id
+  field JSON KEY                    print one top-level field of a JSON file
+  summary RESULTS                   print the report for a results file
+"""
+import json
+import os
+import socket
+import statistics
+import sys
+
+
+def die(msg):
+    print("benchlib: " + msg, file=sys.stderr)
+    sys.exit(1)
+
+
+def load(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        die("%s: not valid JSON (%s)" % (path, e))
+
+
+def cmd_freeport():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        print(s.getsockname()[1])
+
+
+def cmd_init_parse(init_path, partlist, out):
+    reply = load(init_path)
+    parts = []
+    with open(partlist, encoding="utf-8") as f:
+        for line in f:
+            n, size, path = line.split(None, 2)
+            parts.append((int(n), int(size), path.strip()))
+    for key in ("file_id", "total_parts", "chunk_size", "parts"):
+        if key not in reply:
+            die("init reply lacks %r: %s" % (key, json.dumps(reply)[:300]))
+    if reply["total_parts"] != len(parts) or len(reply["parts"]) != len(parts):
+        die("init reply: total_parts=%r, %d tokens, expected %d parts"
+            % (reply["total_parts"], len(reply["parts"]), len(parts)))
+    tokens = {}
+    for p in reply["parts"]:
+        tokens[p["part"]] = p["token"]
+    with open(out, "w", encoding="utf-8") as f:
+        for n, _size, path in parts:
+            if n not in tokens:
+                die("init reply has no token for part %d" % n)
+            f.write("%d %s %s\n" % (n, tokens[n], path))
+    print(reply["file_id"])
+
+
+def cmd_field(path, key):
+    v = load(path).get(key)
+    print("" if v is None else v)
+
+
+def read_results(path):
+    res = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            parts = line.split(None, 1)
+            if len(parts) == 2:
+                res.setdefault(parts[0], []).append(parts[1].strip())
+    return res
+
+
+def cmd_summary(path):
+    res = read_results(path)
+    one = lambda k, d="": res.get(k, [d])[-1]
+    nums = lambda k: [float(x) for x in res.get(k, [])]
+    size = int(one("size_bytes", "0"))
+    nparts = one("parts", "?")
+    rounds = one("rounds", "?")
+    mib = size / 1048576
+
+    def fmt_t(vals):
+        if not vals:
+            return None, "n/a"
+        med = statistics.median(vals)
+        return med, "%.2f s (%.0f MiB/s)" % (med, mib / med if med > 0 else 0)
+
+    ngx, ngx_s = fmt_t(nums("nginx"))
+    fs, fs_s = fmt_t(nums("ours_fsync"))
+    no, no_s = fmt_t(nums("ours_none"))
+
+    def ok(b):
+        return "PASS" if b else "FAIL"
+
+    print()
+    print("Raw runs (wall seconds, rounds alternate nginx / fsync / none):")
+    for k in ("nginx", "ours_fsync", "ours_none"):
+        print("  %-11s %s" % (k, " ".join("%.3f" % v for v in nums(k)) or "n/a"))
+    lat1, lat4 = nums("complete_1g"), nums("complete_4g")
+    if lat1 or lat4:
+        print("  complete 1 GiB (ms): %s" % " ".join("%.1f" % (v * 1000) for v in lat1))
+        print("  complete 4 GiB (ms): %s" % (" ".join("%.1f" % (v * 1000) for v in lat4) or "skipped"))
+    print()
+    print("%s, %s, %s; source %s, target %s"
+          % (one("machine"), one("kernel"), one("nginx_version"), one("src_fs"), one("dst_fs")))
+    print()
+    print("| Measurement | Result | Goal | |")
+    print("|---|---|---|---|")
+    label = "%.0f MiB in %s parts of 50 MiB, 4 parallel curl PUTs, median of %s" % (mib, nparts, rounds)
+    print("| nginx `dav_methods PUT` (reference), %s | %s | | |" % (label, ngx_s))
+    if fs is not None or no is not None:
+        for name, val, val_s, goal in (("fsync", fs, fs_s, 1.25), ("none", no, no_s, 1.0)):
+            if val is None or not ngx:
+                print("| chunked-uploader `DURABILITY=%s` | %s | ≤ %.2f × nginx | |" % (name, val_s, goal))
+                continue
+            r = val / ngx
+            print("| chunked-uploader `DURABILITY=%s`, init + parts + complete | %s = **%.2f × nginx** | ≤ %.2f × nginx | %s |"
+                  % (name, val_s, r, goal, ok(r <= goal)))
+    rss = one("peak_rss_kib")
+    if rss:
+        r = int(rss) / 1024
+        print("| Peak RSS (VmHWM), 16 × 50 MiB parts uploaded at once | %.1f MiB | < 64 MiB | %s |" % (r, ok(r < 64)))
+    m1 = statistics.median(lat1) * 1000 if lat1 else None
+    m4 = statistics.median(lat4) * 1000 if lat4 else None
+    if m1 is not None:
+        print("| `complete` latency, 1 GiB upload (median of 3) | %.1f ms | < 50 ms | %s |" % (m1, ok(m1 < 50)))
+    if m4 is not None:
+        # "equal within noise": within 5 ms or 50 % of the 1 GiB figure, whichever is larger
+        same = m1 is not None and abs(m4 - m1) <= max(5.0, 0.5 * m1)
+        print("| `complete` latency, 4 GiB upload (median of 3) | %.1f ms | = 1 GiB within noise, < 50 ms | %s |"
+              % (m4, ok(m4 < 50 and same)))
+    print()
+    if ngx and (fs or no):
+        print("ours_fsync/nginx = %s   (goal ≤ 1.25)" % ("%.3f" % (fs / ngx) if fs else "n/a"))
+        print("ours_none/nginx  = %s   (goal ≤ 1.0)" % ("%.3f" % (no / ngx) if no else "n/a"))
+
+
+def main(argv):
+    if len(argv) < 2:
+        die("usage: benchlib.py freeport|init-parse|field|summary ...")
+    cmd, args = argv[1], argv[2:]
+    table = {
+        "freeport": (cmd_freeport, 0),
+        "init-parse": (cmd_init_parse, 3),
+        "field": (cmd_field, 2),
+        "summary": (cmd_summary, 1),
+    }
+    if cmd not in table or len(args) != table[cmd][1]:
+        die("bad arguments: %s" % " ".join(argv[1:]))
+    table[cmd][0](*args)
+
+
+if __name__ == "__main__":
+    main(sys.argv)
