@@ -7,27 +7,13 @@
 
 #include "core/config.h"
 #include "core/log.h"
+#include "unit_helpers.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define SECRET16 "0123456789abcdef"
-
-typedef struct {
-    const char *name;
-    const char *value;
-} var;
-
-/* The "environment": a NULL-terminated table of variables; a later entry overrides. */
-static const char *table_lookup(void *ctx, const char *name)
-{
-    const char *found = NULL;
-    for (const var *v = ctx; v && v->name; v++)
-        if (!strcmp(v->name, name))
-            found = v->value;
-    return found;
-}
 
 static char err[512];
 

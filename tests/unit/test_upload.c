@@ -33,19 +33,6 @@ typedef struct {
     int webhooks_queued;
 } fixture;
 
-typedef struct {
-    const char *name;
-    const char *value;
-} var;
-
-static const char *table_lookup(void *ctx, const char *name)
-{
-    for (const var *v = ctx; v->name; v++)
-        if (!strcmp(v->name, name))
-            return v->value;
-    return NULL;
-}
-
 static void on_queued(void *ctx)
 {
     ((fixture *)ctx)->webhooks_queued++;

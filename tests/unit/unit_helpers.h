@@ -117,6 +117,22 @@ static inline int path_exists(const char *path)
     return lstat(path, &st) == 0;
 }
 
+/* A variable of a fake environment for config_load (see table_lookup). */
+typedef struct {
+    const char *name;
+    const char *value;
+} var;
+
+/* The "environment": a NULL-terminated table of vars; a later entry overrides. */
+static inline const char *table_lookup(void *ctx, const char *name)
+{
+    const char *found = NULL;
+    for (const var *v = ctx; v && v->name; v++)
+        if (!strcmp(v->name, name))
+            found = v->value;
+    return found;
+}
+
 /* Entries of a directory other than "." and "..", or -1 when it cannot be opened. */
 static inline int dir_count(const char *path)
 {
