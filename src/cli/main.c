@@ -75,6 +75,35 @@ static char *read_dotenv(void)
     return text;
 }
 
+/* The blob store STORAGE_BACKEND names. */
+static int open_storage(const cu_config *cfg, storage_t **out, cu_error *err)
+{
+    switch (cfg->storage_backend) {
+    case STORAGE_S3: {
+        storage_s3_options o = {.endpoint = cfg->s3_endpoint,
+                                .bucket = cfg->s3_bucket,
+                                .region = cfg->s3_region,
+                                .prefix = cfg->s3_prefix,
+                                .access_key_id = cfg->aws_access_key_id,
+                                .secret_access_key = cfg->aws_secret_access_key,
+                                .session_token = cfg->aws_session_token,
+                                .spool_dir = cfg->temp_storage_path};
+        return storage_s3_open(&o, out, err);
+    }
+    case STORAGE_SMB: {
+        storage_smb_options o = {.host = cfg->smb_host,
+                                 .port = cfg->smb_port,
+                                 .user = cfg->smb_user,
+                                 .password = cfg->smb_pass,
+                                 .share = cfg->smb_share,
+                                 .path = cfg->smb_path};
+        return storage_smb_open(&o, out, err);
+    }
+    default:
+        return storage_local_open(cfg->local_storage_path, cfg->durability_fsync, out, err);
+    }
+}
+
 static int serve(void)
 {
     cu_config cfg;
@@ -90,15 +119,6 @@ static int serve(void)
     log_set_level(cfg.log_level);
     if (cfg.warnings[0])
         log_warn("%s", cfg.warnings);
-    if (cfg.storage_backend != STORAGE_LOCAL) {
-        fprintf(stderr,
-                "chunked-uploader: configuration: STORAGE_BACKEND: %s is not available "
-                "in this version (use local)\n",
-                config_storage_name(cfg.storage_backend));
-        config_free(&cfg);
-        return EXIT_CONFIG;
-    }
-
     int status = 1;
     meta_t *meta = NULL;
     storage_t *storage = NULL;
@@ -116,7 +136,8 @@ static int serve(void)
     sigaddset(&signals, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &signals, NULL);
 
-    if (storage_local_open(cfg.local_storage_path, cfg.durability_fsync, &storage, &err) != 0) {
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (open_storage(&cfg, &storage, &err) != 0) {
         fprintf(stderr, "chunked-uploader: configuration: %s\n", err.msg);
         status = EXIT_CONFIG;
         goto out;
@@ -126,7 +147,6 @@ static int serve(void)
         status = EXIT_CONFIG;
         goto out;
     }
-    curl_global_init(CURL_GLOBAL_DEFAULT);
     webhooks = webhook_start(&cfg, meta);
     upload_deps deps = {.cfg = &cfg,
                         .meta = meta,
@@ -152,10 +172,10 @@ static int serve(void)
         log_error("%s", err.msg);
         goto out;
     }
-    log_info("chunked-uploader %s listening on http://%s:%d (storage: %s at %s, database: %s, "
-             "chunk size %lld MiB, durability %s)",
+    log_info("chunked-uploader %s listening on http://%s:%d (storage: %s, database: %s, chunk "
+             "size %lld MiB, durability %s)",
              CU_VERSION, cfg.server_host, http_server_port(http),
-             config_storage_name(cfg.storage_backend), cfg.local_storage_path, cfg.database_path,
+             config_storage_name(cfg.storage_backend), cfg.database_path,
              (long long)(cfg.chunk_size >> 20), cfg.durability_fsync ? "fsync" : "none");
 
     int sig = 0;
@@ -169,8 +189,7 @@ out:
     upload_service_free(uploads);
     meta_close(meta);
     storage_destroy(storage);
-    if (webhooks || status == 0)
-        curl_global_cleanup();
+    curl_global_cleanup();
     config_free(&cfg);
     return status;
 }

@@ -266,6 +266,21 @@ int config_load(cu_config *cfg, config_lookup_fn lookup, void *lookup_ctx, const
     if (get_int(&ld, "MAX_CONNECTIONS", 1024, 1, 65536, &n))
         goto out;
     cfg->max_connections = (int)n;
+    if (cfg->storage_backend == STORAGE_S3) {
+        /* S3's own limits, said up front rather than at the first part. */
+        if (cfg->chunk_size < 5 * 1024 * 1024) {
+            fail(&ld, "CHUNK_SIZE_MB: S3 needs parts of at least 5 MiB, got %lld MiB",
+                 (long long)(cfg->chunk_size >> 20));
+            goto out;
+        }
+        if (cfg->max_parts > 10000)
+            cfg->max_parts = 10000; /* S3's limit on parts per multipart upload */
+        if (!cfg->aws_access_key_id || !cfg->aws_secret_access_key) {
+            fail(&ld, "%s: required with STORAGE_BACKEND=s3",
+                 cfg->aws_access_key_id ? "AWS_SECRET_ACCESS_KEY" : "AWS_ACCESS_KEY_ID");
+            goto out;
+        }
+    }
     v = get(&ld, "LOG_LEVEL");
     cfg->log_level = v ? log_level_parse(v) : LOG_INFO;
     if (cfg->log_level < 0) {

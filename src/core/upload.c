@@ -77,10 +77,27 @@ static int64_t now_s(void)
     return (int64_t)util_now();
 }
 
-static storage_upload storage_view(const meta_upload *u)
+/* An upload as the blob store sees it; the key lives in the struct, so keep it in scope. */
+typedef struct {
+    storage_upload up;
+    char key[FILENAME_MAX_TOTAL + CU_UUID_LEN + 2];
+} upload_view;
+
+/* "dir/<id>_name": where the finished file goes below the storage root. */
+static const storage_upload *view_of(const meta_upload *u, upload_view *v)
 {
-    return (storage_upload){
-        .id = u->id, .storage_ref = u->storage_ref, .total_size = u->total_size};
+    size_t dir_len;
+    const char *base = filename_split(u->filename, &dir_len);
+    if (dir_len)
+        snprintf(v->key, sizeof v->key, "%.*s/%s_%s", (int)dir_len, u->filename, u->id, base);
+    else
+        snprintf(v->key, sizeof v->key, "%s_%s", u->id, base);
+    v->up = (storage_upload){.id = u->id,
+                             .key = v->key,
+                             .storage_ref = u->storage_ref,
+                             .total_size = u->total_size,
+                             .total_parts = u->total_parts};
+    return &v->up;
 }
 
 /* ---- claims ---- */
@@ -163,6 +180,11 @@ int upload_init(upload_service *svc, const upload_init_request *req, upload_init
     unsigned char digest[32];
     if (req->checksum_sha256 && util_unhex_sha256(req->checksum_sha256, digest) != 0)
         return cu_fail(err, CU_EINVAL, "checksum_sha256 must be 64 hex digits");
+    if (req->checksum_sha256 && !svc->deps.storage->can_read_staging)
+        return cu_fail(err, CU_EINVAL,
+                       "checksum_sha256 (of the whole file) is not available with %s storage; "
+                       "send per-part digests (Content-Digest or X-Checksum-SHA256) instead",
+                       svc->deps.storage->name);
 
     meta_upload *u = &out->upload;
     if (util_uuid_v4(u->id) != 0)
@@ -210,13 +232,12 @@ int upload_init(upload_service *svc, const upload_init_request *req, upload_init
 
     /* Data first, then the record: a crash in between leaves an orphan staging file, never a
      * record that points at nothing. */
-    rc = storage_stage_create(svc->deps.storage, u->id, u->total_size, &u->storage_ref, err);
+    upload_view view;
+    rc = storage_stage_create(svc->deps.storage, view_of(u, &view), &u->storage_ref, err);
     if (rc == 0) {
         rc = meta_upload_create(svc->deps.meta, u, prows, (int)parts, err);
-        if (rc) {
-            storage_upload view = storage_view(u);
-            storage_abort(svc->deps.storage, &view, NULL);
-        }
+        if (rc)
+            storage_abort(svc->deps.storage, view_of(u, &view), NULL);
     }
     free(prows);
     if (rc) {
@@ -369,12 +390,12 @@ int upload_part_begin(upload_service *svc, const part_request *req, part_session
         memcpy(ps->digest, req->digest, sizeof ps->digest);
     }
     ps->sha = EVP_MD_CTX_new();
-    storage_upload view = storage_view(&u);
+    upload_view view;
     if (!ps->sha || EVP_DigestInit_ex(ps->sha, EVP_sha256(), NULL) != 1) {
         rc = cu_fail(err, CU_EIO, "Out of memory");
     } else {
-        rc = storage_writer_open(svc->deps.storage, &view, n, (int64_t)n * u.chunk_size, expected,
-                                 &ps->writer, err);
+        rc = storage_writer_open(svc->deps.storage, view_of(&u, &view), n,
+                                 (int64_t)n * u.chunk_size, expected, &ps->writer, err);
     }
     if (rc) {
         upload_part_abandon(ps);
@@ -438,7 +459,7 @@ int upload_part_end(part_session *ps, part_result *out, cu_error *err)
     char *part_ref = NULL;
     storage_writer_t *w = ps->writer;
     ps->writer = NULL;
-    int rc = storage_writer_finish(w, &part_ref, err);
+    int rc = storage_writer_finish(w, md, &part_ref, err);
     if (rc == 0)
         rc = meta_part_mark_uploaded(ps->svc->deps.meta, ps->upload_id, ps->part, ps->received,
                                      out->checksum_sha256, part_ref, &out->uploaded_parts, err);
@@ -456,28 +477,13 @@ int upload_part_end(part_session *ps, part_result *out, cu_error *err)
 
 /* ---- complete, cancel, expire ---- */
 
-static char *final_key(const meta_upload *u)
-{
-    size_t dir_len;
-    const char *base = filename_split(u->filename, &dir_len);
-    size_t len = dir_len + 1 + CU_UUID_LEN + 1 + strlen(base) + 1;
-    char *key = malloc(len);
-    if (!key)
-        return NULL;
-    if (dir_len)
-        snprintf(key, len, "%.*s/%s_%s", (int)dir_len, u->filename, u->id, base);
-    else
-        snprintf(key, len, "%s_%s", u->id, base);
-    return key;
-}
-
 static int verify_whole_file(upload_service *svc, const meta_upload *u, cu_error *err)
 {
     unsigned char want[32], got[32];
     if (util_unhex_sha256(u->checksum_sha256, want) != 0)
         return cu_fail(err, CU_EIO, "Stored checksum is unreadable");
-    storage_upload view = storage_view(u);
-    int rc = storage_stage_sha256(svc->deps.storage, &view, got, err);
+    upload_view view;
+    int rc = storage_stage_sha256(svc->deps.storage, view_of(u, &view), got, err);
     if (rc)
         return rc;
     if (CRYPTO_memcmp(want, got, sizeof got) != 0) {
@@ -496,16 +502,16 @@ static int finalize(upload_service *svc, meta_upload *u, cu_error *err)
 {
     meta_part *parts = NULL;
     int nparts = 0;
-    char *key = final_key(u), *final_path = NULL, *body = NULL;
+    char *final_path = NULL, *body = NULL;
     const char **refs = NULL;
-    int rc = key ? meta_parts_list(svc->deps.meta, u->id, &parts, &nparts, err)
-                 : cu_fail(err, CU_EIO, "Out of memory");
+    int rc = meta_parts_list(svc->deps.meta, u->id, &parts, &nparts, err);
     if (rc == 0) {
         refs = calloc((size_t)nparts + 1, sizeof *refs);
         for (int i = 0; refs && i < nparts; i++)
             refs[i] = parts[i].storage_ref;
-        storage_upload view = storage_view(u);
-        rc = refs ? storage_finish(svc->deps.storage, &view, key, refs, nparts, &final_path, err)
+        upload_view view;
+        rc = refs ? storage_finish(svc->deps.storage, view_of(u, &view), refs, nparts, &final_path,
+                                   err)
                   : cu_fail(err, CU_EIO, "Out of memory");
         if (rc) /* e.g. a file in the way: give the upload back to the client, intact */
             meta_upload_transition(svc->deps.meta, u->id, UPLOAD_FINALIZING, UPLOAD_PENDING, NULL);
@@ -540,7 +546,6 @@ static int finalize(upload_service *svc, meta_upload *u, cu_error *err)
     free(refs);
     meta_parts_free(parts, nparts);
     free(final_path);
-    free(key);
     return rc;
 }
 
@@ -607,9 +612,9 @@ static int end_upload(upload_service *svc, meta_upload *u, upload_state to, cu_e
     int rc = meta_upload_end(svc->deps.meta, u->id, UPLOAD_PENDING, to, err);
     if (rc)
         return rc;
-    storage_upload view = storage_view(u);
+    upload_view view;
     cu_error ignored;
-    if (storage_abort(svc->deps.storage, &view, &ignored) != 0)
+    if (storage_abort(svc->deps.storage, view_of(u, &view), &ignored) != 0)
         log_warn("upload %s: removing its data failed: %s", u->id, ignored.msg);
     return 0;
 }

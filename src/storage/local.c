@@ -63,11 +63,13 @@ static void staging_name(const char *id, char out[64])
     snprintf(out, 64, "%s.data", id);
 }
 
-static int local_stage_create(storage_t *base, const char *id, int64_t total_size,
-                              char **storage_ref, cu_error *e)
+static int local_stage_create(storage_t *base, const storage_upload *u, char **storage_ref,
+                              cu_error *e)
 {
     local_storage *s = (local_storage *)base;
     (void)storage_ref;
+    const char *id = u->id;
+    int64_t total_size = u->total_size;
     char name[64];
     staging_name(id, name);
     int fd = openat(s->staging_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
@@ -216,10 +218,11 @@ static void writer_free(local_writer *w)
     free(w);
 }
 
-static int local_writer_finish(storage_writer_t *base, char **part_ref, cu_error *e)
+static int local_writer_finish(storage_writer_t *base, const unsigned char sha256[32],
+                               char **part_ref, cu_error *e)
 {
     local_writer *w = (local_writer *)base;
-    (void)part_ref;
+    (void)sha256, (void)part_ref;
     int rc = w->buf_len ? flush_direct(w) : 0;
     if (rc)
         rc = io_fail(e, -rc, "writing a part", "-");
@@ -310,10 +313,11 @@ static int open_final_dir(local_storage *s, const char *dir, size_t dir_len, boo
     return fd < 0 ? -errno : fd;
 }
 
-static int local_finish(storage_t *base, const storage_upload *u, const char *final_key,
-                        const char *const *part_refs, int nparts, char **final_path, cu_error *e)
+static int local_finish(storage_t *base, const storage_upload *u, const char *const *part_refs,
+                        int nparts, char **final_path, cu_error *e)
 {
     local_storage *s = (local_storage *)base;
+    const char *final_key = u->key;
     (void)part_refs;
     (void)nparts;
     const char *slash = strrchr(final_key, '/');
@@ -405,6 +409,7 @@ int storage_local_open(const char *root, bool durable, storage_t **out, cu_error
         return cu_fail(err, CU_EIO, "Out of memory");
     s->base.ops = &local_ops;
     s->base.name = "local";
+    s->base.can_read_staging = true;
     s->durable = durable;
     s->staging_fd = s->files_fd = -1;
     s->root = strdup(root);

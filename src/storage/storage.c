@@ -3,11 +3,10 @@
 
 #include <stdlib.h>
 
-int storage_stage_create(storage_t *s, const char *id, int64_t total_size, char **storage_ref,
-                         cu_error *e)
+int storage_stage_create(storage_t *s, const storage_upload *u, char **storage_ref, cu_error *e)
 {
     *storage_ref = NULL;
-    return s->ops->stage_create(s, id, total_size, storage_ref, e);
+    return s->ops->stage_create(s, u, storage_ref, e);
 }
 
 int storage_writer_open(storage_t *s, const storage_upload *u, int part, int64_t offset,
@@ -21,10 +20,11 @@ int storage_writer_write(storage_writer_t *w, const void *buf, size_t len, cu_er
     return w->ops->writer_write(w, buf, len, e);
 }
 
-int storage_writer_finish(storage_writer_t *w, char **part_ref, cu_error *e)
+int storage_writer_finish(storage_writer_t *w, const unsigned char sha256[32], char **part_ref,
+                          cu_error *e)
 {
     *part_ref = NULL;
-    return w->ops->writer_finish(w, part_ref, e);
+    return w->ops->writer_finish(w, sha256, part_ref, e);
 }
 
 void storage_writer_abort(storage_writer_t *w)
@@ -38,11 +38,11 @@ int storage_stage_sha256(storage_t *s, const storage_upload *u, unsigned char ou
     return s->ops->stage_sha256(s, u, out, e);
 }
 
-int storage_finish(storage_t *s, const storage_upload *u, const char *final_key,
-                   const char *const *part_refs, int nparts, char **final_path, cu_error *e)
+int storage_finish(storage_t *s, const storage_upload *u, const char *const *part_refs, int nparts,
+                   char **final_path, cu_error *e)
 {
     *final_path = NULL;
-    return s->ops->finish(s, u, final_key, part_refs, nparts, final_path, e);
+    return s->ops->finish(s, u, part_refs, nparts, final_path, e);
 }
 
 int storage_abort(storage_t *s, const storage_upload *u, cu_error *e)

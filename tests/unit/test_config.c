@@ -206,12 +206,61 @@ static void test_storage_backend(void **state)
     } ok[] = {{"s3", STORAGE_S3}, {"smb", STORAGE_SMB}, {"local", STORAGE_LOCAL}};
     for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
         cu_config cfg;
-        assert_int_equal(load_with(&cfg, "STORAGE_BACKEND", ok[i].value), 0);
+        const var env[] = {{"API_KEY", "key"},
+                           {"JWT_SECRET", SECRET16},
+                           {"AWS_ACCESS_KEY_ID", "AKID"},
+                           {"AWS_SECRET_ACCESS_KEY", "secret"},
+                           {"STORAGE_BACKEND", ok[i].value},
+                           {NULL, NULL}};
+        assert_int_equal(load(&cfg, env, NULL), 0);
         assert_int_equal(cfg.storage_backend, ok[i].kind);
         assert_string_equal(config_storage_name(cfg.storage_backend), ok[i].value);
         config_free(&cfg);
     }
     assert_refused("STORAGE_BACKEND", "ftp");
+}
+
+/* S3's own limits are checked at start: 5 MiB parts at least, 10,000 parts at most, and
+ * credentials are required. */
+static void test_s3_limits(void **state)
+{
+    (void)state;
+    cu_config cfg;
+    var env[] = {{"API_KEY", "key"},
+                 {"JWT_SECRET", SECRET16},
+                 {"STORAGE_BACKEND", "s3"},
+                 {"AWS_ACCESS_KEY_ID", "AKID"},
+                 {"AWS_SECRET_ACCESS_KEY", "secret"},
+                 {"CHUNK_SIZE_MB", "4"},
+                 {"MAX_PARTS", "20000"},
+                 {NULL, NULL}};
+    assert_int_equal(load(&cfg, env, NULL), -1);
+    assert_non_null(strstr(err, "CHUNK_SIZE_MB"));
+    assert_non_null(strstr(err, "5 MiB"));
+    config_free(&cfg);
+
+    env[5].value = "5";
+    assert_int_equal(load(&cfg, env, NULL), 0);
+    assert_int_equal(cfg.max_parts, 10000);
+    config_free(&cfg);
+
+    env[3].value = ""; /* no access key id */
+    assert_int_equal(load(&cfg, env, NULL), -1);
+    assert_non_null(strstr(err, "AWS_ACCESS_KEY_ID"));
+    config_free(&cfg);
+
+    env[3].value = "AKID";
+    env[4].value = "";
+    assert_int_equal(load(&cfg, env, NULL), -1);
+    assert_non_null(strstr(err, "AWS_SECRET_ACCESS_KEY"));
+    config_free(&cfg);
+
+    /* Local storage keeps small chunks and its own part limit. */
+    env[2].value = "local";
+    env[5].value = "1";
+    assert_int_equal(load(&cfg, env, NULL), 0);
+    assert_int_equal(cfg.max_parts, 20000);
+    config_free(&cfg);
 }
 
 static void test_log_level(void **state)
@@ -373,6 +422,7 @@ int main(void)
         cmocka_unit_test(test_upload_ttl),
         cmocka_unit_test(test_durability),
         cmocka_unit_test(test_storage_backend),
+        cmocka_unit_test(test_s3_limits),
         cmocka_unit_test(test_log_level),
         cmocka_unit_test(test_max_file_size),
         cmocka_unit_test(test_dotenv),

@@ -64,6 +64,24 @@ static void fill(unsigned char *buf, size_t len, unsigned seed)
 
 /* Writes data[0..len) as part `part` at offset through a fresh writer, in pieces of at most
  * `piece` bytes, and finishes it. */
+/* Local storage does not use the part digest the upload service passes on. */
+static const unsigned char no_digest[32];
+
+static int stage(storage_t *s, const char *id, int64_t size, char **ref, cu_error *err)
+{
+    storage_upload u = {.id = id, .key = id, .total_size = size};
+    return storage_stage_create(s, &u, ref, err);
+}
+
+/* Finishes u into key. */
+static int finish_at(storage_t *s, const storage_upload *u, const char *key, char **final_path,
+                     cu_error *err)
+{
+    storage_upload at = *u;
+    at.key = key;
+    return storage_finish(s, &at, NULL, 0, final_path, err);
+}
+
 static void write_part(fixture *f, const storage_upload *u, int part, int64_t offset,
                        const unsigned char *data, size_t len, size_t piece)
 {
@@ -76,7 +94,7 @@ static void write_part(fixture *f, const storage_upload *u, int part, int64_t of
         done += n;
     }
     char *ref = NULL;
-    assert_cu_ok(storage_writer_finish(w, &ref, &err), err);
+    assert_cu_ok(storage_writer_finish(w, no_digest, &ref, &err), err);
     free(ref);
 }
 
@@ -105,10 +123,10 @@ static void test_open_creates_layout(void **state)
 
     /* Final paths are reported under the root as configured, without a doubled slash. */
     char *ref = NULL;
-    assert_cu_ok(storage_stage_create(s2, "id-1", 0, &ref, &err), err);
+    assert_cu_ok(stage(s2, "id-1", 0, &ref, &err), err);
     storage_upload u = {.id = "id-1", .storage_ref = ref, .total_size = 0};
     char *final_path = NULL;
-    assert_cu_ok(storage_finish(s2, &u, "k", NULL, 0, &final_path, &err), err);
+    assert_cu_ok(finish_at(s2, &u, "k", &final_path, &err), err);
     char want[4096];
     snprintf(want, sizeof want, "%s/a/b/c/files/k", f->dir);
     assert_string_equal(final_path, want);
@@ -139,7 +157,7 @@ static void test_stage_create_preallocates(void **state)
     fixture *f = *state;
     cu_error err;
     char *ref = NULL;
-    assert_cu_ok(storage_stage_create(f->s, "u-prealloc", 123457, &ref, &err), err);
+    assert_cu_ok(stage(f->s, "u-prealloc", 123457, &ref, &err), err);
     free(ref);
     char *path = staging_path(f, "u-prealloc");
     struct stat st;
@@ -148,7 +166,7 @@ static void test_stage_create_preallocates(void **state)
     assert_int_equal(st.st_size, 123457);
 
     /* The same id twice is refused (never truncates a live upload). */
-    assert_int_not_equal(storage_stage_create(f->s, "u-prealloc", 10, &ref, &err), 0);
+    assert_int_not_equal(stage(f->s, "u-prealloc", 10, &ref, &err), 0);
     free(ref);
     assert_int_equal(stat(path, &st), 0);
     assert_int_equal(st.st_size, 123457);
@@ -166,7 +184,7 @@ static void test_parts_finish_and_content(void **state)
     char id[CU_UUID_LEN + 1];
     util_uuid_v4(id);
     char *ref = NULL;
-    assert_cu_ok(storage_stage_create(f->s, id, TOTAL, &ref, &err), err);
+    assert_cu_ok(stage(f->s, id, TOTAL, &ref, &err), err);
     storage_upload u = {.id = id, .storage_ref = ref, .total_size = TOTAL};
 
     /* Parts in reverse order, each in several pieces of odd sizes. */
@@ -192,7 +210,7 @@ static void test_parts_finish_and_content(void **state)
     char key[256];
     snprintf(key, sizeof key, "videos/2024/%s_movie.bin", id);
     char *final_path = NULL;
-    assert_cu_ok(storage_finish(f->s, &u, key, NULL, 0, &final_path, &err), err);
+    assert_cu_ok(finish_at(f->s, &u, key, &final_path, &err), err);
     char want_path[4096];
     snprintf(want_path, sizeof want_path, "%s/files/%s", f->root, key);
     assert_string_equal(final_path, want_path);
@@ -208,7 +226,7 @@ static void test_parts_finish_and_content(void **state)
 
     /* Again (a completion cut short after the rename): same answer, file untouched. */
     char *again = NULL;
-    assert_cu_ok(storage_finish(f->s, &u, key, NULL, 0, &again, &err), err);
+    assert_cu_ok(finish_at(f->s, &u, key, &again, &err), err);
     assert_string_equal(again, final_path);
     content = file_read(final_path, &len);
     assert_non_null(content);
@@ -235,7 +253,7 @@ static void big_parts_round_trip(storage_t *s, const char *root)
     char id[CU_UUID_LEN + 1];
     util_uuid_v4(id);
     char *ref = NULL;
-    assert_cu_ok(storage_stage_create(s, id, TOTAL, &ref, &err), err);
+    assert_cu_ok(stage(s, id, TOTAL, &ref, &err), err);
     storage_upload u = {.id = id, .storage_ref = ref, .total_size = TOTAL};
 
     static const struct {
@@ -262,7 +280,7 @@ static void big_parts_round_trip(storage_t *s, const char *root)
         assert_cu_ok(storage_writer_write(w, p + len - 1, 1, &err), err);
         assert_int_not_equal(storage_writer_write(w, p, 1, &err), 0);
         char *part_ref = NULL;
-        assert_cu_ok(storage_writer_finish(w, &part_ref, &err), err);
+        assert_cu_ok(storage_writer_finish(w, no_digest, &part_ref, &err), err);
         free(part_ref);
     }
 
@@ -272,7 +290,7 @@ static void big_parts_round_trip(storage_t *s, const char *root)
     assert_memory_equal(got, want, 32);
 
     char *final_path = NULL;
-    assert_cu_ok(storage_finish(s, &u, "big/file.bin", NULL, 0, &final_path, &err), err);
+    assert_cu_ok(finish_at(s, &u, "big/file.bin", &final_path, &err), err);
     char want_path[4096];
     snprintf(want_path, sizeof want_path, "%s/files/big/file.bin", root);
     assert_string_equal(final_path, want_path);
@@ -306,7 +324,7 @@ static void test_abort(void **state)
     fixture *f = *state;
     cu_error err;
     char *ref = NULL;
-    assert_cu_ok(storage_stage_create(f->s, "u-abort", 4096, &ref, &err), err);
+    assert_cu_ok(stage(f->s, "u-abort", 4096, &ref, &err), err);
     storage_upload u = {.id = "u-abort", .storage_ref = ref, .total_size = 4096};
     char *path = staging_path(f, "u-abort");
     assert_true(path_exists(path));
@@ -331,7 +349,7 @@ static void test_empty_upload(void **state)
     fixture *f = *state;
     cu_error err;
     char *ref = NULL;
-    assert_cu_ok(storage_stage_create(f->s, "u-empty", 0, &ref, &err), err);
+    assert_cu_ok(stage(f->s, "u-empty", 0, &ref, &err), err);
     storage_upload u = {.id = "u-empty", .storage_ref = ref, .total_size = 0};
     unsigned char got[32], want[32];
     SHA256((const unsigned char *)"", 0, want);
@@ -339,7 +357,7 @@ static void test_empty_upload(void **state)
     assert_memory_equal(got, want, 32);
 
     char *final_path = NULL;
-    assert_cu_ok(storage_finish(f->s, &u, "u-empty_empty.bin", NULL, 0, &final_path, &err), err);
+    assert_cu_ok(finish_at(f->s, &u, "u-empty_empty.bin", &final_path, &err), err);
     struct stat st;
     assert_int_equal(stat(final_path, &st), 0);
     assert_true(S_ISREG(st.st_mode));
@@ -358,13 +376,13 @@ static void test_symlink_cannot_escape(void **state)
     assert_int_equal(symlink(outside, evil), 0);
 
     char *ref = NULL;
-    assert_cu_ok(storage_stage_create(f->s, "u-evil", 3, &ref, &err), err);
+    assert_cu_ok(stage(f->s, "u-evil", 3, &ref, &err), err);
     storage_upload u = {.id = "u-evil", .storage_ref = ref, .total_size = 3};
     write_part(f, &u, 0, 0, (const unsigned char *)"abc", 3, 3);
 
     char *final_path = NULL;
     memset(&err, 0, sizeof err);
-    int rc = storage_finish(f->s, &u, "evil/x", NULL, 0, &final_path, &err);
+    int rc = finish_at(f->s, &u, "evil/x", &final_path, &err);
     assert_int_not_equal(rc, 0);
     assert_int_equal(err.code, rc);
     assert_null(final_path);
@@ -377,15 +395,14 @@ static void test_symlink_cannot_escape(void **state)
     assert_int_equal(mkdir(real, 0750), 0);
     char *deeper = path_join(f->root, "files/real/link");
     assert_int_equal(symlink(outside, deeper), 0);
-    assert_int_not_equal(storage_finish(f->s, &u, "real/link/sub/x", NULL, 0, &final_path, &err),
-                         0);
+    assert_int_not_equal(finish_at(f->s, &u, "real/link/sub/x", &final_path, &err), 0);
     assert_int_equal(dir_count(outside), 0);
 
     /* A symlink where the file itself goes is replaced, not followed. */
     char *target = path_join(outside, "victim");
     char *leaf = path_join(f->root, "files/leaf");
     assert_int_equal(symlink(target, leaf), 0);
-    assert_cu_ok(storage_finish(f->s, &u, "leaf", NULL, 0, &final_path, &err), err);
+    assert_cu_ok(finish_at(f->s, &u, "leaf", &final_path, &err), err);
     assert_false(path_exists(target));
     struct stat st;
     assert_int_equal(lstat(leaf, &st), 0);

@@ -1,0 +1,515 @@
+/* smb.c - an SMB share (Samba, Synology, QNAP, TrueNAS, Windows) as the blob store, through
+ * libsmbclient, Samba's own client.
+ *
+ * The same O(1) design as local disk, on the share: one staging file per upload under
+ * <SMB_PATH>/.staging/, sized at init; each part is written at its offset as it streams in;
+ * complete renames the staging file to <SMB_PATH>/<dir>/<id>_<name> on the server.
+ *
+ * A libsmbclient context must not be used by two threads at once, so the backend keeps a
+ * pool: every operation (and every part writer, for its whole life) borrows a context and
+ * gives it back. A context whose connection broke (the NAS rebooted, the network dropped) is
+ * thrown away instead of returned, so the next request connects afresh. */
+#include "storage/storage.h"
+
+#include "core/log.h"
+#include "core/util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libsmbclient.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define SMB_POOL_MAX 64
+#define SMB_URL_MAX 4096
+
+typedef struct {
+    storage_t base;
+    char *host, *share, *user, *password;
+    char *path; /* SMB_PATH without leading/trailing slashes, may be "" */
+    int port;
+    char *url_base;       /* "smb://host:port/share" (share percent-encoded) */
+    pthread_mutex_t lock; /* guards the pool, and libsmbclient's global set-up and tear-down */
+    SMBCCTX *idle[SMB_POOL_MAX];
+    int nidle;
+} smb_storage;
+
+typedef struct {
+    struct storage_writer base;
+    smb_storage *s;
+    SMBCCTX *ctx;
+    SMBCFILE *file;
+    int64_t length, written;
+    char id[CU_UUID_LEN + 1];
+} smb_writer;
+
+static const struct storage_ops smb_ops;
+
+/* ---- contexts ---- */
+
+static void auth_fn(SMBCCTX *c, const char *srv, const char *shr, char *wg, int wglen, char *un,
+                    int unlen, char *pw, int pwlen)
+{
+    (void)srv, (void)shr, (void)wg, (void)wglen;
+    smb_storage *s = smbc_getOptionUserData(c);
+    snprintf(un, (size_t)unlen, "%s", s->user);
+    snprintf(pw, (size_t)pwlen, "%s", s->password);
+}
+
+static SMBCCTX *ctx_new(smb_storage *s)
+{
+    SMBCCTX *c = smbc_new_context();
+    if (!c)
+        return NULL;
+    smbc_setDebug(c, 0);
+    smbc_setOptionDebugToStderr(c, 1);
+    smbc_setOptionUserData(c, s);
+    smbc_setFunctionAuthDataWithContext(c, auth_fn);
+    smbc_setOptionUseKerberos(c, 0);
+    smbc_setOptionNoAutoAnonymousLogin(c, 1); /* wrong credentials must fail, not go guest */
+    smbc_setTimeout(c, 20000);
+    smbc_setPort(c, (uint16_t)s->port);
+    if (!smbc_init_context(c)) {
+        smbc_free_context(c, 1);
+        return NULL;
+    }
+    return c;
+}
+
+static SMBCCTX *ctx_get(smb_storage *s)
+{
+    pthread_mutex_lock(&s->lock);
+    SMBCCTX *c = s->nidle ? s->idle[--s->nidle] : ctx_new(s);
+    pthread_mutex_unlock(&s->lock);
+    return c;
+}
+
+/* Errors after which a context's connection cannot be trusted any more. */
+static bool connection_error(int err)
+{
+    return err == ECONNRESET || err == EPIPE || err == ETIMEDOUT || err == ENOTCONN ||
+           err == ECONNREFUSED || err == EHOSTUNREACH || err == ENETUNREACH || err == EIO ||
+           err == ECONNABORTED || err == EBADF || err == ENETRESET;
+}
+
+static void ctx_put(smb_storage *s, SMBCCTX *c, int last_errno)
+{
+    if (!c)
+        return;
+    pthread_mutex_lock(&s->lock);
+    if (!connection_error(last_errno) && s->nidle < SMB_POOL_MAX) {
+        s->idle[s->nidle++] = c;
+        c = NULL;
+    }
+    if (c) /* a broken connection: the next request builds a new one */
+        smbc_free_context(c, 1);
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* ---- names ---- */
+
+/* Appends s percent-encoded (libsmbclient decodes URLs), keeping '/'. */
+static void encode_into(char *out, size_t cap, const char *s)
+{
+    size_t o = strlen(out);
+    for (const unsigned char *p = (const unsigned char *)s; *p && o + 4 < cap; p++) {
+        if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+            *p == '-' || *p == '_' || *p == '.' || *p == '~' || *p == '/')
+            out[o++] = (char)*p;
+        else
+            o += (size_t)snprintf(out + o, cap - o, "%%%02X", *p);
+    }
+    out[o] = '\0';
+}
+
+/* smb://host:port/share/<rel> into out (rel relative to the share's root). */
+static void share_url(const smb_storage *s, const char *rel, char out[SMB_URL_MAX])
+{
+    snprintf(out, SMB_URL_MAX, "%s/", s->url_base);
+    encode_into(out, SMB_URL_MAX, rel);
+}
+
+/* smb://host:port/share/<SMB_PATH>/<rel> into out. */
+static void url_of(const smb_storage *s, const char *rel, char out[SMB_URL_MAX])
+{
+    share_url(s, s->path, out);
+    if (*s->path && *rel)
+        encode_into(out, SMB_URL_MAX, "/");
+    encode_into(out, SMB_URL_MAX, rel);
+}
+
+static void staging_url(const smb_storage *s, const char *id, char out[SMB_URL_MAX])
+{
+    char rel[64];
+    snprintf(rel, sizeof rel, ".staging/%s.data", id);
+    url_of(s, rel, out);
+}
+
+static int smb_fail(cu_error *e, int err, const char *what, const char *id)
+{
+    log_error("smb storage: %s (%s): %s", what, id, strerror(err));
+    if (err == ENOSPC || err == EDQUOT)
+        return cu_fail(e, CU_ENOSPC, "The share is full while %s", what);
+    if (connection_error(err))
+        return cu_fail(e, CU_EUPSTREAM, "SMB server failed while %s: %s", what, strerror(err));
+    return cu_fail(e, CU_EIO, "SMB error while %s: %s", what, strerror(err));
+}
+
+/* Creates every missing directory of rel with context c; rel is below SMB_PATH, or below
+ * the share's root when from_share_root. */
+static int mkdirs(smb_storage *s, SMBCCTX *c, const char *rel, bool from_share_root)
+{
+    char url[SMB_URL_MAX], part[SMB_URL_MAX];
+    size_t len = strlen(rel);
+    if (len >= sizeof part)
+        return ENAMETOOLONG;
+    for (size_t i = 1; i <= len; i++) {
+        if (rel[i] != '/' && rel[i] != '\0')
+            continue;
+        memcpy(part, rel, i);
+        part[i] = '\0';
+        if (from_share_root)
+            share_url(s, part, url);
+        else
+            url_of(s, part, url);
+        if (smbc_getFunctionMkdir(c)(c, url, 0755) != 0 && errno != EEXIST) {
+            int err = errno;
+            struct stat st;
+            if (smbc_getFunctionStat(c)(c, url, &st) == 0 && S_ISDIR(st.st_mode))
+                continue;
+            return err;
+        }
+    }
+    return 0;
+}
+
+/* ---- the storage interface ---- */
+
+static int smb_stage_create(storage_t *base, const storage_upload *u, char **storage_ref,
+                            cu_error *e)
+{
+    smb_storage *s = (smb_storage *)base;
+    (void)storage_ref;
+    char url[SMB_URL_MAX];
+    staging_url(s, u->id, url);
+    SMBCCTX *c = ctx_get(s);
+    if (!c)
+        return cu_fail(e, CU_EUPSTREAM, "Cannot set up an SMB client");
+    int err = 0;
+    SMBCFILE *f = smbc_getFunctionOpen(c)(c, url, O_WRONLY | O_CREAT | O_EXCL, 0640);
+    if (!f)
+        err = errno;
+    else if (u->total_size > 0 && smbc_getFunctionFtruncate(c)(c, f, u->total_size) != 0)
+        err = errno;
+    if (f && smbc_getFunctionClose(c)(c, f) != 0 && !err)
+        err = errno;
+    if (err && f)
+        smbc_getFunctionUnlink(c)(c, url);
+    ctx_put(s, c, err);
+    return err ? smb_fail(e, err, "creating the staging file", u->id) : 0;
+}
+
+static int smb_writer_open(storage_t *base, const storage_upload *u, int part, int64_t offset,
+                           int64_t length, storage_writer_t **out, cu_error *e)
+{
+    smb_storage *s = (smb_storage *)base;
+    (void)part;
+    char url[SMB_URL_MAX];
+    staging_url(s, u->id, url);
+    SMBCCTX *c = ctx_get(s);
+    if (!c)
+        return cu_fail(e, CU_EUPSTREAM, "Cannot set up an SMB client");
+    int err = 0;
+    SMBCFILE *f = smbc_getFunctionOpen(c)(c, url, O_WRONLY, 0);
+    if (!f)
+        err = errno;
+    else if (smbc_getFunctionLseek(c)(c, f, offset, SEEK_SET) != offset)
+        err = errno ? errno : EIO;
+    if (err) {
+        if (f)
+            smbc_getFunctionClose(c)(c, f);
+        ctx_put(s, c, err);
+        if (err == ENOENT)
+            return cu_fail(e, CU_EGONE, "The upload's data is gone (cancelled or expired)");
+        return smb_fail(e, err, "opening the staging file", u->id);
+    }
+    smb_writer *w = calloc(1, sizeof *w);
+    if (!w) {
+        smbc_getFunctionClose(c)(c, f);
+        ctx_put(s, c, 0);
+        return cu_fail(e, CU_EIO, "Out of memory");
+    }
+    w->base.ops = &smb_ops;
+    w->s = s;
+    w->ctx = c;
+    w->file = f;
+    w->length = length;
+    snprintf(w->id, sizeof w->id, "%s", u->id);
+    *out = &w->base;
+    return 0;
+}
+
+static int smb_writer_write(storage_writer_t *base, const void *buf, size_t len, cu_error *e)
+{
+    smb_writer *w = (smb_writer *)base;
+    if ((int64_t)len > w->length - w->written)
+        return cu_fail(e, CU_EINVAL, "Write past the end of the part");
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = smbc_getFunctionWrite(w->ctx)(w->ctx, w->file, p, len);
+        if (n <= 0)
+            return smb_fail(e, n < 0 ? errno : EIO, "writing a part", w->id);
+        p += n;
+        len -= (size_t)n;
+        w->written += n;
+    }
+    return 0;
+}
+
+static void writer_free(smb_writer *w, int err)
+{
+    if (w->file && smbc_getFunctionClose(w->ctx)(w->ctx, w->file) != 0 && !err)
+        err = errno;
+    ctx_put(w->s, w->ctx, err);
+    free(w);
+}
+
+static int smb_writer_finish(storage_writer_t *base, const unsigned char sha256[32],
+                             char **part_ref, cu_error *e)
+{
+    smb_writer *w = (smb_writer *)base;
+    (void)sha256, (void)part_ref;
+    /* Closing the handle is where the server reports a failed write-behind. */
+    int err = smbc_getFunctionClose(w->ctx)(w->ctx, w->file) != 0 ? errno : 0;
+    w->file = NULL;
+    char id[CU_UUID_LEN + 1];
+    memcpy(id, w->id, sizeof id);
+    writer_free(w, err);
+    return err ? smb_fail(e, err, "closing a part", id) : 0;
+}
+
+static void smb_writer_abort(storage_writer_t *base)
+{
+    smb_writer *w = (smb_writer *)base;
+    /* The connection may be what failed: don't give the context back. */
+    writer_free(w, EIO);
+}
+
+static int smb_stage_sha256(storage_t *base, const storage_upload *u, unsigned char out[32],
+                            cu_error *e)
+{
+    smb_storage *s = (smb_storage *)base;
+    char url[SMB_URL_MAX];
+    staging_url(s, u->id, url);
+    SMBCCTX *c = ctx_get(s);
+    if (!c)
+        return cu_fail(e, CU_EUPSTREAM, "Cannot set up an SMB client");
+    size_t cap = 1 << 20;
+    unsigned char *buf = malloc(cap);
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    int err = 0;
+    SMBCFILE *f = buf && md ? smbc_getFunctionOpen(c)(c, url, O_RDONLY, 0) : NULL;
+    if (!f || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
+        err = f ? EIO : errno ? errno : ENOMEM;
+    } else {
+        for (int64_t left = u->total_size; left > 0 && !err;) {
+            ssize_t n =
+                smbc_getFunctionRead(c)(c, f, buf, left < (int64_t)cap ? (size_t)left : cap);
+            if (n <= 0)
+                err = n < 0 ? errno : EIO;
+            else {
+                EVP_DigestUpdate(md, buf, (size_t)n);
+                left -= n;
+            }
+        }
+        if (!err)
+            EVP_DigestFinal_ex(md, out, NULL);
+    }
+    if (f)
+        smbc_getFunctionClose(c)(c, f);
+    ctx_put(s, c, err);
+    EVP_MD_CTX_free(md);
+    free(buf);
+    return err ? smb_fail(e, err, "reading the staging file", u->id) : 0;
+}
+
+static int smb_finish(storage_t *base, const storage_upload *u, const char *const *part_refs,
+                      int nparts, char **final_path, cu_error *e)
+{
+    smb_storage *s = (smb_storage *)base;
+    (void)part_refs, (void)nparts;
+    char from[SMB_URL_MAX], to[SMB_URL_MAX];
+    staging_url(s, u->id, from);
+    url_of(s, u->key, to);
+    SMBCCTX *c = ctx_get(s);
+    if (!c)
+        return cu_fail(e, CU_EUPSTREAM, "Cannot set up an SMB client");
+    int err = 0;
+    const char *slash = strrchr(u->key, '/');
+    if (slash) {
+        char dir[SMB_URL_MAX];
+        snprintf(dir, sizeof dir, "%.*s", (int)(slash - u->key), u->key);
+        err = mkdirs(s, c, dir, false);
+    }
+    if (!err && smbc_getFunctionRename(c)(c, from, c, to) != 0) {
+        err = errno;
+        struct stat st;
+        /* Already moved by an earlier completion that crashed before it was recorded. */
+        if (err == ENOENT && smbc_getFunctionStat(c)(c, to, &st) == 0 && S_ISREG(st.st_mode))
+            err = 0;
+    }
+    ctx_put(s, c, err);
+    if (err == ENOTDIR || err == EEXIST)
+        return cu_fail(e, CU_ECONFLICT,
+                       "Cannot create the directory for %s on the share: a file is in the way",
+                       u->key);
+    if (err)
+        return smb_fail(e, err, "moving the file into place", u->id);
+    size_t len = strlen(s->host) + strlen(s->share) + strlen(s->path) + strlen(u->key) + 16;
+    *final_path = malloc(len);
+    if (!*final_path)
+        return cu_fail(e, CU_EIO, "Out of memory");
+    snprintf(*final_path, len, "smb://%s/%s/%s%s%s", s->host, s->share, s->path,
+             *s->path ? "/" : "", u->key);
+    return 0;
+}
+
+static int smb_abort(storage_t *base, const storage_upload *u, cu_error *e)
+{
+    smb_storage *s = (smb_storage *)base;
+    char url[SMB_URL_MAX];
+    staging_url(s, u->id, url);
+    SMBCCTX *c = ctx_get(s);
+    if (!c)
+        return cu_fail(e, CU_EUPSTREAM, "Cannot set up an SMB client");
+    int err = smbc_getFunctionUnlink(c)(c, url) != 0 && errno != ENOENT ? errno : 0;
+    ctx_put(s, c, err);
+    return err ? smb_fail(e, err, "removing the staging file", u->id) : 0;
+}
+
+static void smb_destroy(storage_t *base)
+{
+    smb_storage *s = (smb_storage *)base;
+    for (int i = 0; i < s->nidle; i++)
+        smbc_free_context(s->idle[i], 1);
+    pthread_mutex_destroy(&s->lock);
+    free(s->host);
+    free(s->share);
+    free(s->user);
+    if (s->password)
+        memset(s->password, 0, strlen(s->password));
+    free(s->password);
+    free(s->path);
+    free(s->url_base);
+    free(s);
+}
+
+static const struct storage_ops smb_ops = {
+    .stage_create = smb_stage_create,
+    .writer_open = smb_writer_open,
+    .writer_write = smb_writer_write,
+    .writer_finish = smb_writer_finish,
+    .writer_abort = smb_writer_abort,
+    .stage_sha256 = smb_stage_sha256,
+    .finish = smb_finish,
+    .abort = smb_abort,
+    .destroy = smb_destroy,
+};
+
+/* What went wrong reaching the share, in the words of the seed's troubleshooting list. */
+static const char *diagnose(int err)
+{
+    switch (err) {
+    case EACCES:
+    case EPERM:
+        return "Access denied: check SMB_USER and SMB_PASS";
+    case ENOENT:
+    case ENODEV:
+    case ENXIO:
+        return "Share not found: check SMB_SHARE (and SMB_PATH)";
+    case ECONNREFUSED:
+        return "Connection refused: no SMB server on that host and port (check SMB_HOST, "
+               "SMB_PORT, firewall)";
+    case EHOSTUNREACH:
+    case ENETUNREACH:
+    case ETIMEDOUT:
+        return "No route to host: the SMB server is unreachable (network, firewall, or macOS "
+               "Local Network permission)";
+    default:
+        return strerror(err);
+    }
+}
+
+int storage_smb_open(const storage_smb_options *o, storage_t **out, cu_error *err)
+{
+    smb_storage *s = calloc(1, sizeof *s);
+    if (!s)
+        return cu_fail(err, CU_EIO, "Out of memory");
+    s->base.ops = &smb_ops;
+    s->base.name = "smb";
+    s->base.can_read_staging = true;
+    pthread_mutex_init(&s->lock, NULL);
+    s->host = strdup(o->host);
+    s->share = strdup(o->share);
+    s->user = strdup(o->user ? o->user : "");
+    s->password = strdup(o->password ? o->password : "");
+    s->port = o->port;
+    const char *p = o->path ? o->path : "";
+    while (*p == '/' || *p == '\\')
+        p++;
+    s->path = strdup(p);
+    for (char *q = s->path; *q; q++)
+        if (*q == '\\')
+            *q = '/';
+    size_t len = strlen(s->path);
+    while (len && s->path[len - 1] == '/')
+        s->path[--len] = '\0';
+    char share_enc[1024] = "";
+    encode_into(share_enc, sizeof share_enc, s->share);
+    len = strlen(s->host) + strlen(share_enc) + 32;
+    s->url_base = malloc(len);
+    snprintf(s->url_base, len, "smb://%s:%d/%s", s->host, s->port, share_enc);
+
+    /* Reach the share, make SMB_PATH/.staging, and say plainly what failed if it does. */
+    SMBCCTX *c = ctx_get(s);
+    int e = c ? 0 : ENOMEM;
+    char url[SMB_URL_MAX];
+    if (!e) {
+        url_of(s, "", url);
+        SMBCFILE *d = smbc_getFunctionOpendir(c)(c, url);
+        if (!d && *s->path && errno == ENOENT) {
+            /* The share is there but SMB_PATH is not: create it. */
+            char root[SMB_URL_MAX];
+            share_url(s, "", root);
+            d = smbc_getFunctionOpendir(c)(c, root);
+            if (d) {
+                smbc_getFunctionClosedir(c)(c, d);
+                d = NULL;
+                e = mkdirs(s, c, s->path, true);
+            } else {
+                e = errno;
+            }
+        } else if (!d) {
+            e = errno;
+        } else {
+            smbc_getFunctionClosedir(c)(c, d);
+        }
+    }
+    if (!e)
+        e = mkdirs(s, c, ".staging", false);
+    ctx_put(s, c, e);
+    if (e) {
+        cu_fail(err, CU_EUPSTREAM, "SMB: cannot use //%s/%s%s%s (port %d) as %s: %s", s->host,
+                s->share, *s->path ? "/" : "", s->path, s->port, *s->user ? s->user : "guest",
+                diagnose(e));
+        smb_destroy(&s->base);
+        return CU_EUPSTREAM;
+    }
+    *out = &s->base;
+    return 0;
+}
