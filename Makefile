@@ -5,7 +5,7 @@ BUILD      ?= build
 BUILD_ASAN ?= build-asan
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all deps run test test-release test-asan bench format clean
+.PHONY: all deps run test test-servers test-release test-asan bench format clean
 
 all: $(BUILD)/Makefile
 	@cmake --build $(BUILD) -j $(JOBS)
@@ -26,9 +26,14 @@ run: deps all
 	 exec ./$(BUILD)/chunked-uploader
 
 # The whole suite twice: the release build, then under AddressSanitizer + UBSan.
-test: 
+test:
 	@./scripts/install-deps.sh --test
+	@$(MAKE) --no-print-directory test-servers
 	@$(MAKE) --no-print-directory test-release test-asan
+
+# The S3 test server (s3rver behind a SigV4-checking launcher), pinned in tests/s3.
+test-servers:
+	@cd tests/s3 && npm ci --silent --no-audit --no-fund >/dev/null
 
 test-release: all
 	@cd $(BUILD) && ctest --output-on-failure -j 2

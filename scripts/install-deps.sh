@@ -16,16 +16,13 @@ set -euo pipefail
 BUILD_PKGS=(
     build-essential cmake pkg-config
     libmicrohttpd-dev libsqlite3-dev libjansson-dev libjwt-dev libssl-dev
-    libcurl4-openssl-dev libcmocka-dev uuid-dev
+    libcurl4-openssl-dev libcmocka-dev uuid-dev libsmbclient-dev
     python3 python3-requests curl ca-certificates
 )
-# Needed only by the tests (for now the same list; add test-only packages here).
-TEST_PKGS=(
-    build-essential cmake pkg-config
-    libmicrohttpd-dev libsqlite3-dev libjansson-dev libjwt-dev libssl-dev
-    libcurl4-openssl-dev libcmocka-dev uuid-dev
-    python3 python3-requests curl ca-certificates
-)
+# Needed only by the tests: real servers started on loopback (Samba's smbd for the SMB
+# backend; Node.js for the S3 test server, s3rver, installed from the npm registry by
+# `make test`) and smbclient as an independent SMB client.
+TEST_PKGS=(samba smbclient nodejs)
 # Needed only by the benchmarks (nginx is the reference server).
 BENCH_PKGS=(nginx-light)
 
@@ -38,7 +35,12 @@ usage() {
 wanted=("${BUILD_PKGS[@]}")
 for arg in "$@"; do
     case $arg in
-        --test) wanted+=("${TEST_PKGS[@]}") ;;
+        --test)
+            wanted+=("${TEST_PKGS[@]}")
+            # Debian's nodejs leaves npm to a package of its own; builds of nodejs that
+            # bundle npm conflict with that package, so ask for it only when npm is missing.
+            command -v npm >/dev/null 2>&1 || wanted+=(npm)
+            ;;
         --bench) wanted+=("${BENCH_PKGS[@]}") ;;
         -h | --help) usage; exit 0 ;;
         *) echo "$prog: unknown argument: $arg" >&2; usage >&2; exit 2 ;;
