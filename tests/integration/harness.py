@@ -641,3 +641,658 @@ class ServerTestCase(unittest.TestCase):
         self.assertTrue(os.path.isfile(path), "final file missing: %s" % path)
         self.assertEqual(file_sha256(path), sha256_hex(data), "final file differs from source")
         return j
+
+
+# ----------------------------------------------------------------------------- SMB (Samba)
+
+SMB_TOOL_PATH = "/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/sbin:/usr/local/bin"
+SMB_SHARE = "uploads"
+SMB_USER = "root"  # an existing unix account, added to the private passdb only
+SMB_PASS = "it-smb-pass-7c3e1a"
+
+
+def smb_tool(name):
+    """Absolute path of a Samba tool; a missing one fails the test with what to install."""
+    p = shutil.which(name, path=os.environ.get("PATH", "") + ":" + SMB_TOOL_PATH)
+    if not p:
+        raise AssertionError("%s not found: the SMB tests need Samba (apt-get install samba smbclient)" % name)
+    return p
+
+
+class SmbServer(object):
+    """A private Samba smbd for the SMB backend tests.
+
+    Runs as root in the foreground in its own session (so its process group is its pid),
+    with a private smb.conf in a temp dir: every state/lock/cache/pid/private directory is
+    under that dir, it listens on a free high port on 127.0.0.1 only, NetBIOS off, SMB2+,
+    no printing, a tdbsam passdb of its own holding one user (SMB_USER, an existing unix
+    account, so no system user is created) and one share [uploads] at <tmp>/share.
+    The share's files are read back straight from <tmp>/share; smbclient is the
+    independent check that the server is up and serving."""
+
+    def __init__(self, tmpdir=None, port=None, password=SMB_PASS, share=SMB_SHARE, user=SMB_USER):
+        if os.geteuid() != 0:
+            raise AssertionError("the SMB tests start smbd, which must run as root (euid is %d)" % os.geteuid())
+        self.smbd = smb_tool("smbd")
+        self.smbpasswd = smb_tool("smbpasswd")
+        self.smbclient_bin = smb_tool("smbclient")
+        self.tmp = tmpdir or tempfile.mkdtemp(prefix="cu-smb-")
+        self.port = port or free_port()
+        self.password = password
+        self.share = share
+        self.user = user
+        self.host = "127.0.0.1"
+        self.share_dir = os.path.join(self.tmp, "share")
+        self.conf = os.path.join(self.tmp, "smb.conf")
+        self.log_path = os.path.join(self.tmp, "smbd.log")
+        self.proc = None
+        self.pgid = None
+        try:
+            self._write_conf()
+            self._add_user()
+        except BaseException:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise
+
+    # -- setup
+    def _write_conf(self):
+        d = {}
+        for name in ("private", "lock", "state", "cache", "pid", "ncalrpc", "log", "usershares",
+                     "winbindd", "binddns", "ntp_signd", "share"):
+            d[name] = os.path.join(self.tmp, name)
+            os.makedirs(d[name], exist_ok=True)
+        os.chmod(d["usershares"], 0o1770)
+        lines = [
+            "[global]",
+            "server role = standalone server",
+            "workgroup = CUTEST",
+            "netbios name = CUTEST%d" % (self.port % 10000),
+            "smb ports = %d" % self.port,
+            "interfaces = 127.0.0.1",
+            "bind interfaces only = yes",
+            "disable netbios = yes",
+            "server min protocol = SMB2",
+            "security = user",
+            "map to guest = never",
+            "passdb backend = tdbsam:%s" % os.path.join(d["private"], "passdb.tdb"),
+            "smb passwd file = %s" % os.path.join(d["private"], "smbpasswd"),
+            "private dir = %s" % d["private"],
+            "lock directory = %s" % d["lock"],
+            "state directory = %s" % d["state"],
+            "cache directory = %s" % d["cache"],
+            "pid directory = %s" % d["pid"],
+            "ncalrpc dir = %s" % d["ncalrpc"],
+            "usershare path = %s" % d["usershares"],
+            "usershare max shares = 0",
+            "winbindd socket directory = %s" % d["winbindd"],
+            "binddns dir = %s" % d["binddns"],
+            "ntp signd socket directory = %s" % d["ntp_signd"],
+            "log file = %s" % os.path.join(d["log"], "log.%m"),
+            "max log size = 0",
+            "load printers = no",
+            "printing = bsd",
+            "printcap name = /dev/null",
+            "disable spoolss = yes",
+            "",
+            "[%s]" % self.share,
+            "path = %s" % self.share_dir,
+            "read only = no",
+            "browseable = yes",
+            "valid users = %s" % self.user,
+            "force user = %s" % self.user,
+            "create mask = 0644",
+            "directory mask = 0755",
+            "",
+        ]
+        with open(self.conf, "w") as f:
+            f.write("\n".join(lines))
+
+    def _add_user(self):
+        env = dict(base_env(), PATH=SMB_TOOL_PATH)
+        p = subprocess.run([self.smbpasswd, "-c", self.conf, "-a", "-s", self.user],
+                           input=("%s\n%s\n" % (self.password, self.password)).encode(),
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, timeout=30)
+        if p.returncode != 0:
+            raise AssertionError("smbpasswd -a %s failed (%d): %s"
+                                 % (self.user, p.returncode, p.stdout.decode("utf-8", "replace")))
+
+    # -- lifecycle
+    def start(self, timeout=20):
+        assert self.proc is None, "smbd already running"
+        with open(self.log_path, "ab") as logf:
+            logf.write(("\n=== smbd start %s port %d ===\n" % (time.strftime("%H:%M:%S"), self.port)).encode())
+            logf.flush()
+            self.proc = subprocess.Popen(
+                [self.smbd, "--foreground", "--no-process-group", "--debug-stdout", "-d", "1",
+                 "-s", self.conf],
+                cwd=self.tmp, env=dict(base_env(), PATH=SMB_TOOL_PATH), stdin=subprocess.DEVNULL,
+                stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+        self.pgid = self.proc.pid
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout=20):
+        deadline = time.time() + timeout
+        last = "port closed"
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                rc = self.proc.returncode
+                self.proc = None
+                self._kill_group()
+                raise AssertionError("smbd exited with status %s during startup\n%s" % (rc, self.log_tail()))
+            try:
+                socket.create_connection((self.host, self.port), timeout=1).close()
+            except OSError as e:
+                last = "port: %s" % e
+                time.sleep(0.05)
+                continue
+            rc, out = self.smbclient("ls", timeout=10)
+            if rc == 0:
+                return
+            last = "smbclient (%d): %s" % (rc, out[-500:])
+            time.sleep(0.1)
+        raise AssertionError("smbd not serving //%s:%d/%s within %ss (last: %s)\n%s"
+                             % (self.host, self.port, self.share, timeout, last, self.log_tail()))
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def group_members(self):
+        """Pids still in smbd's process group (the daemon and its children)."""
+        if self.pgid is None:
+            return []
+        pids = []
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open("/proc/%s/stat" % name) as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2:].split()
+            if int(fields[2]) == self.pgid and fields[0] != "Z":
+                pids.append(int(name))
+        return pids
+
+    def _kill_group(self, wait=10):
+        if self.pgid is None:
+            return
+        deadline = time.time() + wait
+        while self.group_members():
+            try:
+                os.killpg(self.pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                break
+            if time.time() > deadline:
+                raise AssertionError("smbd processes survive SIGKILL: %r" % self.group_members())
+            time.sleep(0.02)
+        left = self.group_members()
+        if left:
+            raise AssertionError("smbd processes left: %r" % left)
+
+    def stop(self, timeout=10):
+        """SIGTERM to smbd, wait for it, then make sure none of its children remain."""
+        if self.proc is None:
+            self._kill_group()
+            return
+        proc, self.proc = self.proc, None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        self._kill_group()
+        if proc.poll() is None:
+            proc.wait(5)
+
+    def kill(self):
+        """kill -9 of smbd and all its children: every client connection drops at once."""
+        proc, self.proc = self.proc, None
+        self._kill_group()
+        if proc is not None:
+            proc.wait(5)
+
+    def restart(self, hard=True, timeout=20):
+        """Kill smbd (and so every connection to it) and start it again on the same port."""
+        if hard:
+            self.kill()
+        else:
+            self.stop()
+        return self.start(timeout)
+
+    def destroy(self):
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def log_text(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, n=40):
+        return "\n".join(self.log_text().splitlines()[-n:])
+
+    # -- independent client
+    def smbclient(self, command, user=None, password=None, share=None, timeout=30, cwd=None):
+        """Run smbclient -c command against the share; returns (rc, combined output)."""
+        args = [self.smbclient_bin, "-p", str(self.port), "//%s/%s" % (self.host, share or self.share),
+                "-U", "%s%%%s" % (user or self.user, self.password if password is None else password),
+                "-c", command]
+        try:
+            p = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout,
+                               env=dict(base_env(), PATH=SMB_TOOL_PATH), cwd=cwd or self.tmp,
+                               stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            return -1, "smbclient timed out after %ss" % timeout
+        return p.returncode, p.stdout.decode("utf-8", "replace")
+
+    def fetch(self, remote_path):
+        """A file's bytes read back over SMB with smbclient (not from the disk)."""
+        local = os.path.join(self.tmp, "fetch-%d" % random.randrange(1 << 30))
+        remote = remote_path.replace("/", "\\")
+        rc, out = self.smbclient('get "%s" "%s"' % (remote, local))
+        if rc != 0:
+            raise AssertionError("smbclient get %s failed (%d): %s" % (remote_path, rc, out[-1000:]))
+        try:
+            with open(local, "rb") as f:
+                return f.read()
+        finally:
+            os.unlink(local)
+
+    # -- paths on the share
+    def path(self, *rel):
+        """A path on the share's directory on disk (rel parts joined below the share root)."""
+        rel = [r.strip("/") for r in rel if r and r.strip("/")]
+        return os.path.join(self.share_dir, *rel)
+
+    def url(self, *rel):
+        """The smb:// URL the server reports for rel: smb://<host>/<share>/<rel...>."""
+        rel = [r.strip("/") for r in rel if r and r.strip("/")]
+        return "smb://%s/%s/%s" % (self.host, self.share, "/".join(rel))
+
+    def url_to_path(self, url):
+        prefix = "smb://%s/%s/" % (self.host, self.share)
+        if not url.startswith(prefix):
+            raise AssertionError("%r does not start with %r" % (url, prefix))
+        return self.path(url[len(prefix):])
+
+    def files_under(self, *rel):
+        """Regular files below a directory of the share (recursively), as absolute paths."""
+        top = self.path(*rel)
+        return sorted(os.path.join(d, f) for d, _, fs in os.walk(top) for f in fs)
+
+    def server_env(self, smb_path="", **extra):
+        """Environment overrides for a chunked-uploader Server using this share."""
+        env = {
+            "STORAGE_BACKEND": "smb",
+            "SMB_HOST": self.host,
+            "SMB_PORT": str(self.port),
+            "SMB_USER": self.user,
+            "SMB_PASS": self.password,
+            "SMB_SHARE": self.share,
+            "SMB_PATH": smb_path if smb_path else None,
+        }
+        env.update(extra)
+        return env
+
+
+# ----------------------------------------------------------------------------- S3 (s3rver behind tests/s3/launcher.js)
+
+S3_TOOLS = os.path.join(REPO, "tests", "s3")  # launcher.js, check.js, package.json, package-lock.json
+S3_BUCKET = "it-uploads"
+S3_ACCESS_KEY = "AKIACUTEST5F1C9A7E3B"
+S3_SECRET_KEY = "it-s3-secret/9d2e4b6a8c0f1e3d+Q"
+S3_REGION = "us-east-1"
+S3_CHUNK = 5 * 1024 * 1024  # CHUNK_SIZE_MB=5, the smallest S3 allows
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+
+def s3_node():
+    """Absolute path of node; installs tests/s3/node_modules with `npm ci` once if missing."""
+    node = shutil.which("node")
+    if not node:
+        raise AssertionError("node not found: the S3 tests need Node.js 20+ and npm")
+    if not os.path.isdir(os.path.join(S3_TOOLS, "node_modules", "s3rver")):
+        npm = shutil.which("npm")
+        if not npm:
+            raise AssertionError("npm not found: the S3 tests need it to install tests/s3 (npm ci)")
+        import fcntl
+        with open(os.path.join(tempfile.gettempdir(), "cu-s3-npm-ci.lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one install even with tests run in parallel
+            if not os.path.isdir(os.path.join(S3_TOOLS, "node_modules", "s3rver")):
+                p = subprocess.run([npm, "ci", "--silent", "--no-audit", "--no-fund"], cwd=S3_TOOLS,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600)
+                if p.returncode != 0:
+                    raise AssertionError("npm ci in %s failed (%d):\n%s"
+                                         % (S3_TOOLS, p.returncode, p.stdout.decode("utf-8", "replace")[-4000:]))
+    return node
+
+
+class S3Server(object):
+    """s3rver 3.7.1 behind tests/s3/launcher.js (SigV4 verified with AWS's signer, plus
+    ListMultipartUploads / ListParts / AbortMultipartUpload) on a free loopback port, with
+    one bucket, its data in a temp dir. slow_ms delays every UploadPart answer; the first
+    fail_parts UploadPart requests are answered 503 SlowDown; session_token, when set, must
+    come with every request."""
+
+    def __init__(self, tmpdir=None, port=None, bucket=S3_BUCKET, access_key=S3_ACCESS_KEY,
+                 secret=S3_SECRET_KEY, region=S3_REGION, slow_ms=0, session_token=None, fail_parts=0):
+        self.tmp = tmpdir or tempfile.mkdtemp(prefix="cu-s3-")
+        self.session_token = session_token
+        self.fail_parts = fail_parts
+        self.port = port or free_port()
+        self.bucket, self.access_key, self.secret, self.region = bucket, access_key, secret, region
+        self.slow_ms = slow_ms
+        self.data_dir = os.path.join(self.tmp, "s3data")
+        self.log_path = os.path.join(self.tmp, "launcher.log")
+        self.proc = None
+
+    @property
+    def endpoint(self):
+        return "http://127.0.0.1:%d" % self.port
+
+    def start(self, timeout=30):
+        node = s3_node()
+        assert self.proc is None, "launcher already running"
+        args = [node, os.path.join(S3_TOOLS, "launcher.js"), "--port", str(self.port), "--dir", self.data_dir,
+                "--bucket", self.bucket, "--access-key", self.access_key, "--secret", self.secret,
+                "--region", self.region]
+        if self.slow_ms:
+            args += ["--slow-ms", str(self.slow_ms)]
+        if self.session_token is not None:
+            args += ["--session-token", self.session_token]
+        if self.fail_parts:
+            args += ["--fail-parts", str(self.fail_parts)]
+        with open(self.log_path, "ab") as logf:
+            self.proc = subprocess.Popen(args, cwd=self.tmp, env=dict(base_env(), NODE_NO_WARNINGS="1"),
+                                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=logf)
+        deadline = time.time() + timeout
+        line = b""
+        while time.time() < deadline and not line.endswith(b"\n"):
+            r, _, _ = select.select([self.proc.stdout], [], [], 0.2)
+            if r:
+                b = os.read(self.proc.stdout.fileno(), 1)
+                if not b:
+                    break
+                line += b
+        if line.strip() != b"ready":
+            self.stop(check=False)
+            raise AssertionError("S3 launcher did not become ready (got %r)\n%s" % (line, self.log_tail()))
+        return self
+
+    def stop(self, check=True, timeout=10):
+        if self.proc is None:
+            return
+        proc, self.proc = self.proc, None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                if check:
+                    raise AssertionError("S3 launcher ignored SIGTERM\n%s" % self.log_tail())
+        proc.stdout.close()
+        if check and proc.returncode != 0:
+            raise AssertionError("S3 launcher exit status %s\n%s" % (proc.returncode, self.log_tail()))
+
+    def destroy(self):
+        try:
+            self.stop(check=False)
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def log_tail(self, n=40):
+        try:
+            with open(self.log_path, "rb") as f:
+                return "\n".join(f.read().decode("utf-8", "replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def server_env(self, **extra):
+        """Environment overrides for a chunked-uploader Server using this bucket."""
+        env = {
+            "STORAGE_BACKEND": "s3",
+            "S3_ENDPOINT": self.endpoint,
+            "S3_BUCKET": self.bucket,
+            "S3_REGION": self.region,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret,
+            "AWS_SESSION_TOKEN": self.session_token,
+            "CHUNK_SIZE_MB": "5",
+        }
+        env.update(extra)
+        return env
+
+    def client(self, **kw):
+        return S3Client(self.endpoint, kw.get("access_key", self.access_key), kw.get("secret", self.secret),
+                        kw.get("region", self.region), kw.get("session_token", self.session_token))
+
+
+class S3Error(AssertionError):
+    def __init__(self, code, status, message):
+        super().__init__("S3 error %s (HTTP %s): %s" % (code, status, message))
+        self.code, self.status, self.message = code, status, message
+
+
+class S3Client(object):
+    """An S3 client independent of the server: the AWS SDK for JavaScript v3 (tests/s3/check.js)."""
+
+    def __init__(self, endpoint, access_key, secret, region=S3_REGION, session_token=None):
+        self.endpoint, self.access_key, self.secret, self.region = endpoint, access_key, secret, region
+        self.session_token = session_token
+
+    def call(self, cmd, *args, timeout=60):
+        token = ["--session-token", self.session_token] if self.session_token is not None else []
+        p = subprocess.run([s3_node(), os.path.join(S3_TOOLS, "check.js"), "--endpoint", self.endpoint,
+                            "--access-key", self.access_key, "--secret", self.secret, "--region", self.region]
+                           + token + [cmd] + [str(a) for a in args],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
+                           env=dict(base_env(), NODE_NO_WARNINGS="1"))
+        out = p.stdout.decode("utf-8", "replace")
+        if p.returncode == 1:
+            j = json.loads(out)
+            raise S3Error(j.get("error"), j.get("status"), j.get("message"))
+        if p.returncode != 0:
+            raise AssertionError("check.js %s failed (%d): %s %s" % (cmd, p.returncode, out, p.stderr.decode()[-3000:]))
+        return json.loads(out)
+
+    def get_object(self, bucket, key):
+        fd, path = tempfile.mkstemp(prefix="cu-s3-get-")
+        os.close(fd)
+        try:
+            self.call("get-object", bucket, key, path)
+            with open(path, "rb") as f:
+                return f.read()
+        finally:
+            os.unlink(path)
+
+    def head_object(self, bucket, key):
+        return self.call("head-object", bucket, key)
+
+    def put_object(self, bucket, key, data):
+        with tempfile.NamedTemporaryFile(prefix="cu-s3-put-") as f:
+            f.write(data)
+            f.flush()
+            return self.call("put-object", bucket, key, f.name)
+
+    def list_objects(self, bucket, prefix=""):
+        return self.call("list-objects", bucket, prefix)
+
+    def list_multipart_uploads(self, bucket, prefix=""):
+        return self.call("list-multipart-uploads", bucket, prefix)
+
+    def create_multipart_upload(self, bucket, key):
+        return self.call("create-multipart-upload", bucket, key)["UploadId"]
+
+    def upload_part(self, bucket, key, upload_id, number, data):
+        with tempfile.NamedTemporaryFile(prefix="cu-s3-part-") as f:
+            f.write(data)
+            f.flush()
+            return self.call("upload-part", bucket, key, upload_id, number, f.name)["ETag"]
+
+    def list_parts(self, bucket, key, upload_id):
+        return self.call("list-parts", bucket, key, upload_id)
+
+    def complete_multipart_upload(self, bucket, key, upload_id, etags):
+        return self.call("complete-multipart-upload", bucket, key, upload_id, ",".join(etags))
+
+    def abort_multipart_upload(self, bucket, key, upload_id):
+        return self.call("abort-multipart-upload", bucket, key, upload_id)
+
+
+def s3_curl(endpoint, method, path, access_key, secret, region=S3_REGION, body=b"", headers=None,
+            payload_hash=None, timeout=30):
+    """One request signed by curl's own SigV4 (--aws-sigv4); path already URI-encoded.
+    Returns (status, body bytes)."""
+    curl = shutil.which("curl")
+    if not curl:
+        raise AssertionError("curl not found")
+    with tempfile.TemporaryDirectory(prefix="cu-s3-curl-") as d:
+        out, inp = os.path.join(d, "out"), os.path.join(d, "in")
+        with open(inp, "wb") as f:
+            f.write(body or b"")
+        args = [curl, "-s", "-o", out, "-w", "%{http_code}", "-X", method, "--aws-sigv4", "aws:amz:%s:s3" % region,
+                "--user", "%s:%s" % (access_key, secret),
+                "-H", "x-amz-content-sha256: %s" % (payload_hash or hashlib.sha256(body or b"").hexdigest())]
+        if body:
+            args += ["--data-binary", "@" + inp]
+        for k, v in (headers or {}).items():
+            args += ["-H", "%s: %s" % (k, v)]
+        p = subprocess.run(args + [endpoint + path], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+        if p.returncode != 0:
+            raise AssertionError("curl failed (%d): %s" % (p.returncode, p.stderr.decode()))
+        with open(out, "rb") as f:
+            return int(p.stdout.decode()), f.read()
+
+
+def sigv4_sign(method, path, query, headers, payload_hash, access_key, secret, region=S3_REGION, when=None):
+    """A third SigV4 signer, straight from AWS's documentation (S3 flavour: path segments
+    URI-encoded once). path is decoded ("/bucket/my key"), query a list of decoded (name,
+    value) pairs, headers a dict (all signed). Returns the Authorization header value and
+    sets x-amz-date and x-amz-content-sha256 in headers."""
+    from urllib.parse import quote
+    enc = lambda s: quote(s, safe="-_.~")  # noqa: E731
+    when = when or time.gmtime()
+    amz_date, day = time.strftime("%Y%m%dT%H%M%SZ", when), time.strftime("%Y%m%d", when)
+    headers["x-amz-date"] = amz_date
+    headers["x-amz-content-sha256"] = payload_hash
+    canon_headers = sorted((k.lower(), " ".join(str(v).split())) for k, v in headers.items())
+    signed = ";".join(k for k, _ in canon_headers)
+    canonical = "\n".join([
+        method,
+        "/".join(enc(s) for s in path.split("/")),
+        "&".join("%s=%s" % (enc(k), enc(v)) for k, v in sorted(query)),
+        "".join("%s:%s\n" % kv for kv in canon_headers),
+        signed,
+        payload_hash])
+    scope = "%s/%s/s3/aws4_request" % (day, region)
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+    key = ("AWS4" + secret).encode()
+    for part in (day, region, "s3", "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    sig = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    return "AWS4-HMAC-SHA256 Credential=%s/%s, SignedHeaders=%s, Signature=%s" % (access_key, scope, signed, sig)
+
+
+def s3_error_code(body):
+    m = re.search(rb"<Code>([^<]*)</Code>", body or b"")
+    return m.group(1).decode() if m else None
+
+
+class S3TestCase(ServerTestCase):
+    """ServerTestCase with an S3 backend: start_s3() for the fake S3, start_s3_server() for a
+    chunked-uploader on it (TEMP_STORAGE_PATH=<server tmp>/spool), checks via S3Client."""
+
+    def start_s3(self, **kw):
+        s3 = S3Server(**kw)
+        self.addCleanup(self._cleanup_s3, s3)
+        s3.start()
+        return s3
+
+    def _cleanup_s3(self, s3):
+        try:
+            s3.stop()
+        finally:
+            if not hasattr(self, "_log_tails"):
+                self._log_tails = []
+            self._log_tails.append(("S3 launcher " + s3.tmp, s3.log_tail(30)))
+            s3.destroy()
+
+    def start_s3_server(self, s3, env=None, wait=True, tmpdir=None, port=None):
+        tmp = tmpdir or tempfile.mkdtemp(prefix="cu-it-s3-")
+        spool = os.path.join(tmp, "spool")
+        os.makedirs(spool, exist_ok=True)
+        srv = self.start_server(env=s3.server_env(TEMP_STORAGE_PATH=spool, **(env or {})), wait=wait,
+                                tmpdir=tmp, port=port)
+        srv.spool = spool
+        return srv
+
+    def spool_files(self, srv):
+        return sorted(os.path.join(d, f) for d, _, fs in os.walk(srv.spool) for f in fs)
+
+    def assertSpoolEmpty(self, srv, msg="", wait=0.0):
+        deadline = time.time() + wait
+        left = self.spool_files(srv)
+        while left and time.time() < deadline:
+            time.sleep(0.05)
+            left = self.spool_files(srv)
+        self.assertEqual(left, [], "spool (TEMP_STORAGE_PATH) not empty %s" % msg)
+
+    def s3_key(self, init_reply, filename, prefix=""):
+        """<S3_PREFIX/><dir>/<file_id>_<name> for a filename given at init."""
+        d, _, name = filename.rpartition("/")
+        parts = [p for p in (prefix.strip("/"), d) if p]
+        return "/".join(parts + ["%s_%s" % (init_reply["file_id"], name)])
+
+    def s3_init_ok(self, srv, filename, data_or_size, **extra):
+        size = data_or_size if isinstance(data_or_size, int) else len(data_or_size)
+        j = self.assertOk(srv.init(filename, size, **extra), "(init %r, %d bytes)" % (filename, size))
+        self.assertEqual(j.get("chunk_size"), S3_CHUNK, "chunk_size: %r" % (j,))
+        self.assertEqual(j.get("total_parts"), (size + S3_CHUNK - 1) // S3_CHUNK, "total_parts: %r" % (j,))
+        return j
+
+    def s3_upload_all(self, srv, init_reply, data, threads=4, shuffle=True, skip=()):
+        parts = split_parts(data, S3_CHUNK)
+        tokens = {p["part"]: p["token"] for p in init_reply["parts"]}
+        order = [n for n in range(len(parts)) if n not in skip]
+        if shuffle:
+            random.shuffle(order)
+        fid = init_reply["file_id"]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=threads) as ex:
+            results = dict(ex.map(lambda n: (n, srv.put_part(fid, n, tokens[n], parts[n], timeout=120)), order))
+        for n in order:
+            j = self.assertOk(results[n], "(part %d)" % n)
+            self.assertEqual(j["checksum_sha256"], sha256_hex(parts[n]), "part %d checksum" % n)
+        return results
+
+    def s3_complete_ok(self, srv, s3, init_reply, filename, data, prefix=""):
+        """complete answers 200 with s3://<bucket>/<key>, and the object is the data, byte for byte."""
+        fid = init_reply["file_id"]
+        j = self.assertOk(srv.complete(fid, timeout=120))
+        key = self.s3_key(init_reply, filename, prefix)
+        self.assertEqual(j["status"], "complete")
+        self.assertEqual(j["storage_backend"], "s3")
+        self.assertEqual(j["final_path"], "s3://%s/%s" % (s3.bucket, key))
+        self.assertIntField(j, "total_size", len(data))
+        self.assertS3Object(s3, key, data)
+        return j
+
+    def assertS3Object(self, s3, key, data):
+        c = s3.client()
+        got = c.get_object(s3.bucket, key)
+        self.assertEqual(len(got), len(data), "object %s has %d bytes, expected %d" % (key, len(got), len(data)))
+        self.assertTrue(got == data, "object %s differs from the uploaded data (sha256 %s, expected %s)"
+                        % (key, sha256_hex(got), sha256_hex(data)))
+        self.assertEqual(c.head_object(s3.bucket, key)["ContentLength"], len(data))
+
+    def assertNoMultipartUploads(self, s3, prefix="", msg=""):
+        left = s3.client().list_multipart_uploads(s3.bucket, prefix)
+        self.assertEqual(left, [], "multipart uploads left behind %s" % msg)

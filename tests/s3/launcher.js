@@ -1,0 +1,417 @@
+#!/usr/bin/env node
+// S3 test backend: s3rver 3.7.1 behind a small front server that
+//   1. verifies every request's SigV4 Authorization header with AWS's own signer
+//      (@smithy/signature-v4) and the payload against x-amz-content-sha256,
+//   2. adds what s3rver lacks, written to the AWS S3 API reference over s3rver's own
+//      storage of multipart uploads (<dir>/<bucket>/._S3rver_uploads/<uploadId>/ holding
+//      `key`, `metadata` and one file `<n>` plus `<n>.md5` per part):
+//        ListMultipartUploads  GET    /<bucket>?uploads
+//        ListParts             GET    /<bucket>/<key>?uploadId=X
+//        AbortMultipartUpload  DELETE /<bucket>/<key>?uploadId=X
+//      and the checks s3rver skips on UploadPart / CompleteMultipartUpload
+//      (NoSuchUpload, part number 1..10000, InvalidPartOrder, InvalidPart, EntityTooSmall),
+//   3. forwards everything else to s3rver unchanged.
+//
+// usage: node launcher.js --port P --dir D --bucket B --access-key K --secret S
+//                         [--region us-east-1] [--session-token T] [--slow-ms N] [--fail-parts N]
+// --slow-ms N delays every UploadPart answer by N ms (a slow backend); --fail-parts N answers
+// the first N UploadPart requests 503 SlowDown (a throttling backend).
+// Prints "ready" on stdout once listening; one line per request on stderr; exits 0 on SIGTERM.
+'use strict';
+
+const crypto = require('crypto');
+const fs = require('fs');
+const http = require('http');
+const path = require('path');
+const S3rver = require('s3rver');
+const AWSAccount = require('s3rver/lib/models/account');
+const { SignatureV4 } = require('@smithy/signature-v4');
+const { Sha256 } = require('@aws-crypto/sha256-js');
+
+// ------------------------------------------------------------------ options
+const opt = { region: 'us-east-1', slowMs: 0 };
+const argv = process.argv.slice(2);
+for (let i = 0; i < argv.length; i += 2) {
+  const name = argv[i].replace(/^--/, '').replace(/-(.)/g, (_, c) => c.toUpperCase());
+  if (!['port', 'dir', 'bucket', 'accessKey', 'secret', 'region', 'sessionToken', 'slowMs', 'failParts'].includes(name) || argv[i + 1] === undefined) {
+    console.error('usage: launcher.js --port P --dir D --bucket B --access-key K --secret S [--region R] [--session-token T] [--slow-ms N] [--fail-parts N]');
+    process.exit(2);
+  }
+  opt[name] = argv[i + 1];
+}
+for (const k of ['port', 'dir', 'bucket', 'accessKey', 'secret']) {
+  if (!opt[k]) { console.error('launcher.js: --' + k.replace(/[A-Z]/g, c => '-' + c.toLowerCase()) + ' is required'); process.exit(2); }
+}
+opt.slowMs = Number(opt.slowMs) || 0;
+opt.failParts = Number(opt.failParts) || 0;
+const OWNER = { id: String(AWSAccount.DUMMY_ACCOUNT.id), name: AWSAccount.DUMMY_ACCOUNT.displayName };
+const MIN_PART = 5 * 1024 * 1024;
+
+// ------------------------------------------------------------------ small helpers
+const xmlEsc = s => String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;').replace(/'/g, '&apos;');
+const xmlUnesc = s => s.replace(/&quot;/g, '"').replace(/&apos;/g, "'").replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&#34;/g, '"').replace(/&amp;/g, '&');
+const el = (name, v) => `<${name}>${Array.isArray(v) ? v.join('') : xmlEsc(v)}</${name}>`;
+const isoTime = d => d.toISOString();
+const sleep = ms => new Promise(r => setTimeout(r, ms));
+// UriEncode of the AWS SigV4 reference: everything but A-Z a-z 0-9 - _ . ~ is %XX-encoded
+const uriEncode = s => encodeURIComponent(s).replace(/[!'()*]/g, c => '%' + c.charCodeAt(0).toString(16).toUpperCase());
+const decode = s => { try { return decodeURIComponent(s); } catch (e) { return s; } };
+
+class S3Err {
+  constructor(status, code, message, extra = {}) { Object.assign(this, { status, code, message, extra }); }
+}
+
+function sendXml(req, res, status, body, headers = {}) {
+  const buf = Buffer.from(body ? '<?xml version="1.0" encoding="UTF-8"?>\n' + body : '');
+  res.writeHead(status, { 'x-amz-request-id': crypto.randomBytes(8).toString('hex').toUpperCase(),
+    ...(body ? { 'Content-Type': 'application/xml' } : {}), 'Content-Length': buf.length, ...headers });
+  res.end(req.method === 'HEAD' ? undefined : buf);
+}
+
+function sendError(req, res, e) {
+  const extra = Object.entries(e.extra).map(([k, v]) => el(k, v)).join('');
+  sendXml(req, res, e.status, `<Error>${el('Code', e.code)}${el('Message', e.message)}${extra}</Error>`);
+}
+
+function readBody(req) {
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    req.on('data', c => chunks.push(c));
+    req.on('end', () => resolve(Buffer.concat(chunks)));
+    req.on('error', reject);
+  });
+}
+
+// ------------------------------------------------------------------ SigV4 verification
+const SIGV4_RE = /^AWS4-HMAC-SHA256\s+Credential=([^,\s]+)\s*,\s*SignedHeaders=([^,\s]+)\s*,\s*Signature=([0-9a-f]{64})\s*$/;
+
+// Throws S3Err unless the request carries a valid SigV4 Authorization header for our key.
+async function verifySignature(req, rawPath, query) {
+  const auth = req.headers.authorization;
+  if (!auth) throw new S3Err(403, 'AccessDenied', 'Access Denied (this server accepts only SigV4 Authorization headers)');
+  const m = SIGV4_RE.exec(auth);
+  if (!m) throw new S3Err(400, 'AuthorizationHeaderMalformed', 'The authorization header is malformed.');
+  const [accessKey, scopeDate, region, service, terminator] = m[1].split('/');
+  if (accessKey !== opt.accessKey) {
+    throw new S3Err(403, 'InvalidAccessKeyId', 'The AWS Access Key Id you provided does not exist in our records.', { AWSAccessKeyId: accessKey });
+  }
+  if (region !== opt.region || service !== 's3' || terminator !== 'aws4_request') {
+    throw new S3Err(400, 'AuthorizationHeaderMalformed',
+      `The authorization header is malformed; the region '${region}' is wrong; expecting '${opt.region}'`, { Region: opt.region });
+  }
+  const amzDate = req.headers['x-amz-date'] || '';
+  const dm = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/.exec(amzDate);
+  const when = dm ? new Date(Date.UTC(+dm[1], dm[2] - 1, +dm[3], +dm[4], +dm[5], +dm[6])) : new Date(req.headers.date || NaN);
+  if (isNaN(when)) throw new S3Err(403, 'AccessDenied', 'AWS authentication requires a valid Date or x-amz-date header');
+  if (Math.abs(Date.now() - when) > 15 * 60 * 1000) {
+    throw new S3Err(403, 'RequestTimeTooSkewed', 'The difference between the request time and the current time is too large.',
+      { RequestTime: amzDate, ServerTime: new Date().toISOString() });
+  }
+  const payload = req.headers['x-amz-content-sha256'];
+  if (!payload) throw new S3Err(400, 'InvalidRequest', 'Missing required header for this request: x-amz-content-sha256');
+  if (payload !== 'UNSIGNED-PAYLOAD' && !/^[0-9a-f]{64}$/.test(payload)) {
+    if (payload.startsWith('STREAMING-')) throw new S3Err(501, 'NotImplemented', 'aws-chunked payload signing is not supported by this test server');
+    throw new S3Err(400, 'InvalidArgument', 'x-amz-content-sha256 must be UNSIGNED-PAYLOAD, STREAMING-AWS4-HMAC-SHA256-PAYLOAD, or a valid sha256 value.',
+      { ArgumentName: 'x-amz-content-sha256', ArgumentValue: payload });
+  }
+
+  const signed = m[2].split(';');
+  const unsigned = Object.keys(req.headers).filter(h => h.startsWith('x-amz-') && !signed.includes(h));
+  if (unsigned.length) {
+    throw new S3Err(403, 'AccessDenied', 'There were headers present in the request which were not signed',
+      { HeadersNotSigned: unsigned.join(', ') });
+  }
+  if (opt.sessionToken !== undefined) { // temporary credentials: the token must come along, signed
+    const token = req.headers['x-amz-security-token'];
+    if (token === undefined) {
+      throw new S3Err(403, 'InvalidAccessKeyId', 'The AWS Access Key Id you provided does not exist in our records.', { AWSAccessKeyId: accessKey });
+    }
+    if (token !== opt.sessionToken) throw new S3Err(400, 'InvalidToken', 'The provided token is malformed or otherwise invalid.');
+  }
+
+  // Re-sign what was received: only the headers named in SignedHeaders, the payload hash
+  // from x-amz-content-sha256, S3's canonical URI (each path segment decoded, then
+  // UriEncoded once) and the decoded query.
+  const headers = {};
+  for (const h of signed) headers[h] = req.headers[h] === undefined ? '' : String(req.headers[h]);
+  headers['x-amz-content-sha256'] = payload; // the signer reads the payload hash from here
+  const signer = new SignatureV4({
+    credentials: { accessKeyId: opt.accessKey, secretAccessKey: opt.secret },
+    region: opt.region, service: 's3', sha256: Sha256, uriEscapePath: false, applyChecksum: false,
+  });
+  const signedSet = new Set(signed);
+  const resigned = await signer.sign(
+    { method: req.method, protocol: 'http:', hostname: String(req.headers.host || ''),
+      path: rawPath.split('/').map(s => uriEncode(decode(s))).join('/'), query, headers },
+    { signingDate: when, signableHeaders: signedSet,
+      unsignableHeaders: new Set(['x-amz-content-sha256', 'x-amz-date'].filter(h => !signedSet.has(h))) });
+  const expected = /Signature=([0-9a-f]{64})/.exec(resigned.headers.authorization)[1];
+  const sameHeaders = /SignedHeaders=([^,]+)/.exec(resigned.headers.authorization)[1] === m[2];
+  if (!sameHeaders || scopeDate !== amzDate.slice(0, 8) ||
+      !crypto.timingSafeEqual(Buffer.from(expected), Buffer.from(m[3]))) {
+    throw new S3Err(403, 'SignatureDoesNotMatch',
+      'The request signature we calculated does not match the signature you provided. Check your key and signing method.',
+      { AWSAccessKeyId: accessKey, SignatureProvided: m[3] });
+  }
+}
+
+// ------------------------------------------------------------------ s3rver's multipart storage
+const bucketDir = bucket => path.join(opt.dir, bucket);
+const uploadsDir = bucket => path.join(bucketDir(bucket), '._S3rver_uploads');
+
+async function requireBucket(bucket) {
+  const st = await fs.promises.stat(bucketDir(bucket)).catch(() => null);
+  if (!bucket || !st || !st.isDirectory()) {
+    throw new S3Err(404, 'NoSuchBucket', 'The specified bucket does not exist', { BucketName: bucket });
+  }
+}
+
+// One in-progress multipart upload, or null. An upload is its directory with a `key` file.
+async function readUpload(bucket, uploadId) {
+  if (!/^[A-Za-z0-9_-]+$/.test(uploadId || '')) return null;
+  const dir = path.join(uploadsDir(bucket), uploadId);
+  try {
+    const [key, st] = await Promise.all([fs.promises.readFile(path.join(dir, 'key'), 'utf8'),
+      fs.promises.stat(path.join(dir, 'key'))]);
+    return { uploadId, key, dir, initiated: st.mtime };
+  } catch (e) {
+    return null;
+  }
+}
+
+async function requireUpload(bucket, key, uploadId) {
+  const up = await readUpload(bucket, uploadId);
+  if (!up || up.key !== key) {
+    throw new S3Err(404, 'NoSuchUpload',
+      'The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.',
+      { UploadId: uploadId || '' });
+  }
+  return up;
+}
+
+async function readParts(up) {
+  const names = (await fs.promises.readdir(up.dir).catch(() => [])).filter(n => /^\d+$/.test(n));
+  const parts = await Promise.all(names.map(async n => {
+    const [st, md5] = await Promise.all([fs.promises.stat(path.join(up.dir, n)),
+      fs.promises.readFile(path.join(up.dir, n + '.md5'), 'utf8').catch(() => null)]);
+    return md5 === null ? null : { number: Number(n), size: st.size, etag: '"' + md5.trim() + '"', modified: st.mtime };
+  }));
+  return parts.filter(Boolean).sort((a, b) => a.number - b.number);
+}
+
+const ownerXml = name => el(name, [el('ID', OWNER.id), el('DisplayName', OWNER.name)]);
+
+// ListMultipartUploads: https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListMultipartUploads.html
+async function listMultipartUploads(req, res, bucket, q) {
+  await requireBucket(bucket);
+  const prefix = q.prefix || '', delimiter = q.delimiter || '';
+  const keyMarker = q['key-marker'] || '', idMarker = keyMarker ? q['upload-id-marker'] || '' : '';
+  const maxUploads = Math.min(1000, q['max-uploads'] === undefined ? 1000 : Number(q['max-uploads']));
+  if (!Number.isInteger(maxUploads) || maxUploads < 0) {
+    throw new S3Err(400, 'InvalidArgument', 'max-uploads must be an integer from 0 to 2147483647', { ArgumentName: 'max-uploads' });
+  }
+  const enc = q['encoding-type'] === 'url' ? uriEncode : s => s;
+  const ids = await fs.promises.readdir(uploadsDir(bucket)).catch(() => []);
+  const uploads = (await Promise.all(ids.map(id => readUpload(bucket, id)))).filter(Boolean)
+    .filter(u => u.key.startsWith(prefix))
+    .filter(u => !keyMarker || u.key > keyMarker || (idMarker && u.key === keyMarker && u.uploadId > idMarker))
+    .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : a.initiated - b.initiated || (a.uploadId < b.uploadId ? -1 : 1)));
+  const entries = [], prefixes = new Set();
+  let truncated = false, last = null;
+  for (const u of uploads) {
+    const i = delimiter ? u.key.indexOf(delimiter, prefix.length) : -1;
+    const common = i >= 0 ? u.key.slice(0, i + delimiter.length) : null;
+    if (common && prefixes.has(common)) continue;
+    if (entries.length + prefixes.size >= maxUploads) { truncated = true; break; }
+    if (common) prefixes.add(common); else entries.push(u);
+    last = u;
+  }
+  const body = el('ListMultipartUploadsResult', [
+    el('Bucket', bucket), el('KeyMarker', enc(keyMarker)), el('UploadIdMarker', idMarker),
+    el('NextKeyMarker', truncated && last ? enc(last.key) : ''), el('NextUploadIdMarker', truncated && last ? last.uploadId : ''),
+    ...(q.prefix !== undefined ? [el('Prefix', enc(prefix))] : []), ...(delimiter ? [el('Delimiter', enc(delimiter))] : []),
+    el('MaxUploads', String(maxUploads)), ...(q['encoding-type'] ? [el('EncodingType', q['encoding-type'])] : []),
+    el('IsTruncated', String(truncated)),
+    ...entries.map(u => el('Upload', [el('Key', enc(u.key)), el('UploadId', u.uploadId), ownerXml('Initiator'),
+      ownerXml('Owner'), el('StorageClass', 'STANDARD'), el('Initiated', isoTime(u.initiated))])),
+    ...[...prefixes].map(p => el('CommonPrefixes', [el('Prefix', enc(p))])),
+  ]).replace('<ListMultipartUploadsResult>', '<ListMultipartUploadsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">');
+  sendXml(req, res, 200, body);
+}
+
+// ListParts: https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListParts.html
+async function listParts(req, res, bucket, key, q) {
+  await requireBucket(bucket);
+  const up = await requireUpload(bucket, key, q.uploadId);
+  const marker = Number(q['part-number-marker'] || 0);
+  const maxParts = Math.min(1000, q['max-parts'] === undefined ? 1000 : Number(q['max-parts']));
+  if (!Number.isInteger(marker) || marker < 0 || !Number.isInteger(maxParts) || maxParts < 0) {
+    throw new S3Err(400, 'InvalidArgument', 'part-number-marker and max-parts must be non-negative integers');
+  }
+  const after = (await readParts(up)).filter(p => p.number > marker);
+  const parts = after.slice(0, maxParts);
+  const truncated = after.length > parts.length;
+  const body = el('ListPartsResult', [
+    el('Bucket', bucket), el('Key', key), el('UploadId', up.uploadId), ownerXml('Initiator'), ownerXml('Owner'),
+    el('StorageClass', 'STANDARD'), el('PartNumberMarker', String(marker)),
+    el('NextPartNumberMarker', String(parts.length ? parts[parts.length - 1].number : 0)),
+    el('MaxParts', String(maxParts)), el('IsTruncated', String(truncated)),
+    ...parts.map(p => el('Part', [el('PartNumber', String(p.number)), el('LastModified', isoTime(p.modified)),
+      el('ETag', p.etag), el('Size', String(p.size))])),
+  ]).replace('<ListPartsResult>', '<ListPartsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">');
+  sendXml(req, res, 200, body);
+}
+
+// AbortMultipartUpload: https://docs.aws.amazon.com/AmazonS3/latest/API/API_AbortMultipartUpload.html
+async function abortMultipartUpload(req, res, bucket, key, q) {
+  await requireBucket(bucket);
+  const up = await requireUpload(bucket, key, q.uploadId);
+  await fs.promises.rm(up.dir, { recursive: true, force: true });
+  sendXml(req, res, 204, '');
+}
+
+// CompleteMultipartUpload's checks: https://docs.aws.amazon.com/AmazonS3/latest/API/API_CompleteMultipartUpload.html
+async function checkComplete(bucket, key, q, body) {
+  const up = await requireUpload(bucket, key, q.uploadId);
+  const listed = [...body.toString('utf8').matchAll(/<Part>([\s\S]*?)<\/Part>/g)].map(([, p]) => ({
+    number: Number((/<PartNumber>\s*(\d+)\s*<\/PartNumber>/.exec(p) || [])[1]),
+    etag: xmlUnesc((/<ETag>([\s\S]*?)<\/ETag>/.exec(p) || [, ''])[1]).trim().replace(/"/g, ''),
+  }));
+  if (!listed.length) {
+    throw new S3Err(400, 'MalformedXML', 'The XML you provided was not well-formed or did not validate against our published schema.');
+  }
+  const stored = new Map((await readParts(up)).map(p => [p.number, p]));
+  listed.forEach((p, i) => {
+    if (i > 0 && !(p.number > listed[i - 1].number)) {
+      throw new S3Err(400, 'InvalidPartOrder', 'The list of parts was not in ascending order. The parts list must be specified in order by part number.');
+    }
+    const s = stored.get(p.number);
+    if (!s || s.etag.replace(/"/g, '') !== p.etag) {
+      throw new S3Err(400, 'InvalidPart', 'One or more of the specified parts could not be found.  The part may not have been uploaded, or the specified entity tag may not match the part\'s entity tag.',
+        { UploadId: up.uploadId, PartNumber: String(p.number), ETag: p.etag });
+    }
+    if (i < listed.length - 1 && s.size < MIN_PART) {
+      throw new S3Err(400, 'EntityTooSmall', 'Your proposed upload is smaller than the minimum allowed object size.',
+        { ProposedSize: String(s.size), MinSizeAllowed: String(MIN_PART), PartNumber: String(p.number) });
+    }
+  });
+}
+
+// ------------------------------------------------------------------ forwarding to s3rver
+const upstreamAgent = new http.Agent({ keepAlive: true, maxSockets: 256 });
+let upstreamPort;
+
+function forward(req, res, body, delayMs) {
+  return new Promise(resolve => {
+    const headers = { ...req.headers };
+    delete headers.expect; // answered here already
+    if (body && (body.length || headers['content-length'] || headers['transfer-encoding'])) {
+      delete headers['transfer-encoding'];
+      headers['content-length'] = String(body.length);
+    }
+    const up = http.request({ host: '127.0.0.1', port: upstreamPort, method: req.method, path: req.url, headers, agent: upstreamAgent },
+      async ures => {
+        if (delayMs) await sleep(delayMs);
+        const h = { ...ures.headers };
+        delete h.connection; delete h['keep-alive']; delete h['transfer-encoding'];
+        res.writeHead(ures.statusCode, h);
+        ures.pipe(res);
+        ures.on('end', () => resolve(ures.statusCode));
+        ures.on('error', () => { res.destroy(); resolve(502); });
+      });
+    up.on('error', err => {
+      if (!res.headersSent) sendError(req, res, new S3Err(500, 'InternalError', 'upstream: ' + err.message)); else res.destroy();
+      resolve(500);
+    });
+    res.on('close', () => { if (!res.writableFinished) up.destroy(); });
+    if (body) up.end(body);
+    else {
+      req.pipe(up);
+      req.on('close', () => { if (!req.complete) up.destroy(); });
+    }
+  });
+}
+
+// ------------------------------------------------------------------ request handler
+async function handle(req, res, expectContinue) {
+  const qi = req.url.indexOf('?');
+  const rawPath = qi < 0 ? req.url : req.url.slice(0, qi);
+  const query = {}; // decoded, repeated names as arrays (as the signer expects)
+  for (const kv of (qi < 0 ? '' : req.url.slice(qi + 1)).split('&').filter(Boolean)) {
+    const j = kv.indexOf('=');
+    const k = decode(j < 0 ? kv : kv.slice(0, j)), v = j < 0 ? '' : decode(kv.slice(j + 1));
+    query[k] = k in query ? [].concat(query[k], v) : v;
+  }
+  const segs = rawPath.split('/').slice(1);
+  const bucket = decode(segs[0] || ''), key = segs.slice(1).map(decode).join('/');
+  let status = 0, note = '';
+  try {
+    await verifySignature(req, rawPath, query);
+    if (expectContinue) res.writeContinue();
+
+    const payload = req.headers['x-amz-content-sha256'];
+    const isComplete = req.method === 'POST' && key && 'uploadId' in query;
+    const isUploadPart = req.method === 'PUT' && key && 'uploadId' in query && 'partNumber' in query;
+    let body = null;
+    if (payload !== 'UNSIGNED-PAYLOAD' || isComplete) {
+      body = await readBody(req);
+      if (payload !== 'UNSIGNED-PAYLOAD' && crypto.createHash('sha256').update(body).digest('hex') !== payload) {
+        throw new S3Err(400, 'XAmzContentSHA256Mismatch', "The provided 'x-amz-content-sha256' header does not match what was computed.",
+          { ClientComputedContentSHA256: payload, S3ComputedContentSHA256: crypto.createHash('sha256').update(body).digest('hex') });
+      }
+    }
+
+    if (req.method === 'GET' && !key && 'uploads' in query) { await listMultipartUploads(req, res, bucket, query); status = 200; }
+    else if (req.method === 'GET' && key && 'uploadId' in query) { await listParts(req, res, bucket, key, query); status = 200; }
+    else if (req.method === 'DELETE' && key && 'uploadId' in query) { await abortMultipartUpload(req, res, bucket, key, query); status = 204; }
+    else {
+      if (isUploadPart) {
+        const n = Number(query.partNumber);
+        if (!Number.isInteger(n) || n < 1 || n > 10000 || !/^\d+$/.test(query.partNumber)) {
+          throw new S3Err(400, 'InvalidArgument', 'Part number must be an integer between 1 and 10000, inclusive',
+            { ArgumentName: 'partNumber', ArgumentValue: String(query.partNumber) });
+        }
+        await requireBucket(bucket);
+        await requireUpload(bucket, key, query.uploadId);
+        if (opt.failParts > 0) {
+          opt.failParts--;
+          throw new S3Err(503, 'SlowDown', 'Please reduce your request rate.');
+        }
+      }
+      if (isComplete) { await requireBucket(bucket); await checkComplete(bucket, key, query, body); }
+      status = await forward(req, res, body, isUploadPart ? opt.slowMs : 0);
+    }
+  } catch (e) {
+    if (!(e instanceof S3Err)) e = new S3Err(500, 'InternalError', String(e && e.stack || e));
+    status = e.status; note = ' ' + e.code;
+    if (res.headersSent) res.destroy(); else sendError(req, res, e);
+  }
+  process.stderr.write(`${new Date().toISOString()} ${req.method} ${req.url} ${status}${note}\n`);
+}
+
+// ------------------------------------------------------------------ start / stop
+async function main() {
+  AWSAccount.DUMMY_ACCOUNT.createKeyPair(opt.accessKey, opt.secret); // s3rver checks the key id only
+  const s3rver = new S3rver({ address: '127.0.0.1', port: 0, directory: path.resolve(opt.dir), silent: true,
+    vhostBuckets: false, configureBuckets: [{ name: opt.bucket }] });
+  upstreamPort = (await s3rver.run()).port;
+
+  const server = http.createServer((req, res) => handle(req, res, false));
+  server.on('checkContinue', (req, res) => handle(req, res, true));
+  server.on('clientError', (err, sock) => sock.destroy());
+  server.keepAliveTimeout = 30000;
+  await new Promise((resolve, reject) => server.once('error', reject).listen(Number(opt.port), '127.0.0.1', resolve));
+  process.stdout.write('ready\n');
+
+  const stop = () => {
+    server.close();
+    server.closeAllConnections();
+    upstreamAgent.destroy();
+    s3rver.close().catch(() => {}).then(() => process.exit(0));
+    setTimeout(() => process.exit(0), 2000).unref();
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+}
+
+main().catch(err => { console.error('launcher.js:', err && err.stack || err); process.exit(1); });
