@@ -10,6 +10,8 @@
 #   BENCH_SKIP_4G=1       skip the 4 GiB `complete` latency measurement
 #   BENCH_NGINX_ONLY=1    only the nginx reference (no server binary needed)
 #   BENCH_BIN=path        server binary (default build/chunked-uploader)
+#   BENCH_SKIP_S3=1       skip the S3 section (4.-5. below)
+#   BENCH_S3_ONLY=1       only the S3 section (skips 1.-3.)
 #
 # Measures:
 #   1. wall time of uploading BENCH_SIZE_MB in 50 MiB parts, 4 curl PUTs at a time, to
@@ -17,6 +19,13 @@
 #      DURABILITY=fsync and DURABILITY=none; goals ours_fsync/nginx <= 1.25, ours_none/nginx <= 1.0
 #   2. peak RSS (VmHWM) of a fresh server after 16 parallel 50 MiB parts; goal < 64 MiB
 #   3. latency of POST complete for 1 GiB and 4 GiB uploads; goal equal, < 50 ms
+#   4. S3: wall time of the same upload straight to s3rver (CreateMultipartUpload, UploadPart
+#      4 at a time with curl --aws-sigv4, CompleteMultipartUpload) and through
+#      chunked-uploader with STORAGE_BACKEND=s3 against the same s3rver, rounds alternating;
+#      s3rver runs plain (bench/s3rver.js, tests/s3/node_modules; `npm ci` there if missing),
+#      data on real disk under /var/tmp
+#   5. S3: latency of POST complete for 1 GiB and 4 GiB uploads, beside s3rver's own
+#      CompleteMultipartUpload time for the same upload sent directly
 # Every upload's result is checked (size; SHA-256 of the whole file once per variant).
 set -Eeuo pipefail
 
@@ -29,6 +38,9 @@ ROUNDS=${BENCH_ROUNDS:-3}
 SIZE_MB=${BENCH_SIZE_MB:-1024}
 SKIP_4G=${BENCH_SKIP_4G:-0}
 NGINX_ONLY=${BENCH_NGINX_ONLY:-0}
+SKIP_S3=${BENCH_SKIP_S3:-0}
+S3_ONLY=${BENCH_S3_ONLY:-0}
+[[ $NGINX_ONLY == 1 ]] && SKIP_S3=1
 
 CHUNK_MB=50
 CHUNK=$((CHUNK_MB * 1048576))
@@ -43,6 +55,13 @@ SRV_PID=""
 RESULTS=""
 RUN_T=""
 FINAL_PATH=""
+S3_PID=""      # plain s3rver (node bench/s3rver.js)
+S3_DIR=""
+S3_BUCKET=bench
+S3_REGION=us-east-1
+S3_KEY_ID=BENCHACCESSKEY
+S3_SECRET=""
+S3C=()         # curl command line for signed requests to s3rver
 
 log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
@@ -76,11 +95,25 @@ stop_nginx() {
     NGX_PIDFILE=""
 }
 
+stop_s3rver() {
+    local pid=$S3_PID i
+    [[ -n $pid ]] || return 0
+    S3_PID=""
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     stop_server
     stop_nginx
+    stop_s3rver
     [[ -n $WORK && -d $WORK ]] && rm -rf -- "$WORK"
     [[ -n $SRC_DIR && -d $SRC_DIR ]] && rm -rf -- "$SRC_DIR"
     exit "$rc"
@@ -261,9 +294,11 @@ nginx_run() {
 
 # ---------------------------------------------------------------- chunked-uploader
 
-# start_server DURABILITY NAME: fresh storage + database under $WORK/NAME
+# start_server DURABILITY NAME [VAR=VALUE...]: fresh storage + database under $WORK/NAME,
+# extra environment from the remaining arguments
 start_server() {
     local durability=$1 name=$2 i rc
+    shift 2
     SRV_DIR=$WORK/$name
     rm -rf "$SRV_DIR"
     mkdir -p "$SRV_DIR"
@@ -274,7 +309,7 @@ start_server() {
         JWT_SECRET="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
         SERVER_HOST=127.0.0.1 SERVER_PORT="$SRV_PORT" \
         LOCAL_STORAGE_PATH="$SRV_DIR/storage" DATABASE_PATH="$SRV_DIR/uploads.db" \
-        CHUNK_SIZE_MB="$CHUNK_MB" DURABILITY="$durability" \
+        CHUNK_SIZE_MB="$CHUNK_MB" DURABILITY="$durability" "$@" \
         "$BIN" >"$SRV_DIR/server.log" 2>&1) &
     SRV_PID=$!
     SRV_URL=http://127.0.0.1:$SRV_PORT
@@ -426,14 +461,263 @@ complete_latency() {
     rm -rf "$SRV_DIR"
 }
 
+# ---------------------------------------------------------------- S3 (s3rver)
+
+s3_setup_deps() {
+    command -v node >/dev/null 2>&1 || die "node (>= 20) is needed for the S3 section (or set BENCH_SKIP_S3=1)"
+    if [[ ! -f $REPO/tests/s3/node_modules/s3rver/package.json ]]; then
+        command -v npm >/dev/null 2>&1 || die "tests/s3/node_modules is missing and npm is not installed (or set BENCH_SKIP_S3=1)"
+        log "installing the S3 test server (npm ci in tests/s3)"
+        (cd "$REPO/tests/s3" && npm ci --no-audit --no-fund >/dev/null) || die "npm ci in tests/s3 failed"
+    fi
+}
+
+# start_s3rver: plain s3rver on a free port, data under $WORK/s3rver (real disk)
+start_s3rver() {
+    local i word port=""
+    S3_DIR=$WORK/s3rver
+    rm -rf "$S3_DIR"
+    mkdir -p "$S3_DIR/data"
+    : >"$S3_DIR/out"
+    S3_SECRET=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+    node "$BENCH_DIR/s3rver.js" --dir "$S3_DIR/data" --bucket "$S3_BUCKET" \
+        --access-key "$S3_KEY_ID" --secret "$S3_SECRET" >"$S3_DIR/out" 2>"$S3_DIR/err" &
+    S3_PID=$!
+    for ((i = 0; i < 150; i++)); do
+        kill -0 "$S3_PID" 2>/dev/null || { S3_PID=""; die "s3rver exited at start: $(tail -n 5 "$S3_DIR/err")"; }
+        if read -r word port <"$S3_DIR/out" && [[ $word == ready && -n $port ]]; then break; fi
+        sleep 0.1
+    done
+    ((i < 150)) || die "s3rver did not print ready within 15 s: $(tail -n 5 "$S3_DIR/err")"
+    S3_URL=http://127.0.0.1:$port
+    S3C=(curl -sS --aws-sigv4 "aws:amz:$S3_REGION:s3" --user "$S3_KEY_ID:$S3_SECRET"
+        -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD')
+    log "s3rver $(sed -n 's/.*"version": *"\([^"]*\)".*/\1/p' "$REPO/tests/s3/node_modules/s3rver/package.json") (node $(node --version)) on $S3_URL, data in $S3_DIR/data"
+}
+
+s3_fail() {
+    local state=running
+    kill -0 "$S3_PID" 2>/dev/null || state="DEAD"
+    printf 'bench: s3rver %s; last stderr lines:\n' "$state" >&2
+    tail -n 8 "$S3_DIR/err" 2>/dev/null | sed 's/^/  | /' >&2
+    die "$1"
+}
+
+# s3_check_key KEY: keys go into URLs unencoded
+s3_check_key() { [[ $1 =~ ^[A-Za-z0-9._/-]+$ ]] || die "unexpected S3 key '$1'"; }
+
+# s3_verify_object KEY TOTAL VERIFY_SHA WHO: size by HEAD, content by GET once
+s3_verify_object() {
+    local key=$1 total=$2 verify=$3 who=$4 got
+    s3_check_key "$key"
+    got=$("${S3C[@]}" -I --fail "$S3_URL/$S3_BUCKET/$key" | tr -d '\r' |
+        awk -F': *' 'tolower($1) == "content-length" { print $2 }') || got=""
+    [[ $got == "$total" ]] || s3_fail "$who: object $key has size '${got:-missing}', expected $total"
+    if ((verify)); then
+        got=$("${S3C[@]}" --fail "$S3_URL/$S3_BUCKET/$key" | sha256sum | cut -d' ' -f1)
+        [[ $got == "$SRC_SHA" ]] || s3_fail "$who: object $key sha256 $got != source $SRC_SHA"
+        log "$who: object sha256 matches the source"
+    fi
+}
+
+# s3_delete_object KEY; then no multipart upload may be left in the bucket
+s3_delete_object() {
+    local key=$1 code left
+    code=$("${S3C[@]}" -o /dev/null -w '%{http_code}' -X DELETE "$S3_URL/$S3_BUCKET/$key") || code=curl-failed
+    [[ $code == 204 || $code == 200 ]] || s3_fail "DELETE $key answered $code"
+    left=$(find "$S3_DIR/data/$S3_BUCKET/._S3rver_uploads" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
+    ((left == 0)) || s3_fail "$left multipart upload(s) left in s3rver after a completed upload"
+}
+
+# s3_direct_upload KEY PARTLIST DIR: CreateMultipartUpload, UploadPart PAR at a time,
+# CompleteMultipartUpload; sets RUN_T (wall seconds of all three) and COMPLETE_TIME
+s3_direct_upload() {
+    local key=$1 list=$2 dir=$3 t0 t1 upload_id n size f line etag out code
+    s3_check_key "$key"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    sync
+    t0=$EPOCHREALTIME
+    code=$("${S3C[@]}" -o "$dir/init.xml" -w '%{http_code}' -X POST "$S3_URL/$S3_BUCKET/$key?uploads") ||
+        s3_fail "CreateMultipartUpload: curl failed"
+    [[ $code == 200 ]] || s3_fail "CreateMultipartUpload answered $code: $(head -c 300 "$dir/init.xml")"
+    upload_id=$(sed -n 's:.*<UploadId>\([^<]*\)</UploadId>.*:\1:p' "$dir/init.xml")
+    [[ -n $upload_id ]] || s3_fail "CreateMultipartUpload reply has no UploadId: $(head -c 300 "$dir/init.xml")"
+    # shellcheck disable=SC2016  # expanded by the per-part sh
+    if ! U="$S3_URL/$S3_BUCKET/$key" ID=$upload_id D=$dir SIGV4="aws:amz:$S3_REGION:s3" \
+        KEY="$S3_KEY_ID:$S3_SECRET" xargs -P "$PAR" -L 1 \
+        sh -c 'curl -sS --aws-sigv4 "$SIGV4" --user "$KEY" -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" \
+            -D "$D/hdr.$1" -o "$D/resp.$1" --fail-with-body -T "$3" \
+            "$U?partNumber=$(($1 + 1))&uploadId=$ID" || exit 255' sh <"$list"; then
+        for f in "$dir"/resp.*; do
+            [[ -s $f ]] && printf '  %s: %s\n' "${f##*/}" "$(head -c 300 "$f")" >&2
+        done
+        s3_fail "UploadPart straight to s3rver failed"
+    fi
+    {
+        printf '<CompleteMultipartUpload>'
+        while read -r n size f; do
+            etag=""
+            while IFS= read -r line; do
+                line=${line%$'\r'}
+                [[ ${line,,} == etag:* ]] && etag=${line#*:} && etag=${etag# }
+            done <"$dir/hdr.$n"
+            [[ -n $etag ]] || s3_fail "UploadPart $((n + 1)) answered without an ETag"
+            etag=${etag//&/&amp;}
+            printf '<Part><PartNumber>%d</PartNumber><ETag>%s</ETag></Part>' $((n + 1)) "${etag//</&lt;}"
+        done <"$list"
+        printf '</CompleteMultipartUpload>'
+    } >"$dir/complete.req.xml"
+    out=$("${S3C[@]}" -o "$dir/complete.xml" -w '%{http_code} %{time_total}' -X POST \
+        -H 'Content-Type: application/xml' --data-binary @"$dir/complete.req.xml" \
+        "$S3_URL/$S3_BUCKET/$key?uploadId=$upload_id") || s3_fail "CompleteMultipartUpload: curl failed"
+    t1=$EPOCHREALTIME
+    code=${out%% *}
+    COMPLETE_TIME=${out#* }
+    if [[ $code != 200 ]] || grep -q '<Error>' "$dir/complete.xml"; then
+        s3_fail "CompleteMultipartUpload answered $code: $(head -c 300 "$dir/complete.xml")"
+    fi
+    RUN_T=$(elapsed "$t0" "$t1")
+    rm -rf "$dir"
+}
+
+# start_s3_server NAME: chunked-uploader with STORAGE_BACKEND=s3 against the bench s3rver
+start_s3_server() {
+    mkdir -p "$WORK/s3-spool"
+    start_server fsync "$1" STORAGE_BACKEND=s3 S3_ENDPOINT="$S3_URL" S3_BUCKET="$S3_BUCKET" \
+        S3_REGION="$S3_REGION" AWS_ACCESS_KEY_ID="$S3_KEY_ID" AWS_SECRET_ACCESS_KEY="$S3_SECRET" \
+        TEMP_STORAGE_PATH="$WORK/s3-spool"
+}
+
+# note_server_problems: keep the server log's WARN/ERROR lines (the log goes with SRV_DIR)
+note_server_problems() {
+    grep -E '^[^ ]+ (WARN|ERROR) ' "$SRV_DIR/server.log" 2>/dev/null | sed "s|^|[${SRV_DIR##*/}] |" \
+        >>"$WORK/s3-problems.log" || true
+}
+
+# verify_final_s3 OUTDIR TOTAL VERIFY_SHA: sets FINAL_KEY
+verify_final_s3() {
+    local dir=$1 total=$2 verify=$3 status backend path
+    status=$("$PY" -I -S "$LIB" field "$dir/complete.json" status)
+    [[ $status == complete ]] || server_fail "complete reply status '$status': $(head -c 300 "$dir/complete.json")"
+    backend=$("$PY" -I -S "$LIB" field "$dir/complete.json" storage_backend)
+    [[ $backend == s3 ]] || server_fail "complete reply storage_backend '$backend', expected s3"
+    path=$("$PY" -I -S "$LIB" field "$dir/complete.json" final_path)
+    [[ $path == "s3://$S3_BUCKET/"?* ]] || server_fail "final_path '$path' is not in s3://$S3_BUCKET/"
+    FINAL_KEY=${path#"s3://$S3_BUCKET/"}
+    s3_verify_object "$FINAL_KEY" "$total" "$verify" "ours(s3)"
+}
+
+# ours_s3_run VERIFY_SHA -> sets RUN_T (wall seconds) and COMPLETE_TIME
+ours_s3_run() {
+    local verify=$1 dir t0 t1
+    start_s3_server srv-s3
+    dir=$SRV_DIR/run
+    mkdir -p "$dir"
+    sync
+    t0=$EPOCHREALTIME
+    server_init "$SIZE" "$MAIN_LIST" "$dir"
+    server_parts "$PAR" "$dir"
+    server_complete "$dir"
+    t1=$EPOCHREALTIME
+    verify_final_s3 "$dir" "$SIZE" "$verify"
+    s3_delete_object "$FINAL_KEY"
+    stop_server
+    note_server_problems
+    rm -rf "$SRV_DIR"
+    RUN_T=$(elapsed "$t0" "$t1")
+}
+
+# direct_s3_run ROUND VERIFY_SHA -> sets RUN_T and COMPLETE_TIME
+direct_s3_run() {
+    local key=direct/source-$1.bin
+    s3_direct_upload "$key" "$MAIN_LIST" "$WORK/s3-direct"
+    s3_verify_object "$key" "$SIZE" "$2" "direct"
+    s3_delete_object "$key"
+}
+
+s3_complete_latency() {
+    local key total i dir list
+    start_s3_server srv-s3-lat
+    for key in 1g 4g; do
+        if [[ $key == 4g ]]; then
+            [[ $SKIP_4G == 1 ]] && continue
+            total=$((4 * GIB))
+        else
+            total=$GIB
+        fi
+        list=$WORK/s3-$key.list
+        gen_partlist "$total" "$list"
+        for ((i = 1; i <= 3; i++)); do
+            dir=$SRV_DIR/$key-$i
+            mkdir -p "$dir"
+            sync
+            server_init "$total" "$list" "$dir"
+            server_parts "$PAR" "$dir"
+            server_complete "$dir"
+            verify_final_s3 "$dir" "$total" 0
+            s3_delete_object "$FINAL_KEY"
+            rm -rf "$dir"
+            result "complete_s3_$key" "$COMPLETE_TIME"
+            log "S3 complete latency $key #$i: ours $(awk -v t="$COMPLETE_TIME" 'BEGIN { printf "%.1f", t * 1000 }') ms"
+            # the same upload sent straight to s3rver: its own CompleteMultipartUpload time
+            s3_direct_upload "direct/lat-$key-$i.bin" "$list" "$WORK/s3-direct"
+            s3_verify_object "direct/lat-$key-$i.bin" "$total" 0 "direct"
+            s3_delete_object "direct/lat-$key-$i.bin"
+            result "s3_direct_complete_$key" "$COMPLETE_TIME"
+            log "S3 complete latency $key #$i: direct CompleteMultipartUpload $(awk -v t="$COMPLETE_TIME" 'BEGIN { printf "%.1f", t * 1000 }') ms"
+        done
+        rm -f "$list"
+    done
+    stop_server
+    note_server_problems
+    rm -rf "$SRV_DIR"
+}
+
+s3_section() {
+    local r verify n
+    start_s3rver
+    result s3rver_version "s3rver $(sed -n 's/.*"version": *"\([^"]*\)".*/\1/p' "$REPO/tests/s3/node_modules/s3rver/package.json"), node $(node --version)"
+    : >"$WORK/s3-problems.log"
+    for ((r = 1; r <= ROUNDS; r++)); do
+        verify=0
+        ((r == 1)) && verify=1
+        direct_s3_run "$r" "$verify"
+        result s3_direct "$RUN_T"
+        result s3_direct_cmu "$COMPLETE_TIME"
+        log "round $r/$ROUNDS S3 direct:     $RUN_T s (CompleteMultipartUpload $(awk -v t="$COMPLETE_TIME" 'BEGIN { printf "%.0f", t * 1000 }') ms)"
+        ours_s3_run "$verify"
+        result s3_ours "$RUN_T"
+        result s3_ours_complete "$COMPLETE_TIME"
+        log "round $r/$ROUNDS S3 ours:       $RUN_T s (complete $(awk -v t="$COMPLETE_TIME" 'BEGIN { printf "%.0f", t * 1000 }') ms)"
+    done
+    log "S3 complete latency (1 GiB$([[ $SKIP_4G == 1 ]] || echo ' and 4 GiB'))"
+    s3_complete_latency
+    n=$(wc -l <"$WORK/s3-problems.log")
+    result s3_server_problems "$n"
+    if ((n > 0)); then
+        log "chunked-uploader logged $n WARN/ERROR line(s) in the S3 runs:"
+        sed 's/^/  | /' "$WORK/s3-problems.log" | head -n 20 >&2
+    fi
+    n=$(grep -c . "$S3_DIR/err" || true)
+    if ((n > 0)); then
+        log "s3rver wrote $n line(s) to stderr:"
+        head -n 20 "$S3_DIR/err" | sed 's/^/  | /' >&2
+    fi
+    stop_s3rver
+    rm -rf "$S3_DIR"
+}
+
 # ---------------------------------------------------------------- main
 
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROUNDS must be a positive integer"
 [[ $SIZE_MB =~ ^[1-9][0-9]*$ ]] || die "BENCH_SIZE_MB must be a positive integer"
+[[ $S3_ONLY == 1 && $SKIP_S3 == 1 ]] && die "BENCH_S3_ONLY=1 with BENCH_SKIP_S3=1 (or BENCH_NGINX_ONLY=1) leaves nothing to run"
 install_deps
 if [[ $NGINX_ONLY != 1 ]]; then
     [[ -x $BIN ]] || die "$BIN not found; run make first"
 fi
+[[ $SKIP_S3 == 1 ]] || s3_setup_deps
 
 WORK=$(mktemp -d /var/tmp/cu-bench.XXXXXX)
 RESULTS=$WORK/results.txt
@@ -445,6 +729,12 @@ fi
 need=$((SIZE + 2 * CHUNK))
 [[ $SKIP_4G == 1 ]] || need=$((4 * GIB + 2 * CHUNK))
 ((need < SIZE * 2)) && need=$((SIZE * 2))
+if [[ $SKIP_S3 != 1 ]]; then
+    # s3rver holds the parts and the assembled object at once when completing
+    s3need=$((2 * SIZE + (PAR + 1) * CHUNK))
+    [[ $SKIP_4G == 1 ]] || s3need=$((8 * GIB + (PAR + 1) * CHUNK))
+    ((s3need > need)) && need=$s3need
+fi
 (($(avail_bytes "$WORK") > need + GIB)) || die "not enough free space under /var/tmp (need ~$((need / 1048576 + 1024)) MiB)"
 
 make_source
@@ -457,29 +747,36 @@ result nginx_version "$(nginx -v 2>&1 | sed 's/.*: //')"
 result src_fs "$(findmnt -n -o FSTYPE -T "$SRC_DIR" 2>/dev/null || echo '?')"
 result dst_fs "$(findmnt -n -o FSTYPE,SOURCE -T "$WORK" 2>/dev/null | tr -s ' ' || echo '?')"
 
-start_nginx
-for ((r = 1; r <= ROUNDS; r++)); do
-    verify=0
-    ((r == 1)) && verify=1
-    nginx_run "$verify"
-    result nginx "$RUN_T"
-    log "round $r/$ROUNDS nginx:       $RUN_T s"
-    if [[ $NGINX_ONLY != 1 ]]; then
-        ours_run fsync "$verify"
-        result ours_fsync "$RUN_T"
-        log "round $r/$ROUNDS ours(fsync): $RUN_T s"
-        ours_run none "$verify"
-        result ours_none "$RUN_T"
-        log "round $r/$ROUNDS ours(none):  $RUN_T s"
-    fi
-done
-stop_nginx
+if [[ $S3_ONLY != 1 ]]; then
+    start_nginx
+    for ((r = 1; r <= ROUNDS; r++)); do
+        verify=0
+        ((r == 1)) && verify=1
+        nginx_run "$verify"
+        result nginx "$RUN_T"
+        log "round $r/$ROUNDS nginx:       $RUN_T s"
+        if [[ $NGINX_ONLY != 1 ]]; then
+            ours_run fsync "$verify"
+            result ours_fsync "$RUN_T"
+            log "round $r/$ROUNDS ours(fsync): $RUN_T s"
+            ours_run none "$verify"
+            result ours_none "$RUN_T"
+            log "round $r/$ROUNDS ours(none):  $RUN_T s"
+        fi
+    done
+    stop_nginx
 
-if [[ $NGINX_ONLY != 1 ]]; then
-    log "peak RSS: 16 parallel 50 MiB parts"
-    peak_rss
-    log "complete latency (DURABILITY=none)"
-    complete_latency
+    if [[ $NGINX_ONLY != 1 ]]; then
+        log "peak RSS: 16 parallel 50 MiB parts"
+        peak_rss
+        log "complete latency (DURABILITY=none)"
+        complete_latency
+    fi
+fi
+
+if [[ $SKIP_S3 != 1 ]]; then
+    log "S3: straight to s3rver vs chunked-uploader STORAGE_BACKEND=s3, $ROUNDS rounds"
+    s3_section
 fi
 
 "$PY" "$LIB" summary "$RESULTS"

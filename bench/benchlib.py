@@ -97,14 +97,28 @@ def cmd_summary(path):
     def ok(b):
         return "PASS" if b else "FAIL"
 
+    has_s3 = bool(nums("s3_direct") or nums("s3_ours"))
     print()
-    print("Raw runs (wall seconds, rounds alternate nginx / fsync / none):")
-    for k in ("nginx", "ours_fsync", "ours_none"):
-        print("  %-11s %s" % (k, " ".join("%.3f" % v for v in nums(k)) or "n/a"))
+    if ngx is not None or not has_s3:
+        print("Raw runs (wall seconds, rounds alternate nginx / fsync / none):")
+        for k in ("nginx", "ours_fsync", "ours_none"):
+            print("  %-11s %s" % (k, " ".join("%.3f" % v for v in nums(k)) or "n/a"))
     lat1, lat4 = nums("complete_1g"), nums("complete_4g")
     if lat1 or lat4:
         print("  complete 1 GiB (ms): %s" % " ".join("%.1f" % (v * 1000) for v in lat1))
         print("  complete 4 GiB (ms): %s" % (" ".join("%.1f" % (v * 1000) for v in lat4) or "skipped"))
+    ms_list = lambda k: " ".join("%.1f" % (v * 1000) for v in nums(k)) or "n/a"
+    if has_s3:
+        print("S3 (%s), rounds alternate direct / ours:" % one("s3rver_version"))
+        for k in ("s3_direct", "s3_ours"):
+            print("  %-11s %s" % (k, " ".join("%.3f" % v for v in nums(k)) or "n/a"))
+        print("  CompleteMultipartUpload in those rounds, direct (ms): %s" % ms_list("s3_direct_cmu"))
+        print("  complete in those rounds, ours (ms):                  %s" % ms_list("s3_ours_complete"))
+        for key, name in (("1g", "1 GiB"), ("4g", "4 GiB")):
+            if nums("complete_s3_" + key):
+                print("  S3 complete %s, ours (ms):                     %s" % (name, ms_list("complete_s3_" + key)))
+                print("  S3 CompleteMultipartUpload %s, direct (ms):    %s" % (name, ms_list("s3_direct_complete_" + key)))
+        print("  chunked-uploader WARN/ERROR log lines in the S3 runs: %s" % one("s3_server_problems", "?"))
     print()
     print("%s, %s, %s; source %s, target %s"
           % (one("machine"), one("kernel"), one("nginx_version"), one("src_fs"), one("dst_fs")))
@@ -112,7 +126,8 @@ def cmd_summary(path):
     print("| Measurement | Result | Goal | |")
     print("|---|---|---|---|")
     label = "%.0f MiB in %s parts of 50 MiB, 4 parallel curl PUTs, median of %s" % (mib, nparts, rounds)
-    print("| nginx `dav_methods PUT` (reference), %s | %s | | |" % (label, ngx_s))
+    if ngx is not None or not has_s3:
+        print("| nginx `dav_methods PUT` (reference), %s | %s | | |" % (label, ngx_s))
     if fs is not None or no is not None:
         for name, val, val_s, goal in (("fsync", fs, fs_s, 1.25), ("none", no, no_s, 1.0)):
             if val is None or not ngx:
@@ -134,10 +149,33 @@ def cmd_summary(path):
         same = m1 is not None and abs(m4 - m1) <= max(5.0, 0.5 * m1)
         print("| `complete` latency, 4 GiB upload (median of 3) | %.1f ms | = 1 GiB within noise, < 50 ms | %s |"
               % (m4, ok(m4 < 50 and same)))
+    s3d, s3d_s = fmt_t(nums("s3_direct"))
+    s3o, s3o_s = fmt_t(nums("s3_ours"))
+    if has_s3:
+        s3label = ("%.0f MiB in %s parts of 50 MiB, 4 parts in parallel, median of %s"
+                   % (mib, nparts, rounds))
+        print("| S3 reference: straight to s3rver with curl `--aws-sigv4` (CreateMultipartUpload, "
+              "UploadPart, CompleteMultipartUpload), %s | %s | | |" % (s3label, s3d_s))
+        if s3o is not None and s3d:
+            print("| chunked-uploader `STORAGE_BACKEND=s3` to the same s3rver, init + parts + complete "
+                  "| %s = **%.2f × direct** | | |" % (s3o_s, s3o / s3d))
+        else:
+            print("| chunked-uploader `STORAGE_BACKEND=s3` to the same s3rver | %s | | |" % s3o_s)
+        for key, name in (("1g", "1 GiB"), ("4g", "4 GiB")):
+            ours_l, direct_l = nums("complete_s3_" + key), nums("s3_direct_complete_" + key)
+            if not ours_l:
+                continue
+            mo = statistics.median(ours_l) * 1000
+            ref = ("; s3rver's own CompleteMultipartUpload sent directly: %.1f ms"
+                   % (statistics.median(direct_l) * 1000)) if direct_l else ""
+            print("| `complete` latency on S3, %s upload (median of %d) | %.1f ms%s | | |"
+                  % (name, len(ours_l), mo, ref))
     print()
     if ngx and (fs or no):
         print("ours_fsync/nginx = %s   (goal ≤ 1.25)" % ("%.3f" % (fs / ngx) if fs else "n/a"))
         print("ours_none/nginx  = %s   (goal ≤ 1.0)" % ("%.3f" % (no / ngx) if no else "n/a"))
+    if s3d and s3o:
+        print("ours_s3/direct_s3 = %.3f" % (s3o / s3d))
 
 
 def main(argv):
