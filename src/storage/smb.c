@@ -5,10 +5,15 @@
  * <SMB_PATH>/.staging/, sized at init; each part is written at its offset as it streams in;
  * complete renames the staging file to <SMB_PATH>/<dir>/<id>_<name> on the server.
  *
- * A libsmbclient context must not be used by two threads at once, so the backend keeps a
- * pool: every operation (and every part writer, for its whole life) borrows a context and
- * gives it back. A context whose connection broke (the NAS rebooted, the network dropped) is
- * thrown away instead of returned, so the next request connects afresh. */
+ * libsmbclient is not thread-safe, even with one context per thread: it keeps process-wide
+ * state (talloc stack frames, loadparm) that concurrent calls corrupt, and Debian's build
+ * does not export smbc_thread_posix(). So every call into it is made under one lock, held
+ * for one call or one short operation, never while waiting for a client's body: parts of
+ * different uploads interleave write by write. Every operation (and every part writer, for
+ * its whole life) still borrows a context of its own from a pool: a context whose
+ * connection broke (the NAS rebooted, the network dropped) is thrown away instead of
+ * returned, so the next request connects afresh, and no writer is left holding a handle of
+ * a context someone else freed. */
 #include "storage/storage.h"
 
 #include "core/log.h"
@@ -34,7 +39,7 @@ typedef struct {
     char *path; /* SMB_PATH without leading/trailing slashes, may be "" */
     int port;
     char *url_base;       /* "smb://host:port/share" (share percent-encoded) */
-    pthread_mutex_t lock; /* guards the pool, and libsmbclient's global set-up and tear-down */
+    pthread_mutex_t lock; /* held for every libsmbclient call; guards the pool too */
     SMBCCTX *idle[SMB_POOL_MAX];
     int nidle;
 } smb_storage;
@@ -81,12 +86,11 @@ static SMBCCTX *ctx_new(smb_storage *s)
     return c;
 }
 
+/* Borrows a context; the caller holds s->lock (as for every function that calls
+ * libsmbclient). */
 static SMBCCTX *ctx_get(smb_storage *s)
 {
-    pthread_mutex_lock(&s->lock);
-    SMBCCTX *c = s->nidle ? s->idle[--s->nidle] : ctx_new(s);
-    pthread_mutex_unlock(&s->lock);
-    return c;
+    return s->nidle ? s->idle[--s->nidle] : ctx_new(s);
 }
 
 /* Errors after which a context's connection cannot be trusted any more. */
@@ -97,18 +101,21 @@ static bool connection_error(int err)
            err == ECONNABORTED || err == EBADF || err == ENETRESET;
 }
 
+/* Gives a context back (caller holds s->lock). After a connection error it is freed, and so
+ * is every idle one: they all talked to the same server, so the next request builds a new
+ * connection rather than finding each dead one in turn. */
 static void ctx_put(smb_storage *s, SMBCCTX *c, int last_errno)
 {
     if (!c)
         return;
-    pthread_mutex_lock(&s->lock);
     if (!connection_error(last_errno) && s->nidle < SMB_POOL_MAX) {
         s->idle[s->nidle++] = c;
-        c = NULL;
+        return;
     }
-    if (c) /* a broken connection: the next request builds a new one */
-        smbc_free_context(c, 1);
-    pthread_mutex_unlock(&s->lock);
+    smbc_free_context(c, 1);
+    if (connection_error(last_errno))
+        while (s->nidle)
+            smbc_free_context(s->idle[--s->nidle], 1);
 }
 
 /* ---- names ---- */
@@ -190,6 +197,51 @@ static int mkdirs(smb_storage *s, SMBCCTX *c, const char *rel, bool from_share_r
 
 /* ---- the storage interface ---- */
 
+/* An operation on the share with a borrowed context; returns 0 or an errno value. */
+typedef int (*smb_op)(smb_storage *s, SMBCCTX *c, void *arg);
+
+/* Runs op under the lock with a pooled context, and once more on a fresh connection if the
+ * pooled one turns out to be dead (the NAS restarted since it was last used). */
+static int run_op(smb_storage *s, smb_op op, void *arg)
+{
+    pthread_mutex_lock(&s->lock);
+    int err = ENOMEM;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        SMBCCTX *c = ctx_get(s);
+        if (!c)
+            break;
+        err = op(s, c, arg);
+        ctx_put(s, c, err);
+        if (!connection_error(err))
+            break;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return err;
+}
+
+typedef struct {
+    const char *url; /* the staging file */
+    int64_t size;
+    const char *key; /* finish: where it goes */
+} staging_op;
+
+static int create_op(smb_storage *s, SMBCCTX *c, void *arg)
+{
+    (void)s;
+    staging_op *op = arg;
+    int err = 0;
+    SMBCFILE *f = smbc_getFunctionOpen(c)(c, op->url, O_WRONLY | O_CREAT | O_EXCL, 0640);
+    if (!f)
+        return errno;
+    if (op->size > 0 && smbc_getFunctionFtruncate(c)(c, f, op->size) != 0)
+        err = errno;
+    if (smbc_getFunctionClose(c)(c, f) != 0 && !err)
+        err = errno;
+    if (err)
+        smbc_getFunctionUnlink(c)(c, op->url);
+    return err;
+}
+
 static int smb_stage_create(storage_t *base, const storage_upload *u, char **storage_ref,
                             cu_error *e)
 {
@@ -197,23 +249,10 @@ static int smb_stage_create(storage_t *base, const storage_upload *u, char **sto
     (void)storage_ref;
     char url[SMB_URL_MAX];
     staging_url(s, u->id, url);
-    SMBCCTX *c = ctx_get(s);
-    if (!c)
-        return cu_fail(e, CU_EUPSTREAM, "Cannot set up an SMB client");
-    int err = 0;
-    SMBCFILE *f = smbc_getFunctionOpen(c)(c, url, O_WRONLY | O_CREAT | O_EXCL, 0640);
-    if (!f)
-        err = errno;
-    else if (u->total_size > 0 && smbc_getFunctionFtruncate(c)(c, f, u->total_size) != 0)
-        err = errno;
-    if (f && smbc_getFunctionClose(c)(c, f) != 0 && !err)
-        err = errno;
-    if (err && f)
-        smbc_getFunctionUnlink(c)(c, url);
-    ctx_put(s, c, err);
+    staging_op op = {.url = url, .size = u->total_size};
+    int err = run_op(s, create_op, &op);
     return err ? smb_fail(e, err, "creating the staging file", u->id) : 0;
 }
-
 static int smb_writer_open(storage_t *base, const storage_upload *u, int part, int64_t offset,
                            int64_t length, storage_writer_t **out, cu_error *e)
 {
@@ -221,19 +260,35 @@ static int smb_writer_open(storage_t *base, const storage_upload *u, int part, i
     (void)part;
     char url[SMB_URL_MAX];
     staging_url(s, u->id, url);
-    SMBCCTX *c = ctx_get(s);
-    if (!c)
-        return cu_fail(e, CU_EUPSTREAM, "Cannot set up an SMB client");
+    pthread_mutex_lock(&s->lock);
+    SMBCCTX *c = NULL;
+    SMBCFILE *f = NULL;
     int err = 0;
-    SMBCFILE *f = smbc_getFunctionOpen(c)(c, url, O_WRONLY, 0);
-    if (!f)
-        err = errno;
-    else if (smbc_getFunctionLseek(c)(c, f, offset, SEEK_SET) != offset)
-        err = errno ? errno : EIO;
+    /* A pooled connection may have died since its last use (NAS restarted): then one more
+     * try, on a fresh connection. */
+    for (int attempt = 0; attempt < 2; attempt++) {
+        c = ctx_get(s);
+        if (!c) {
+            pthread_mutex_unlock(&s->lock);
+            return cu_fail(e, CU_EUPSTREAM, "Cannot set up an SMB client");
+        }
+        err = 0;
+        f = smbc_getFunctionOpen(c)(c, url, O_WRONLY, 0);
+        if (!f)
+            err = errno;
+        else if (smbc_getFunctionLseek(c)(c, f, offset, SEEK_SET) != offset)
+            err = errno ? errno : EIO;
+        if (!connection_error(err) || attempt == 1)
+            break;
+        if (f)
+            smbc_getFunctionClose(c)(c, f);
+        ctx_put(s, c, err);
+    }
     if (err) {
         if (f)
             smbc_getFunctionClose(c)(c, f);
         ctx_put(s, c, err);
+        pthread_mutex_unlock(&s->lock);
         if (err == ENOENT)
             return cu_fail(e, CU_EGONE, "The upload's data is gone (cancelled or expired)");
         return smb_fail(e, err, "opening the staging file", u->id);
@@ -242,8 +297,10 @@ static int smb_writer_open(storage_t *base, const storage_upload *u, int part, i
     if (!w) {
         smbc_getFunctionClose(c)(c, f);
         ctx_put(s, c, 0);
+        pthread_mutex_unlock(&s->lock);
         return cu_fail(e, CU_EIO, "Out of memory");
     }
+    pthread_mutex_unlock(&s->lock);
     w->base.ops = &smb_ops;
     w->s = s;
     w->ctx = c;
@@ -261,9 +318,12 @@ static int smb_writer_write(storage_writer_t *base, const void *buf, size_t len,
         return cu_fail(e, CU_EINVAL, "Write past the end of the part");
     const char *p = buf;
     while (len > 0) {
+        pthread_mutex_lock(&w->s->lock);
         ssize_t n = smbc_getFunctionWrite(w->ctx)(w->ctx, w->file, p, len);
+        int err = n < 0 ? errno : EIO;
+        pthread_mutex_unlock(&w->s->lock);
         if (n <= 0)
-            return smb_fail(e, n < 0 ? errno : EIO, "writing a part", w->id);
+            return smb_fail(e, err, "writing a part", w->id);
         p += n;
         len -= (size_t)n;
         w->written += n;
@@ -273,9 +333,11 @@ static int smb_writer_write(storage_writer_t *base, const void *buf, size_t len,
 
 static void writer_free(smb_writer *w, int err)
 {
+    pthread_mutex_lock(&w->s->lock);
     if (w->file && smbc_getFunctionClose(w->ctx)(w->ctx, w->file) != 0 && !err)
         err = errno;
     ctx_put(w->s, w->ctx, err);
+    pthread_mutex_unlock(&w->s->lock);
     free(w);
 }
 
@@ -285,7 +347,9 @@ static int smb_writer_finish(storage_writer_t *base, const unsigned char sha256[
     smb_writer *w = (smb_writer *)base;
     (void)sha256, (void)part_ref;
     /* Closing the handle is where the server reports a failed write-behind. */
+    pthread_mutex_lock(&w->s->lock);
     int err = smbc_getFunctionClose(w->ctx)(w->ctx, w->file) != 0 ? errno : 0;
+    pthread_mutex_unlock(&w->s->lock);
     w->file = NULL;
     char id[CU_UUID_LEN + 1];
     memcpy(id, w->id, sizeof id);
@@ -306,22 +370,28 @@ static int smb_stage_sha256(storage_t *base, const storage_upload *u, unsigned c
     smb_storage *s = (smb_storage *)base;
     char url[SMB_URL_MAX];
     staging_url(s, u->id, url);
-    SMBCCTX *c = ctx_get(s);
-    if (!c)
-        return cu_fail(e, CU_EUPSTREAM, "Cannot set up an SMB client");
     size_t cap = 1 << 20;
     unsigned char *buf = malloc(cap);
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     int err = 0;
-    SMBCFILE *f = buf && md ? smbc_getFunctionOpen(c)(c, url, O_RDONLY, 0) : NULL;
+    pthread_mutex_lock(&s->lock);
+    SMBCCTX *c = ctx_get(s);
+    SMBCFILE *f = c && buf && md ? smbc_getFunctionOpen(c)(c, url, O_RDONLY, 0) : NULL;
+    if (!f)
+        err = errno ? errno : ENOMEM;
+    pthread_mutex_unlock(&s->lock);
     if (!f || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
-        err = f ? EIO : errno ? errno : ENOMEM;
+        err = err ? err : EIO;
     } else {
+        /* The lock is taken per read, so uploads go on while a large file is hashed. */
         for (int64_t left = u->total_size; left > 0 && !err;) {
+            pthread_mutex_lock(&s->lock);
             ssize_t n =
                 smbc_getFunctionRead(c)(c, f, buf, left < (int64_t)cap ? (size_t)left : cap);
+            int read_err = n < 0 ? errno : EIO;
+            pthread_mutex_unlock(&s->lock);
             if (n <= 0)
-                err = n < 0 ? errno : EIO;
+                err = read_err;
             else {
                 EVP_DigestUpdate(md, buf, (size_t)n);
                 left -= n;
@@ -330,12 +400,38 @@ static int smb_stage_sha256(storage_t *base, const storage_upload *u, unsigned c
         if (!err)
             EVP_DigestFinal_ex(md, out, NULL);
     }
+    pthread_mutex_lock(&s->lock);
     if (f)
         smbc_getFunctionClose(c)(c, f);
     ctx_put(s, c, err);
+    pthread_mutex_unlock(&s->lock);
     EVP_MD_CTX_free(md);
     free(buf);
     return err ? smb_fail(e, err, "reading the staging file", u->id) : 0;
+}
+
+static int finish_op(smb_storage *s, SMBCCTX *c, void *arg)
+{
+    staging_op *op = arg;
+    char to[SMB_URL_MAX];
+    url_of(s, op->key, to);
+    const char *slash = strrchr(op->key, '/');
+    if (slash) {
+        char dir[SMB_URL_MAX];
+        snprintf(dir, sizeof dir, "%.*s", (int)(slash - op->key), op->key);
+        int err = mkdirs(s, c, dir, false);
+        if (err)
+            return err;
+    }
+    if (smbc_getFunctionRename(c)(c, op->url, c, to) != 0) {
+        int err = errno;
+        struct stat st;
+        /* Already moved by an earlier completion that crashed before it was recorded. */
+        if (err == ENOENT && smbc_getFunctionStat(c)(c, to, &st) == 0 && S_ISREG(st.st_mode))
+            return 0;
+        return err;
+    }
+    return 0;
 }
 
 static int smb_finish(storage_t *base, const storage_upload *u, const char *const *part_refs,
@@ -343,27 +439,10 @@ static int smb_finish(storage_t *base, const storage_upload *u, const char *cons
 {
     smb_storage *s = (smb_storage *)base;
     (void)part_refs, (void)nparts;
-    char from[SMB_URL_MAX], to[SMB_URL_MAX];
-    staging_url(s, u->id, from);
-    url_of(s, u->key, to);
-    SMBCCTX *c = ctx_get(s);
-    if (!c)
-        return cu_fail(e, CU_EUPSTREAM, "Cannot set up an SMB client");
-    int err = 0;
-    const char *slash = strrchr(u->key, '/');
-    if (slash) {
-        char dir[SMB_URL_MAX];
-        snprintf(dir, sizeof dir, "%.*s", (int)(slash - u->key), u->key);
-        err = mkdirs(s, c, dir, false);
-    }
-    if (!err && smbc_getFunctionRename(c)(c, from, c, to) != 0) {
-        err = errno;
-        struct stat st;
-        /* Already moved by an earlier completion that crashed before it was recorded. */
-        if (err == ENOENT && smbc_getFunctionStat(c)(c, to, &st) == 0 && S_ISREG(st.st_mode))
-            err = 0;
-    }
-    ctx_put(s, c, err);
+    char url[SMB_URL_MAX];
+    staging_url(s, u->id, url);
+    staging_op op = {.url = url, .key = u->key};
+    int err = run_op(s, finish_op, &op);
     if (err == ENOTDIR || err == EEXIST)
         return cu_fail(e, CU_ECONFLICT,
                        "Cannot create the directory for %s on the share: a file is in the way",
@@ -378,20 +457,22 @@ static int smb_finish(storage_t *base, const storage_upload *u, const char *cons
              *s->path ? "/" : "", u->key);
     return 0;
 }
+static int abort_op(smb_storage *s, SMBCCTX *c, void *arg)
+{
+    (void)s;
+    staging_op *op = arg;
+    return smbc_getFunctionUnlink(c)(c, op->url) != 0 && errno != ENOENT ? errno : 0;
+}
 
 static int smb_abort(storage_t *base, const storage_upload *u, cu_error *e)
 {
     smb_storage *s = (smb_storage *)base;
     char url[SMB_URL_MAX];
     staging_url(s, u->id, url);
-    SMBCCTX *c = ctx_get(s);
-    if (!c)
-        return cu_fail(e, CU_EUPSTREAM, "Cannot set up an SMB client");
-    int err = smbc_getFunctionUnlink(c)(c, url) != 0 && errno != ENOENT ? errno : 0;
-    ctx_put(s, c, err);
+    staging_op op = {.url = url};
+    int err = run_op(s, abort_op, &op);
     return err ? smb_fail(e, err, "removing the staging file", u->id) : 0;
 }
-
 static void smb_destroy(storage_t *base)
 {
     smb_storage *s = (smb_storage *)base;
@@ -476,6 +557,7 @@ int storage_smb_open(const storage_smb_options *o, storage_t **out, cu_error *er
     snprintf(s->url_base, len, "smb://%s:%d/%s", s->host, s->port, share_enc);
 
     /* Reach the share, make SMB_PATH/.staging, and say plainly what failed if it does. */
+    pthread_mutex_lock(&s->lock);
     SMBCCTX *c = ctx_get(s);
     int e = c ? 0 : ENOMEM;
     char url[SMB_URL_MAX];
@@ -503,6 +585,7 @@ int storage_smb_open(const storage_smb_options *o, storage_t **out, cu_error *er
     if (!e)
         e = mkdirs(s, c, ".staging", false);
     ctx_put(s, c, e);
+    pthread_mutex_unlock(&s->lock);
     if (e) {
         cu_fail(err, CU_EUPSTREAM, "SMB: cannot use //%s/%s%s%s (port %d) as %s: %s", s->host,
                 s->share, *s->path ? "/" : "", s->path, s->port, *s->user ? s->user : "guest",

@@ -659,6 +659,13 @@ def smb_tool(name):
     return p
 
 
+def _die_with_parent():
+    """In the child before exec: SIGKILL when the test process (the thread that started it)
+    dies, so an aborted run leaves no smbd behind (its children follow their parent)."""
+    import ctypes
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 class SmbServer(object):
     """A private Samba smbd for the SMB backend tests.
 
@@ -766,7 +773,8 @@ class SmbServer(object):
                 [self.smbd, "--foreground", "--no-process-group", "--debug-stdout", "-d", "1",
                  "-s", self.conf],
                 cwd=self.tmp, env=dict(base_env(), PATH=SMB_TOOL_PATH), stdin=subprocess.DEVNULL,
-                stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+                stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=_die_with_parent)
         self.pgid = self.proc.pid
         self.wait_ready(timeout)
         return self

@@ -1,0 +1,578 @@
+"""SMB backend (STORAGE_BACKEND=smb) against a private Samba smbd started by the harness.
+
+The contract: one staging file per upload under <share>/<SMB_PATH>/.staging/, each part
+written at its offset as it streams in; complete renames it to
+<share>/<SMB_PATH>/<dir>/<file_id>_<name>; final_path is smb://<host>/<share>/<path> (no
+double slashes); storage_backend is smb. A dropped connection to the NAS is reconnected on
+the next request. Wrong credentials, unknown share or unreachable host at start: exit 2
+with a line saying which. Files are checked byte for byte on the share's directory on disk
+(and once over SMB with smbclient)."""
+
+import os
+import random
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import (CHUNK, RawConn, ServerTestCase, SmbServer, UUID_RE, file_sha256,  # noqa: E402
+                     free_port, request_head, sha256_hex, split_parts)
+
+TTL_ENV = {"UPLOAD_TTL_HOURS": "0.0005", "CLEANUP_INTERVAL_SECONDS": "0.5"}  # 1.8 s
+STARTUP_LIMIT = 10.0  # seconds within which a start-up error must end the process
+COMPLETE_KEYS = {"file_id", "filename", "total_size", "status", "final_path", "storage_backend", "completed_at"}
+
+
+def slow_put(port, fid, n, token, body, piece=128 * 1024, delay=0.004, on_first=None):
+    """PUT a part in slices a little apart, so that it is really in flight."""
+    c = RawConn(port, timeout=30)
+    try:
+        c.send(request_head("PUT", "/upload/%s/part/%d" % (fid, n),
+                            {"Authorization": "Bearer " + token, "Content-Type": "application/octet-stream",
+                             "Content-Length": str(len(body))}))
+        for i in range(0, len(body), piece):
+            c.send(body[i:i + piece])
+            if i == 0 and on_first:
+                on_first()
+            time.sleep(delay)
+        return c.read_response(30)
+    finally:
+        c.close()
+
+
+class SmbTestCase(ServerTestCase):
+    """One smbd for the whole class (each test uses its own SMB_PATH below the share);
+    tests that kill smbd start their own."""
+
+    @classmethod
+    def setUpClass(cls):
+        smb = SmbServer()
+        cls.addClassCleanup(smb.destroy)
+        smb.start()
+        cls.smb = smb
+
+    def setUp(self):
+        self.addCleanup(self._keep_smb_log, self.smb)
+
+    def _keep_smb_log(self, smb):
+        if not hasattr(self, "_log_tails"):
+            self._log_tails = []
+        self._log_tails.append(("smbd " + smb.tmp, smb.log_tail(30)))
+
+    def own_smb(self):
+        smb = SmbServer()
+        self.addCleanup(smb.destroy)
+        self.addCleanup(self._keep_smb_log, smb)
+        smb.start()
+        return smb
+
+    def start_smb_server(self, smb_path, smb=None, env=None):
+        smb = smb or self.smb
+        e = smb.server_env(smb_path)
+        e.update(env or {})
+        return self.start_server(env=e)
+
+    # -- share helpers
+    def staging(self, smb_path, smb=None):
+        return (smb or self.smb).files_under(smb_path, ".staging")
+
+    def final_files(self, smb_path, smb=None):
+        """Files below SMB_PATH that are not staging files."""
+        smb = smb or self.smb
+        stage = smb.path(smb_path, ".staging") + os.sep
+        return [f for f in smb.files_under(smb_path) if not f.startswith(stage)]
+
+    def assertSmbComplete(self, c, fid, name, size, rel_dir, smb_path, smb=None):
+        """Checks a complete reply's final_path (exact smb:// URL) and returns the file's
+        path on the share's directory."""
+        smb = smb or self.smb
+        self.assertEqual(set(c.keys()), COMPLETE_KEYS, repr(c))
+        self.assertEqual(c["file_id"], fid)
+        self.assertEqual(c["filename"], name)
+        self.assertIntField(c, "total_size", size)
+        self.assertEqual(c["status"], "complete")
+        self.assertEqual(c["storage_backend"], "smb")
+        self.assertRfc3339(c["completed_at"])
+        want_url = smb.url(smb_path, rel_dir, fid + "_" + name)
+        self.assertEqual(c["final_path"], want_url,
+                         "final_path must be smb://<host>/<share>/<SMB_PATH>/<dir>/<id>_<name>")
+        self.assertNotIn("//", c["final_path"][len("smb://"):], "double slash in final_path")
+        path = smb.path(smb_path, rel_dir, fid + "_" + name)
+        self.assertTrue(os.path.isfile(path), "final file missing on the share: %s (share has %r)"
+                        % (path, smb.files_under()))
+        return path
+
+    def assertShareFile(self, path, data):
+        self.assertEqual(os.path.getsize(path), len(data), "size of %s" % path)
+        self.assertEqual(file_sha256(path), sha256_hex(data), "%s differs from the source" % path)
+
+    def put_retrying_409(self, srv, fid, n, token, body, limit=5.0):
+        """PUT a part; a 409 (the server still busy with a dropped request for the same
+        part) is retried for a few seconds."""
+        deadline = time.time() + limit
+        while True:
+            r = srv.put_part(fid, n, token, body)
+            if r.status != 409 or time.time() > deadline:
+                return r
+            time.sleep(0.1)
+
+
+class SmbFlowTest(SmbTestCase):
+
+    def test_health_reports_smb(self):
+        srv = self.start_smb_server("health")
+        j = self.assertOk(srv.request("GET", "/health"))
+        self.assertEqual(j.get("status"), "ok")
+        self.assertEqual(j.get("storage_backend"), "smb")
+
+    def test_full_flow_parallel_parts(self):
+        smb_path = "flow"
+        srv = self.start_smb_server(smb_path)
+        data = os.urandom(5 * CHUNK + 123457)
+        parts = split_parts(data)
+        init = self.init_ok(srv, "videos/2024/movie.mp4", data)
+        fid = init["file_id"]
+        self.assertRegex(fid, UUID_RE)
+        self.assertEqual(init["filename"], "movie.mp4")
+        tokens = [p["token"] for p in init["parts"]]
+
+        # two parts out of order: one staging file on the share, each part at its offset
+        for n in (3, 0):
+            j = self.assertOk(srv.put_part(fid, n, tokens[n], parts[n]), "(part %d)" % n)
+            self.assertEqual(j["checksum_sha256"], sha256_hex(parts[n]))
+        staged = self.staging(smb_path)
+        self.assertEqual(len(staged), 1, "expected one staging file under <share>/%s/.staging/: %r"
+                         % (smb_path, self.smb.files_under()))
+        with open(staged[0], "rb") as f:
+            for n in (3, 0):
+                f.seek(n * CHUNK)
+                self.assertEqual(f.read(len(parts[n])), parts[n],
+                                 "part %d is not at offset %d of the staging file" % (n, n * CHUNK))
+        self.assertEqual(self.final_files(smb_path), [], "a final file exists before complete")
+        st = self.assertOk(srv.status(fid))
+        self.assertEqual(st["uploaded_parts"], 2)
+        self.assertEqual(st["status"], "pending")
+
+        # complete with parts missing
+        self.assertError(srv.complete(fid), 400, contains="Not all parts uploaded: 2/6")
+
+        # the rest in parallel
+        self.upload_all(srv, init, data, threads=4, skip=(0, 3))
+        self.assertEqual(self.staging(smb_path), staged, "still one staging file per upload")
+        staged_ino = os.stat(staged[0]).st_ino
+
+        c = self.assertOk(srv.complete(fid))
+        path = self.assertSmbComplete(c, fid, "movie.mp4", len(data), "videos/2024", smb_path)
+        self.assertShareFile(path, data)
+        self.assertEqual(os.stat(path).st_ino, staged_ino, "complete copied the staging file instead of renaming it")
+        self.assertEqual(self.staging(smb_path), [], "staging file left after complete")
+        self.assertEqual(self.final_files(smb_path), [path])
+        # read back over SMB too (independent client)
+        self.assertEqual(sha256_hex(self.smb.fetch("%s/videos/2024/%s_movie.mp4" % (smb_path, fid))),
+                         sha256_hex(data), "file read back with smbclient differs")
+
+        st = self.assertOk(srv.status(fid))
+        self.assertEqual(st["status"], "complete")
+        self.assertEqual(st["final_path"], c["final_path"])
+        self.assertEqual(st["storage_backend"], "smb")
+        self.assertError(srv.put_part_raw(fid, 1, tokens[1], parts[1]), 409)
+        self.assertShareFile(path, data)
+
+    def test_complete_twice(self):
+        smb_path = "twice"
+        srv = self.start_smb_server(smb_path)
+        data = os.urandom(2 * CHUNK + 77)
+        init = self.init_ok(srv, "docs/report.pdf", data)
+        fid = init["file_id"]
+        self.upload_all(srv, init, data)
+        c1 = self.assertOk(srv.complete(fid))
+        path = self.assertSmbComplete(c1, fid, "report.pdf", len(data), "docs", smb_path)
+        mtime = os.stat(path).st_mtime_ns
+        time.sleep(0.05)
+        c2 = self.assertOk(srv.complete(fid))
+        self.assertEqual(c2, c1, "a second complete must give the same reply")
+        self.assertShareFile(path, data)
+        self.assertEqual(os.stat(path).st_mtime_ns, mtime, "the second complete touched the file")
+        self.assertEqual(self.final_files(smb_path), [path])
+        self.assertEqual(self.staging(smb_path), [])
+
+    def test_zero_byte_file(self):
+        smb_path = "zero"
+        srv = self.start_smb_server(smb_path)
+        init = self.assertOk(srv.init("empty.txt", 0))
+        self.assertEqual(init["total_parts"], 0)
+        self.assertEqual(init["parts"], [])
+        fid = init["file_id"]
+        st = self.assertOk(srv.status(fid))
+        self.assertEqual(st["progress_percent"], 100)
+        c = self.assertOk(srv.complete(fid))
+        path = self.assertSmbComplete(c, fid, "empty.txt", 0, "", smb_path)
+        self.assertShareFile(path, b"")
+        self.assertEqual(self.staging(smb_path), [])
+        self.assertEqual(self.assertOk(srv.complete(fid)), c)
+
+    def test_empty_smb_path(self):
+        """SMB_PATH unset: everything at the share's root, no double slash in final_path."""
+        srv = self.start_smb_server("")
+        data = os.urandom(CHUNK + 4321)
+        parts = split_parts(data)
+        init = self.init_ok(srv, "root.bin", data)
+        fid = init["file_id"]
+        self.assertOk(srv.put_part(fid, 0, init["parts"][0]["token"], parts[0]))
+        staged = self.smb.files_under(".staging")
+        self.assertEqual(len(staged), 1, "expected one staging file under <share>/.staging/: %r"
+                         % self.smb.files_under())
+        self.assertOk(srv.put_part(fid, 1, init["parts"][1]["token"], parts[1]))
+        c = self.assertOk(srv.complete(fid))
+        self.assertEqual(c["final_path"], "smb://127.0.0.1/uploads/%s_root.bin" % fid)
+        path = self.assertSmbComplete(c, fid, "root.bin", len(data), "", "")
+        self.assertShareFile(path, data)
+        self.assertEqual(self.smb.files_under(".staging"), [])
+
+    def test_nested_smb_path_and_path_in_filename(self):
+        """SMB_PATH=nas/videos (not created beforehand) and a filename with directories."""
+        smb_path = "nas/videos"
+        self.assertFalse(os.path.exists(self.smb.path("nas")))
+        srv = self.start_smb_server(smb_path)
+        data = os.urandom(3 * CHUNK + 5)
+        parts = split_parts(data)
+        init = self.init_ok(srv, "2024/summer/clip.mov", data)
+        fid = init["file_id"]
+        self.assertEqual(init["filename"], "clip.mov")
+        self.assertOk(srv.put_part(fid, 2, init["parts"][2]["token"], parts[2]))
+        self.assertEqual(len(self.staging(smb_path)), 1,
+                         "expected one staging file under <share>/nas/videos/.staging/: %r" % self.smb.files_under())
+        self.upload_all(srv, init, data, skip=(2,))
+        c = self.assertOk(srv.complete(fid))
+        self.assertEqual(c["final_path"], "smb://127.0.0.1/uploads/nas/videos/2024/summer/%s_clip.mov" % fid)
+        path = self.assertSmbComplete(c, fid, "clip.mov", len(data), "2024/summer", smb_path)
+        self.assertShareFile(path, data)
+        self.assertEqual(self.staging(smb_path), [])
+        # a second upload with the same name lands next to it, nothing overwritten
+        data2 = os.urandom(1000)
+        init2 = self.init_ok(srv, "2024/summer/clip.mov", data2)
+        self.upload_all(srv, init2, data2)
+        c2 = self.assertOk(srv.complete(init2["file_id"]))
+        path2 = self.assertSmbComplete(c2, init2["file_id"], "clip.mov", len(data2), "2024/summer", smb_path)
+        self.assertShareFile(path2, data2)
+        self.assertShareFile(path, data)
+
+    def test_cancel(self):
+        smb_path = "cancel"
+        srv = self.start_smb_server(smb_path)
+        data = os.urandom(2 * CHUNK + 10)
+        parts = split_parts(data)
+        init = self.init_ok(srv, "gone/away.bin", data)
+        fid = init["file_id"]
+        self.assertOk(srv.put_part(fid, 0, init["parts"][0]["token"], parts[0]))
+        self.assertEqual(len(self.staging(smb_path)), 1, "no staging file on the share while uploading: %r"
+                         % self.smb.files_under())
+        j = self.assertOk(srv.cancel(fid))
+        self.assertEqual(j, {"file_id": fid, "message": "Upload cancelled"})
+        self.assertEqual(self.staging(smb_path), [], "staging file left after cancel")
+        self.assertError(srv.status(fid), 410, contains="Upload was cancelled")
+        self.assertError(srv.put_part_raw(fid, 1, init["parts"][1]["token"], parts[1]), 409)
+        self.assertError(srv.complete(fid), 409)
+        self.assertEqual(self.staging(smb_path), [])
+        self.assertEqual(self.final_files(smb_path), [])
+
+    def test_expiry_short_ttl(self):
+        smb_path = "expiry"
+        srv = self.start_smb_server(smb_path, env=TTL_ENV)
+        data = os.urandom(2 * CHUNK + 10)
+        parts = split_parts(data)
+        init = self.init_ok(srv, "exp/soon.bin", data)
+        fid = init["file_id"]
+        self.assertOk(srv.put_part(fid, 0, init["parts"][0]["token"], parts[0]))
+        self.assertEqual(len(self.staging(smb_path)), 1, "no staging file on the share while uploading: %r"
+                         % self.smb.files_under())
+        time.sleep(4)
+        r = srv.status(fid)
+        j = self.assertError(r, (404, 410))
+        if r.status == 410:
+            self.assertIn("expired", j["error"].lower())
+        self.assertEqual(self.staging(smb_path), [], "staging file of the expired upload is still on the share")
+        self.assertError(srv.put_part_raw(fid, 1, init["parts"][1]["token"], parts[1]), (404, 410))
+        self.assertError(srv.complete(fid), (404, 410))
+        self.assertEqual(self.final_files(smb_path), [])
+
+    def test_resume_after_dropped_connection(self):
+        smb_path = "resume"
+        srv = self.start_smb_server(smb_path)
+        data = os.urandom(4 * CHUNK - 999)
+        parts = split_parts(data)
+        init = self.init_ok(srv, "resume/big.bin", data)
+        fid = init["file_id"]
+        tokens = [p["token"] for p in init["parts"]]
+        self.assertOk(srv.put_part(fid, 0, tokens[0], parts[0]))
+
+        # part 1: the client goes away after 60 % of the body
+        c = RawConn(srv.port)
+        c.send(request_head("PUT", "/upload/%s/part/1" % fid,
+                            {"Authorization": "Bearer " + tokens[1], "Content-Type": "application/octet-stream",
+                             "Content-Length": str(len(parts[1]))}))
+        c.send(parts[1][:len(parts[1]) * 6 // 10])
+        time.sleep(0.2)
+        c.close()
+        time.sleep(0.3)
+
+        # the client resumes from status: 0 uploaded, 1..3 pending
+        sp = self.status_parts(srv, fid)
+        self.assertEqual(sp[0], ("uploaded", sha256_hex(parts[0])))
+        for n in (1, 2, 3):
+            self.assertEqual(sp[n], ("pending", None), "part %d after the dropped connection" % n)
+        for n in (1, 2, 3):
+            r = self.put_retrying_409(srv, fid, n, tokens[n], parts[n])
+            j = self.assertOk(r, "(part %d after resume)" % n)
+            self.assertEqual(j["checksum_sha256"], sha256_hex(parts[n]))
+        c = self.assertOk(srv.complete(fid))
+        path = self.assertSmbComplete(c, fid, "big.bin", len(data), "resume", smb_path)
+        self.assertShareFile(path, data)
+        self.assertEqual(self.staging(smb_path), [])
+
+
+class SmbRobustnessTest(SmbTestCase):
+
+    def test_kill9_mid_upload_then_restart_and_finish(self):
+        smb_path = "crash"
+        srv = self.start_smb_server(smb_path)
+        data = os.urandom(8 * CHUNK + 31337)
+        parts = split_parts(data)
+        init = self.init_ok(srv, "crash/after.bin", data)
+        fid = init["file_id"]
+        tokens = [p["token"] for p in init["parts"]]
+        order = list(range(len(parts)))
+        random.shuffle(order)
+        acked = {}
+        bad = []
+        done = [0]  # part requests over, however they ended
+        cond = threading.Condition()
+        killed = threading.Event()
+
+        def worker():
+            while not killed.is_set():
+                with cond:
+                    if not order:
+                        return
+                    n = order.pop()
+                try:
+                    r = slow_put(srv.port, fid, n, tokens[n], parts[n])
+                except (OSError, EOFError, ValueError) as e:
+                    with cond:  # the server died under this request
+                        done[0] += 1
+                        if not killed.is_set():
+                            bad.append((n, e))
+                        cond.notify_all()
+                    continue
+                with cond:
+                    done[0] += 1
+                    if r.status == 200:
+                        acked[n] = r.json["checksum_sha256"]
+                    elif not killed.is_set():
+                        bad.append((n, r))
+                    cond.notify_all()
+
+        threads = [threading.Thread(target=worker, daemon=True) for _ in range(4)]
+        for t in threads:
+            t.start()
+        with cond:
+            cond.wait_for(lambda: len(acked) >= 3 or bad or done[0] == len(parts), timeout=60)
+        self.assertTrue(srv.running(), "the server died during the parallel part uploads: %r" % bad)
+        killed.set()  # from here on, failing requests are the kill's doing
+        srv.kill9()
+        for t in threads:
+            t.join(30)
+        self.assertEqual(bad, [], "parts refused before the kill")
+        self.assertLess(len(acked), len(parts), "every part was acknowledged before the kill")
+
+        srv.start()
+        self.assertEqual(len(self.staging(smb_path)), 1, "the staging file must survive the crash: %r"
+                         % self.smb.files_under())
+        sp = self.status_parts(srv, fid)
+        for n, digest in acked.items():
+            self.assertEqual(sp[n], ("uploaded", digest), "acknowledged part %d lost by kill -9" % n)
+        for n, (state, digest) in sp.items():
+            self.assertIn(state, ("uploaded", "pending"), "part %d: %r" % (n, sp[n]))
+            if state == "uploaded":
+                self.assertEqual(digest, sha256_hex(parts[n]), "part %d reported with a wrong digest" % n)
+        todo = [n for n, (state, _) in sp.items() if state == "pending"]
+        self.assertTrue(todo, "no part left to upload after the kill")
+        for n in todo:
+            self.assertOk(srv.put_part(fid, n, tokens[n], parts[n]), "(part %d after restart)" % n)
+        c = self.assertOk(srv.complete(fid))
+        path = self.assertSmbComplete(c, fid, "after.bin", len(data), "crash", smb_path)
+        self.assertShareFile(path, data)
+        self.assertEqual(self.staging(smb_path), [])
+
+    def test_health_and_status_answer_while_16_parts_in_flight(self):
+        smb_path = "isolation"
+        srv = self.start_smb_server(smb_path)
+        data = os.urandom(16 * CHUNK)
+        parts = split_parts(data)
+        init = self.init_ok(srv, "iso/sixteen.bin", data)
+        fid = init["file_id"]
+        tokens = [p["token"] for p in init["parts"]]
+        results = {}
+        ack_time = {}
+        started = threading.Semaphore(0)
+        lock = threading.Lock()
+
+        def one(n):
+            try:
+                r = slow_put(srv.port, fid, n, tokens[n], parts[n], piece=64 * 1024, delay=0.2,
+                             on_first=started.release)
+            except Exception as e:  # noqa: BLE001 - reported below
+                r = e
+            with lock:
+                results[n] = r
+                ack_time[n] = time.time()
+
+        threads = [threading.Thread(target=one, args=(n,), daemon=True) for n in range(16)]
+        for t in threads:
+            t.start()
+        n_started, deadline = 0, time.time() + 10
+        while n_started < 16:
+            if started.acquire(timeout=0.1):
+                n_started += 1
+            elif results or time.time() > deadline:
+                self.fail("16 part requests could not all start (server running: %s; finished: %r)"
+                          % (srv.running(), results))
+        time.sleep(0.3)
+
+        slow = []
+        t_end = time.time() + 1.5
+        while time.time() < t_end:
+            for what, fn in (("health", lambda: srv.request("GET", "/health", timeout=10)),
+                             ("status", lambda: srv.status(fid))):
+                t0 = time.time()
+                r = fn()
+                dt = time.time() - t0
+                self.assertOk(r, "(%s while 16 parts are in flight)" % what)
+                if dt > 1.0:
+                    slow.append((what, round(dt, 2)))
+            time.sleep(0.05)
+        measured_until = time.time()
+        for t in threads:
+            t.join(60)
+        early = sorted(n for n, at in ack_time.items() if at < measured_until)
+        self.assertEqual(early, [], "parts finished before the measurements did: not 16 in flight")
+        self.assertEqual(slow, [], "GET /health or status took over 1 s while 16 parts were in flight")
+        for n in range(16):
+            r = results.get(n)
+            self.assertFalse(isinstance(r, Exception) or r is None, "part %d: %r" % (n, r))
+            self.assertEqual(r.status, 200, "part %d: %r" % (n, r))
+        c = self.assertOk(srv.complete(fid))
+        path = self.assertSmbComplete(c, fid, "sixteen.bin", len(data), "iso", smb_path)
+        self.assertShareFile(path, data)
+
+    # -- smbd restarted under the server (own smbd, the class one is left alone)
+    def put_after_smbd_restart(self, srv, fid, n, token, body):
+        """The first part after the NAS dropped every connection succeeds at once: the server
+        notices its pooled connection is dead and reconnects within the same request."""
+        r = srv.put_part(fid, n, token, body)
+        j = self.assertOk(r, "(part %d, the first request after smbd restarted)" % n)
+        self.assertEqual(j["checksum_sha256"], sha256_hex(body))
+
+    def test_reconnect_after_smbd_restart_between_parts(self):
+        smb = self.own_smb()
+        smb_path = "reconnect"
+        srv = self.start_smb_server(smb_path, smb=smb)
+        data = os.urandom(3 * CHUNK + 2222)
+        parts = split_parts(data)
+        init = self.init_ok(srv, "re/connect.bin", data)
+        fid = init["file_id"]
+        tokens = [p["token"] for p in init["parts"]]
+        self.assertOk(srv.put_part(fid, 0, tokens[0], parts[0]))
+        self.assertOk(srv.put_part(fid, 1, tokens[1], parts[1]))
+
+        smb.restart()  # kill -9 of smbd and every child: the server's connection is gone
+        self.put_after_smbd_restart(srv, fid, 2, tokens[2], parts[2])
+        self.assertOk(srv.put_part(fid, 3, tokens[3], parts[3]), "(the part after the reconnect)")
+        self.assertOk(srv.request("GET", "/health"))
+        c = self.assertOk(srv.complete(fid))
+        path = self.assertSmbComplete(c, fid, "connect.bin", len(data), "re", smb_path, smb=smb)
+        self.assertShareFile(path, data)
+        self.assertEqual(self.staging(smb_path, smb=smb), [])
+
+    def test_reconnect_after_smbd_restart_before_complete(self):
+        smb = self.own_smb()
+        smb_path = "reconnect2"
+        srv = self.start_smb_server(smb_path, smb=smb)
+        data = os.urandom(2 * CHUNK + 1)
+        init = self.init_ok(srv, "before/complete.bin", data)
+        fid = init["file_id"]
+        self.upload_all(srv, init, data)
+        smb.restart()
+        r = srv.complete(fid)
+        c = self.assertOk(r, "(complete after smbd restarted)")
+        path = self.assertSmbComplete(c, fid, "complete.bin", len(data), "before", smb_path, smb=smb)
+        self.assertShareFile(path, data)
+        self.assertEqual(self.staging(smb_path, smb=smb), [])
+
+
+class SmbStartupErrorTest(SmbTestCase):
+
+    def test_smbd_itself(self):
+        """The harness's smbd, checked with smbclient alone: the right login works, the wrong
+        password and an unknown share are refused, files written over SMB land in the share's
+        directory, and a restart on the same port serves again with nothing left behind."""
+        smb = self.own_smb()
+        rc, out = smb.smbclient("ls")
+        self.assertEqual(rc, 0, out)
+        rc, out = smb.smbclient("ls", password="wrong")
+        self.assertNotEqual(rc, 0)
+        self.assertIn("NT_STATUS_LOGON_FAILURE", out)
+        rc, out = smb.smbclient("ls", share="nosuchshare")
+        self.assertNotEqual(rc, 0)
+        self.assertIn("NT_STATUS_BAD_NETWORK_NAME", out)
+        src = os.path.join(smb.tmp, "probe.bin")
+        data = os.urandom(300000)
+        with open(src, "wb") as f:
+            f.write(data)
+        rc, out = smb.smbclient('mkdir d; put "%s" d\\probe.bin' % src)
+        self.assertEqual(rc, 0, out)
+        self.assertShareFile(smb.path("d", "probe.bin"), data)
+        old = smb.group_members()
+        smb.restart()
+        self.assertFalse(set(old) & set(smb.group_members()), "smbd processes survived the restart")
+        self.assertEqual(smb.fetch("d/probe.bin"), data)
+        smb.stop()
+        self.assertEqual(smb.group_members(), [], "smbd processes left after stop")
+
+    def run_startup(self, env_over, want, what):
+        env = self.smb.server_env("startup")
+        env.update(env_over)
+        t0 = time.time()
+        rc, out, err, _ = self.run_binary(env=env, timeout=STARTUP_LIMIT + 5)
+        dt = time.time() - t0
+        self.assertEqual(rc, 2, "%s: exit status %s, expected 2\nstdout: %s\nstderr: %s" % (what, rc, out, err))
+        self.assertLessEqual(dt, STARTUP_LIMIT, "%s: took %.1f s to give up" % (what, dt))
+        lines = [ln for ln in err.splitlines() if any(w.lower() in ln.lower() for w in want)]
+        self.assertTrue(lines, "%s: no stderr line mentions %s\nstderr: %s" % (what, " / ".join(map(repr, want)), err))
+        return lines, out, err
+
+    def test_wrong_password(self):
+        bad = "not-the-pass-4b7d"
+        lines, out, err = self.run_startup({"SMB_PASS": bad}, ["Access denied"], "wrong password")
+        self.assertNotIn(bad, out + err, "the SMB password is printed")
+
+    def test_unknown_share(self):
+        self.run_startup({"SMB_SHARE": "nosuchshare"}, ["Share not found"], "unknown share")
+
+    def test_unreachable_host(self):
+        port = free_port()  # nothing listens there
+        lines, _, err = self.run_startup({"SMB_PORT": str(port)},
+                                         ["No route to host", "Connection refused", "unreachable"],
+                                         "closed port")
+        self.assertTrue(any("127.0.0.1" in ln for ln in lines),
+                        "the error line does not name the host 127.0.0.1: %r" % lines)
+
+    def test_good_settings_start(self):
+        """The same settings with the right password, share and port do start."""
+        srv = self.start_smb_server("startup")
+        self.assertOk(srv.request("GET", "/health"))
+
+
+if __name__ == "__main__":
+    import unittest
+    unittest.main()
