@@ -170,6 +170,23 @@ int util_parse_double(const char *s, double *out)
     return 0;
 }
 
+void util_percent_encode(char *out, size_t cap, const char *s, bool keep_slash)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t o = strlen(out);
+    for (const unsigned char *p = (const unsigned char *)s; *p && o + 4 <= cap; p++) {
+        if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+            *p == '-' || *p == '_' || *p == '.' || *p == '~' || (keep_slash && *p == '/')) {
+            out[o++] = (char)*p;
+        } else {
+            out[o++] = '%';
+            out[o++] = hex[*p >> 4];
+            out[o++] = hex[*p & 15];
+        }
+    }
+    out[o] = '\0';
+}
+
 int util_mkdir_p(const char *path, unsigned mode)
 {
     char buf[4096];

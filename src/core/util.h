@@ -39,6 +39,11 @@ int util_parse_i64(const char *s, int64_t *out);
 /* Parses a whole finite decimal number. Returns 0 or -1. */
 int util_parse_double(const char *s, double *out);
 
+/* Appends s to the NUL-terminated out (capacity cap), percent-encoding every byte but RFC
+ * 3986's unreserved characters (and '/' when keep_slash), in uppercase hex: the canonical
+ * form SigV4 signs and libsmbclient decodes. Stops early rather than overflow. */
+void util_percent_encode(char *out, size_t cap, const char *s, bool keep_slash);
+
 /* Creates every missing directory of path (like mkdir -p). Returns 0 or -errno. */
 int util_mkdir_p(const char *path, unsigned mode);
 

@@ -233,21 +233,6 @@ static int upstream_fail(cu_error *e, const char *what, const s3_reply *r)
 
 /* ---- URLs ---- */
 
-/* Appends s to out, percent-encoding all but RFC 3986 unreserved characters (and '/' when
- * keep_slash): the canonical form SigV4 expects. */
-static void encode_into(char *out, size_t cap, const char *s, bool keep_slash)
-{
-    size_t o = strlen(out);
-    for (const unsigned char *p = (const unsigned char *)s; *p && o + 4 < cap; p++) {
-        if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
-            *p == '-' || *p == '_' || *p == '.' || *p == '~' || (keep_slash && *p == '/'))
-            out[o++] = (char)*p;
-        else
-            o += (size_t)snprintf(out + o, cap - o, "%%%02X", *p);
-    }
-    out[o] = '\0';
-}
-
 /* Which sub-resource of an object a request addresses. */
 typedef enum { Q_OBJECT, Q_UPLOADS, Q_UPLOAD, Q_PART } s3_query;
 
@@ -262,8 +247,8 @@ static char *object_url(const s3_storage *s, const char *key, s3_query q, const 
     if (!url)
         return NULL;
     snprintf(url, cap, "%s/", s->base_url);
-    encode_into(url, cap, s->prefix, true);
-    encode_into(url, cap, key, true);
+    util_percent_encode(url, cap, s->prefix, true);
+    util_percent_encode(url, cap, key, true);
     size_t len = strlen(url);
     if (q == Q_UPLOADS)
         snprintf(url + len, cap - len, "?uploads=");
@@ -272,7 +257,7 @@ static char *object_url(const s3_storage *s, const char *key, s3_query q, const 
     else if (q == Q_PART)
         snprintf(url + len, cap - len, "?partNumber=%d&uploadId=", part_number);
     if (q == Q_UPLOAD || q == Q_PART)
-        encode_into(url, cap, upload_id, false);
+        util_percent_encode(url, cap, upload_id, false);
     return url;
 }
 

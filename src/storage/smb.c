@@ -120,25 +120,11 @@ static void ctx_put(smb_storage *s, SMBCCTX *c, int last_errno)
 
 /* ---- names ---- */
 
-/* Appends s percent-encoded (libsmbclient decodes URLs), keeping '/'. */
-static void encode_into(char *out, size_t cap, const char *s)
-{
-    size_t o = strlen(out);
-    for (const unsigned char *p = (const unsigned char *)s; *p && o + 4 < cap; p++) {
-        if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
-            *p == '-' || *p == '_' || *p == '.' || *p == '~' || *p == '/')
-            out[o++] = (char)*p;
-        else
-            o += (size_t)snprintf(out + o, cap - o, "%%%02X", *p);
-    }
-    out[o] = '\0';
-}
-
 /* smb://host:port/share/<rel> into out (rel relative to the share's root). */
 static void share_url(const smb_storage *s, const char *rel, char out[SMB_URL_MAX])
 {
     snprintf(out, SMB_URL_MAX, "%s/", s->url_base);
-    encode_into(out, SMB_URL_MAX, rel);
+    util_percent_encode(out, SMB_URL_MAX, rel, true);
 }
 
 /* smb://host:port/share/<SMB_PATH>/<rel> into out. */
@@ -146,8 +132,8 @@ static void url_of(const smb_storage *s, const char *rel, char out[SMB_URL_MAX])
 {
     share_url(s, s->path, out);
     if (*s->path && *rel)
-        encode_into(out, SMB_URL_MAX, "/");
-    encode_into(out, SMB_URL_MAX, rel);
+        util_percent_encode(out, SMB_URL_MAX, "/", true);
+    util_percent_encode(out, SMB_URL_MAX, rel, true);
 }
 
 static void staging_url(const smb_storage *s, const char *id, char out[SMB_URL_MAX])
@@ -551,7 +537,7 @@ int storage_smb_open(const storage_smb_options *o, storage_t **out, cu_error *er
     while (len && s->path[len - 1] == '/')
         s->path[--len] = '\0';
     char share_enc[1024] = "";
-    encode_into(share_enc, sizeof share_enc, s->share);
+    util_percent_encode(share_enc, sizeof share_enc, s->share, false);
     len = strlen(s->host) + strlen(share_enc) + 32;
     s->url_base = malloc(len);
     snprintf(s->url_base, len, "smb://%s:%d/%s", s->host, s->port, share_enc);

@@ -250,6 +250,23 @@ static void test_parse_double(void **state)
     }
 }
 
+static void test_percent_encode(void **state)
+{
+    (void)state;
+    char out[64] = "x/";
+    util_percent_encode(out, sizeof out, "a b/c~d_e.f-g+h=%\xc3\xa9", true);
+    assert_string_equal(out, "x/a%20b/c~d_e.f-g%2Bh%3D%25%C3%A9");
+    out[0] = '\0';
+    util_percent_encode(out, sizeof out, "a/b", false);
+    assert_string_equal(out, "a%2Fb");
+    /* Never overflows: stops before an escape that would not fit. */
+    char fits[6] = "", tight[5] = "";
+    util_percent_encode(fits, sizeof fits, "ab cd", true);
+    assert_string_equal(fits, "ab%20"); /* exactly fills the buffer */
+    util_percent_encode(tight, sizeof tight, "ab cd", true);
+    assert_string_equal(tight, "ab"); /* "%20" would not fit */
+}
+
 static void test_mkdir_p(void **state)
 {
     (void)state;
@@ -293,12 +310,12 @@ static void test_mkdir_p(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_uuid_v4),       cmocka_unit_test(test_is_uuid),
-        cmocka_unit_test(test_rfc3339),       cmocka_unit_test(test_hex_round_trip),
-        cmocka_unit_test(test_unhex_rejects), cmocka_unit_test(test_base64_decode),
-        cmocka_unit_test(test_sha256_hex),    cmocka_unit_test(test_secret_equal),
-        cmocka_unit_test(test_parse_i64),     cmocka_unit_test(test_parse_double),
-        cmocka_unit_test(test_mkdir_p),
+        cmocka_unit_test(test_uuid_v4),        cmocka_unit_test(test_is_uuid),
+        cmocka_unit_test(test_rfc3339),        cmocka_unit_test(test_hex_round_trip),
+        cmocka_unit_test(test_unhex_rejects),  cmocka_unit_test(test_base64_decode),
+        cmocka_unit_test(test_sha256_hex),     cmocka_unit_test(test_secret_equal),
+        cmocka_unit_test(test_parse_i64),      cmocka_unit_test(test_parse_double),
+        cmocka_unit_test(test_percent_encode), cmocka_unit_test(test_mkdir_p),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
