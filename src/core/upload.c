@@ -605,18 +605,26 @@ fail:
     return rc;
 }
 
+/* Removes an ended upload's data and records that it is gone; on failure the record says
+ * so and the reaper tries again later. */
+static void purge(upload_service *svc, meta_upload *u)
+{
+    upload_view view;
+    cu_error err;
+    if (storage_abort(svc->deps.storage, view_of(u, &view), &err) != 0)
+        log_warn("upload %s: removing its data failed, will retry: %s", u->id, err.msg);
+    else if (meta_upload_mark_purged(svc->deps.meta, u->id, &err) != 0)
+        log_warn("upload %s: %s", u->id, err.msg);
+}
+
 /* Ends a pending upload (cancel or expiry): first the record, so no part or completion can
  * start any more, then the data. */
 static int end_upload(upload_service *svc, meta_upload *u, upload_state to, cu_error *err)
 {
     int rc = meta_upload_end(svc->deps.meta, u->id, UPLOAD_PENDING, to, err);
-    if (rc)
-        return rc;
-    upload_view view;
-    cu_error ignored;
-    if (storage_abort(svc->deps.storage, view_of(u, &view), &ignored) != 0)
-        log_warn("upload %s: removing its data failed: %s", u->id, ignored.msg);
-    return 0;
+    if (rc == 0)
+        purge(svc, u);
+    return rc;
 }
 
 int upload_cancel(upload_service *svc, const char *id, cu_error *err)
@@ -646,10 +654,20 @@ int upload_cancel(upload_service *svc, const char *id, cu_error *err)
 int upload_expire_due(upload_service *svc, int *expired, cu_error *err)
 {
     *expired = 0;
+    /* First the data an earlier removal left behind (storage was down, or the server
+     * stopped between ending an upload and removing its data). */
+    meta_upload *left = NULL;
+    int nleft = 0;
+    int rc = meta_uploads_to_purge(svc->deps.meta, 64, &left, &nleft, err);
+    for (int i = 0; rc == 0 && i < nleft; i++)
+        purge(svc, &left[i]);
+    meta_uploads_free(left, nleft);
+    if (rc)
+        return rc;
     for (;;) {
         meta_upload *due = NULL;
         int n = 0;
-        int rc = meta_uploads_due(svc->deps.meta, now_s(), 64, &due, &n, err);
+        rc = meta_uploads_due(svc->deps.meta, now_s(), 64, &due, &n, err);
         if (rc) {
             meta_uploads_free(due, n);
             return rc;

@@ -83,7 +83,8 @@ void upload_part_abandon(part_session *ps);
 int upload_complete(upload_service *svc, const char *id, meta_upload *out, cu_error *err);
 /* Cancels a pending upload and removes its data. */
 int upload_cancel(upload_service *svc, const char *id, cu_error *err);
-/* Expires pending uploads past their expiry time; *expired counts them. */
+/* Expires pending uploads past their expiry time (*expired counts them), and retries
+ * removing the data of ended uploads whose removal failed before. */
 int upload_expire_due(upload_service *svc, int *expired, cu_error *err);
 
 /* Size of part `part` of an upload of total_size bytes in chunk_size parts. */

@@ -68,6 +68,16 @@ int meta_uploads_due(meta_t *m, int64_t now, int limit, meta_upload **out, int *
     return m->ops->uploads_due(m, now, limit, out, n, e);
 }
 
+int meta_uploads_to_purge(meta_t *m, int limit, meta_upload **out, int *n, cu_error *e)
+{
+    return m->ops->uploads_to_purge(m, limit, out, n, e);
+}
+
+int meta_upload_mark_purged(meta_t *m, const char *id, cu_error *e)
+{
+    return m->ops->upload_mark_purged(m, id, e);
+}
+
 int meta_webhooks_due(meta_t *m, int64_t now, int limit, meta_webhook **out, int *n, cu_error *e)
 {
     return m->ops->webhooks_due(m, now, limit, out, n, e);

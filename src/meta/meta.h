@@ -76,6 +76,8 @@ struct meta_ops {
                            const char *webhook_body, cu_error *);
     int (*upload_end)(meta_t *, const char *id, upload_state from, upload_state to, cu_error *);
     int (*uploads_due)(meta_t *, int64_t now, int limit, meta_upload **out, int *n, cu_error *);
+    int (*uploads_to_purge)(meta_t *, int limit, meta_upload **out, int *n, cu_error *);
+    int (*upload_mark_purged)(meta_t *, const char *id, cu_error *);
     int (*webhooks_due)(meta_t *, int64_t now, int limit, meta_webhook **out, int *n, cu_error *);
     int (*webhook_next_due)(meta_t *, int64_t *when, cu_error *);
     int (*webhook_result)(meta_t *, int64_t id, bool delivered, int64_t next_attempt_at,
@@ -114,6 +116,11 @@ int meta_upload_complete(meta_t *m, const char *id, const char *final_path, int6
 int meta_upload_end(meta_t *m, const char *id, upload_state from, upload_state to, cu_error *e);
 /* Pending uploads whose expires_at <= now (at most limit). Free with meta_uploads_free. */
 int meta_uploads_due(meta_t *m, int64_t now, int limit, meta_upload **out, int *n, cu_error *e);
+/* Ended uploads (cancelled or expired) whose data has not been removed yet: removal
+ * failed or was cut short, and is to be tried again. Free with meta_uploads_free. */
+int meta_uploads_to_purge(meta_t *m, int limit, meta_upload **out, int *n, cu_error *e);
+/* Records that an ended upload's data is gone. */
+int meta_upload_mark_purged(meta_t *m, const char *id, cu_error *e);
 /* Webhook deliveries due at now (at most limit). Free with meta_webhooks_free. */
 int meta_webhooks_due(meta_t *m, int64_t now, int limit, meta_webhook **out, int *n, cu_error *e);
 /* When the next undelivered webhook is due (CU_ENOTFOUND when none). */

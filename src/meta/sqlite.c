@@ -41,7 +41,8 @@ static const char schema[] =
     "  final_path TEXT,"
     "  created_at INTEGER NOT NULL,"
     "  expires_at INTEGER NOT NULL,"
-    "  completed_at INTEGER);"
+    "  completed_at INTEGER,"
+    "  data_removed INTEGER NOT NULL DEFAULT 0);"
     "CREATE INDEX IF NOT EXISTS uploads_by_expiry ON uploads(state, expires_at);"
     "CREATE TABLE IF NOT EXISTS parts ("
     "  upload_id TEXT NOT NULL REFERENCES uploads(id),"
@@ -65,7 +66,12 @@ static const char schema[] =
     "  last_error TEXT);"
     "CREATE INDEX IF NOT EXISTS webhooks_due ON webhooks(next_attempt_at) "
     "  WHERE delivered_at IS NULL AND gave_up_at IS NULL;"
-    "PRAGMA user_version = 1;";
+    "PRAGMA user_version = 2;";
+
+/* Databases made by version 1 of the schema lack the data_removed column. */
+static const char migrate_1_to_2[] =
+    "ALTER TABLE uploads ADD COLUMN data_removed INTEGER NOT NULL DEFAULT 0;"
+    "PRAGMA user_version = 2;";
 
 static sqlite3 *acquire(sqlite_meta *m)
 {
@@ -503,31 +509,62 @@ out:
     return rc;
 }
 
-static int sq_uploads_due(meta_t *base, int64_t now, int limit, meta_upload **out, int *n,
-                          cu_error *e)
+/* Runs a SELECT of UPLOAD_COLUMNS into a list. Its parameters: the time (when now is not
+ * NULL), then the limit. */
+static int list_uploads(sqlite_meta *m, const char *sql, const int64_t *now, int limit,
+                        meta_upload **out, int *n, cu_error *e, const char *what)
 {
-    sqlite_meta *m = (sqlite_meta *)base;
     sqlite3 *db = acquire(m);
     int rc = 0, count = 0;
     meta_upload *list = calloc((size_t)limit, sizeof *list);
-    sqlite3_stmt *st = prepare(db, "SELECT " UPLOAD_COLUMNS " FROM uploads WHERE state = "
-                                   "'pending' AND expires_at <= ? ORDER BY expires_at LIMIT ?");
+    sqlite3_stmt *st = prepare(db, sql);
     if (!st || !list) {
-        rc = db_fail(db, e, "listing expired uploads");
+        rc = db_fail(db, e, what);
         goto out;
     }
-    sqlite3_bind_int64(st, 1, now);
-    sqlite3_bind_int(st, 2, limit);
+    if (now)
+        sqlite3_bind_int64(st, 1, *now);
+    sqlite3_bind_int(st, now ? 2 : 1, limit);
     int step;
     while ((step = sqlite3_step(st)) == SQLITE_ROW && count < limit)
         read_upload(st, &list[count++]);
     if (step != SQLITE_DONE && step != SQLITE_ROW)
-        rc = db_fail(db, e, "listing expired uploads");
+        rc = db_fail(db, e, what);
 out:
     sqlite3_finalize(st);
     release(m, db);
     *out = list;
     *n = count;
+    return rc;
+}
+
+static int sq_uploads_due(meta_t *base, int64_t now, int limit, meta_upload **out, int *n,
+                          cu_error *e)
+{
+    return list_uploads((sqlite_meta *)base,
+                        "SELECT " UPLOAD_COLUMNS " FROM uploads WHERE state = 'pending' AND "
+                        "expires_at <= ? ORDER BY expires_at LIMIT ?",
+                        &now, limit, out, n, e, "listing expired uploads");
+}
+
+static int sq_uploads_to_purge(meta_t *base, int limit, meta_upload **out, int *n, cu_error *e)
+{
+    return list_uploads((sqlite_meta *)base,
+                        "SELECT " UPLOAD_COLUMNS " FROM uploads WHERE state IN ('cancelled', "
+                        "'expired') AND data_removed = 0 LIMIT ?",
+                        NULL, limit, out, n, e, "listing uploads whose data is to be removed");
+}
+
+static int sq_upload_mark_purged(meta_t *base, const char *id, cu_error *e)
+{
+    sqlite_meta *m = (sqlite_meta *)base;
+    sqlite3 *db = acquire(m);
+    sqlite3_stmt *st = prepare(db, "UPDATE uploads SET data_removed = 1 WHERE id = ?");
+    if (st)
+        sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
+    int rc = step_changes(db, st) < 0 ? db_fail(db, e, "recording removed data") : 0;
+    sqlite3_finalize(st);
+    release(m, db);
     return rc;
 }
 
@@ -630,11 +667,27 @@ static const struct meta_ops sqlite_ops = {
     .upload_complete = sq_upload_complete,
     .upload_end = sq_upload_end,
     .uploads_due = sq_uploads_due,
+    .uploads_to_purge = sq_uploads_to_purge,
+    .upload_mark_purged = sq_upload_mark_purged,
     .webhooks_due = sq_webhooks_due,
     .webhook_next_due = sq_webhook_next_due,
     .webhook_result = sq_webhook_result,
     .close = sq_close,
 };
+
+/* Brings an older database up to the current schema, then makes sure everything exists. */
+static int migrate(sqlite3 *db, char **msg)
+{
+    sqlite3_stmt *st = prepare(db, "PRAGMA user_version");
+    int version = st && sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
+    sqlite3_finalize(st);
+    if (version == 1) {
+        int rc = sqlite3_exec(db, migrate_1_to_2, NULL, NULL, msg);
+        if (rc != SQLITE_OK)
+            return rc;
+    }
+    return sqlite3_exec(db, schema, NULL, NULL, msg);
+}
 
 int meta_sqlite_open(const char *path, bool fsync, meta_t **out, cu_error *err)
 {
@@ -660,7 +713,7 @@ int meta_sqlite_open(const char *path, bool fsync, meta_t **out, cu_error *err)
                                     : "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
                                       "PRAGMA foreign_keys=ON;";
         if (sqlite3_exec(db, pragmas, NULL, NULL, &msg) != SQLITE_OK ||
-            (i == 0 && sqlite3_exec(db, schema, NULL, NULL, &msg) != SQLITE_OK)) {
+            (i == 0 && migrate(db, &msg) != SQLITE_OK)) {
             cu_fail(err, CU_EIO, "cannot prepare database %s: %s", path, msg ? msg : "?");
             sqlite3_free(msg);
             sq_close(&m->base);

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sqlite3.h>
 #include <time.h>
 
 typedef struct {
@@ -438,6 +439,77 @@ static void test_upload_end(void **state)
     assert_int_equal(state_of(f, e.id), UPLOAD_EXPIRED);
 }
 
+/* Ended uploads are listed for data removal until marked purged; others never are. */
+static void test_uploads_to_purge(void **state)
+{
+    fixture *f = *state;
+    cu_error err;
+    meta_upload pending = new_upload(), cancelled = new_upload(), expired = new_upload();
+    create(f, &pending);
+    create(f, &cancelled);
+    create(f, &expired);
+    assert_cu_ok(meta_upload_end(f->meta, cancelled.id, UPLOAD_PENDING, UPLOAD_CANCELLED, &err),
+                 err);
+    assert_cu_ok(meta_upload_end(f->meta, expired.id, UPLOAD_PENDING, UPLOAD_EXPIRED, &err), err);
+
+    meta_upload *list = NULL;
+    int n = -1;
+    assert_cu_ok(meta_uploads_to_purge(f->meta, 10, &list, &n, &err), err);
+    assert_int_equal(n, 2);
+    for (int i = 0; i < n; i++)
+        assert_true(!strcmp(list[i].id, cancelled.id) || !strcmp(list[i].id, expired.id));
+    meta_uploads_free(list, n);
+
+    assert_cu_ok(meta_upload_mark_purged(f->meta, cancelled.id, &err), err);
+    assert_cu_ok(meta_uploads_to_purge(f->meta, 10, &list, &n, &err), err);
+    assert_int_equal(n, 1);
+    assert_string_equal(list[0].id, expired.id);
+    meta_uploads_free(list, n);
+
+    assert_cu_ok(meta_upload_mark_purged(f->meta, expired.id, &err), err);
+    assert_cu_ok(meta_uploads_to_purge(f->meta, 10, &list, &n, &err), err);
+    assert_int_equal(n, 0);
+    meta_uploads_free(list, n);
+}
+
+/* A database made by schema version 1 (no data_removed column) is brought up to date. */
+static void test_migrates_version_1(void **state)
+{
+    fixture *f = *state;
+    char *old_path = path_join(f->dir, "v1.db");
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(old_path, &db), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(db,
+                     "CREATE TABLE uploads (id TEXT PRIMARY KEY, protocol TEXT NOT NULL, "
+                     "filename TEXT NOT NULL, total_size INTEGER NOT NULL, chunk_size INTEGER "
+                     "NOT NULL, total_parts INTEGER NOT NULL, uploaded_parts INTEGER NOT NULL "
+                     "DEFAULT 0, state TEXT NOT NULL, checksum_sha256 TEXT, webhook_url TEXT, "
+                     "storage_ref TEXT, final_path TEXT, created_at INTEGER NOT NULL, "
+                     "expires_at INTEGER NOT NULL, completed_at INTEGER);"
+                     "INSERT INTO uploads VALUES ('0b0b0b0b-0000-4000-8000-000000000001', "
+                     "'seed', 'old.bin', 5, 5, 1, 0, 'cancelled', NULL, NULL, NULL, NULL, 1, 2, "
+                     "NULL);"
+                     "PRAGMA user_version = 1;",
+                     NULL, NULL, NULL),
+        SQLITE_OK);
+    sqlite3_close(db);
+
+    meta_t *m = NULL;
+    cu_error err;
+    assert_cu_ok(meta_sqlite_open(old_path, false, &m, &err), err);
+    meta_upload *list = NULL;
+    int n = -1;
+    assert_cu_ok(meta_uploads_to_purge(m, 10, &list, &n, &err), err);
+    assert_int_equal(n, 1); /* the old cancelled upload: its data was never recorded removed */
+    assert_string_equal(list[0].filename, "old.bin");
+    meta_uploads_free(list, n);
+    meta_close(m);
+    assert_cu_ok(meta_sqlite_open(old_path, false, &m, &err), err); /* and again: no-op */
+    meta_close(m);
+    free(old_path);
+}
+
 static void test_uploads_due(void **state)
 {
     fixture *f = *state;
@@ -572,6 +644,8 @@ int main(void)
         T(test_webhook_results),
         T(test_upload_end),
         T(test_uploads_due),
+        T(test_uploads_to_purge),
+        T(test_migrates_version_1),
         T(test_persists_across_reopen),
         T(test_unknown_ids),
         T(test_open_refuses_bad_path),

@@ -564,6 +564,43 @@ static void test_cancel(void **state)
     upload_init_result_clear(&a);
 }
 
+/* When removing an ended upload's data fails, the record remembers, and the next expiry
+ * sweep removes it. */
+static void test_failed_removal_is_retried(void **state)
+{
+    fixture *f = *state;
+    upload_init_result a;
+    init_upload(f, "x.bin", 10, NULL, NULL, &a);
+    char *staging = staging_of(f, a.upload.id);
+    /* A directory where the staging file was: unlink() fails with EISDIR. */
+    assert_int_equal(unlink(staging), 0);
+    assert_int_equal(mkdir(staging, 0700), 0);
+
+    cu_error err;
+    assert_cu_ok(upload_cancel(f->svc, a.upload.id, &err), err); /* the client is answered */
+    assert_true(path_exists(staging));
+    meta_upload *left = NULL;
+    int n = -1;
+    assert_cu_ok(meta_uploads_to_purge(f->meta, 10, &left, &n, &err), err);
+    assert_int_equal(n, 1);
+    meta_uploads_free(left, n);
+
+    /* Storage recovers (here: a plain file again); the sweep removes it and records that. */
+    assert_int_equal(rmdir(staging), 0);
+    FILE *fp = fopen(staging, "w");
+    assert_non_null(fp);
+    fclose(fp);
+    int expired = -1;
+    assert_cu_ok(upload_expire_due(f->svc, &expired, &err), err);
+    assert_int_equal(expired, 0);
+    assert_false(path_exists(staging));
+    assert_cu_ok(meta_uploads_to_purge(f->meta, 10, &left, &n, &err), err);
+    assert_int_equal(n, 0);
+    meta_uploads_free(left, n);
+    free(staging);
+    upload_init_result_clear(&a);
+}
+
 static void test_expiry(void **state)
 {
     fixture *f = *state;
@@ -704,6 +741,7 @@ int main(void)
         T(test_complete_checksum_mismatch),
         T(test_cancel),
         T(test_expiry),
+        T(test_failed_removal_is_retried),
         T(test_empty_upload),
         T(test_unknown_upload),
         T(test_complete_blocked_by_file),
