@@ -52,6 +52,26 @@ int filename_check(const char *name, size_t len, cu_error *err)
     return 0;
 }
 
+int filename_check_for_storage(const char *name, const char *forbidden, bool trailing_dot_space,
+                               const char *backend, cu_error *err)
+{
+    const char *bad = forbidden ? strpbrk(name, forbidden) : NULL;
+    if (bad)
+        return cu_fail(err, CU_EINVAL, "filename must not contain '%c' with %s storage", *bad,
+                       backend);
+    if (!trailing_dot_space) {
+        for (const char *p = name; *p; p++) {
+            bool end = p[1] == '\0' || p[1] == '/';
+            if (end && (*p == '.' || *p == ' '))
+                return cu_fail(err, CU_EINVAL,
+                               "filename components must not end in a dot or a space with %s "
+                               "storage",
+                               backend);
+        }
+    }
+    return 0;
+}
+
 const char *filename_split(const char *name, size_t *dir_len)
 {
     const char *slash = strrchr(name, '/');

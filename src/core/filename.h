@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #define FILENAME_MAX_TOTAL 1024
@@ -18,6 +19,12 @@
 /* Checks name (len bytes, may contain NULs, which are refused). Returns 0 or CU_EINVAL with
  * the reason in err. */
 int filename_check(const char *name, size_t len, cu_error *err);
+
+/* Checks a name (already through filename_check) against a storage backend's own rules:
+ * no character of forbidden (may be NULL), and, unless trailing_dot_space, no component
+ * ending in '.' or ' '. Returns 0 or CU_EINVAL naming the backend. */
+int filename_check_for_storage(const char *name, const char *forbidden, bool trailing_dot_space,
+                               const char *backend, cu_error *err);
 
 /* Splits a checked name: *dir_len is the length of the directory part (0 when none, without
  * the trailing slash) and the return value points at the base name inside name. */

@@ -160,7 +160,11 @@ int upload_init(upload_service *svc, const upload_init_request *req, upload_init
 {
     const cu_config *cfg = svc->deps.cfg;
     memset(out, 0, sizeof *out);
+    const storage_t *st = svc->deps.storage;
     int rc = filename_check(req->filename, req->filename_len, err);
+    if (rc == 0)
+        rc = filename_check_for_storage(req->filename, st->forbidden_name_chars,
+                                        st->allows_trailing_dot_space, st->name, err);
     if (rc)
         return rc;
     if (req->total_size < 0)

@@ -410,6 +410,7 @@ int storage_local_open(const char *root, bool durable, storage_t **out, cu_error
     s->base.ops = &local_ops;
     s->base.name = "local";
     s->base.can_read_staging = true;
+    s->base.allows_trailing_dot_space = true;
     s->durable = durable;
     s->staging_fd = s->files_fd = -1;
     s->root = strdup(root);

@@ -521,6 +521,7 @@ int storage_s3_open(const storage_s3_options *o, storage_t **out, cu_error *err)
     s->base.ops = &s3_ops;
     s->base.name = "s3";
     s->base.can_read_staging = false;
+    s->base.allows_trailing_dot_space = true;
     s->bucket = strdup(o->bucket);
     size_t len;
     if (o->endpoint && *o->endpoint) {

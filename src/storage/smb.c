@@ -520,6 +520,10 @@ int storage_smb_open(const storage_smb_options *o, storage_t **out, cu_error *er
     s->base.ops = &smb_ops;
     s->base.name = "smb";
     s->base.can_read_staging = true;
+    /* What Windows, and so most NAS firmware, refuses in a name; "name:x" would even open an
+     * alternate data stream on a Windows server. */
+    s->base.forbidden_name_chars = "\\:*?\"<>|";
+    s->base.allows_trailing_dot_space = false;
     pthread_mutex_init(&s->lock, NULL);
     s->host = strdup(o->host);
     s->share = strdup(o->share);

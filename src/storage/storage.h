@@ -52,6 +52,11 @@ struct storage {
     /* Whether stage_sha256 can read a staging object back before it is finished (S3
      * cannot: parts of a multipart upload are not readable until it completes). */
     bool can_read_staging;
+    /* Characters the backend's names cannot hold (beyond the project-wide filename policy),
+     * or NULL; checked at init so a name never fails only at complete. */
+    const char *forbidden_name_chars;
+    /* Whether a path component may end in a dot or a space (Windows servers drop them). */
+    bool allows_trailing_dot_space;
 };
 
 /* Local disk under root: root/.staging/<id>.data while uploading, root/files/<key> after.

@@ -211,6 +211,24 @@ class SmbFlowTest(SmbTestCase):
         self.assertEqual(self.staging(smb_path), [])
         self.assertEqual(self.assertOk(srv.complete(fid)), c)
 
+    def test_names_an_smb_server_cannot_hold_are_refused_at_init(self):
+        """Windows and NAS servers refuse \\ : * ? " < > | and names ending in a dot or space
+        (and "a:b" would open an alternate data stream on Windows): refused at init, before
+        any data is sent, not at complete."""
+        smb_path = "names"
+        srv = self.start_smb_server(smb_path)
+        for name in ("a:b.txt", "what?.txt", 'q"uote.txt', "a*b", "a<b", "a>b", "a|b",
+                     "dir./x.bin", "trailing.", "dir /x.bin", "space "):
+            r = srv.init(name, 10)
+            self.assertError(r, 400, contains="smb")
+        self.assertEqual(self.staging(smb_path), [], "a refused init must leave nothing behind")
+        # Names Windows does accept still work.
+        init = self.init_ok(srv, "ok dir/file (1) [x] #2.txt", 3)
+        self.upload_all(srv, init, b"abc")
+        c = self.assertOk(srv.complete(init["file_id"]))
+        self.assertShareFile(self.assertSmbComplete(c, init["file_id"], "file (1) [x] #2.txt", 3,
+                                                    "ok dir", smb_path), b"abc")
+
     def test_empty_smb_path(self):
         """SMB_PATH unset: everything at the share's root, no double slash in final_path."""
         srv = self.start_smb_server("")

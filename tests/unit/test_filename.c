@@ -170,6 +170,25 @@ static void test_split(void **state)
     assert_int_equal(dir_len, 1);
 }
 
+static void test_storage_rules(void **state)
+{
+    (void)state;
+    cu_error err;
+    const char *smb_forbidden = "\\:*?\"<>|";
+    assert_int_equal(filename_check_for_storage("a/b c (1).txt", smb_forbidden, false, "smb", &err),
+                     0);
+    const char *bad[] = {"a:b", "a*b",  "a?b",  "a\"b",   "a<b",   "a>b",
+                         "a|b", "end.", "end ", "dir./x", "dir /x"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        assert_int_equal(filename_check_for_storage(bad[i], smb_forbidden, false, "smb", &err),
+                         CU_EINVAL);
+        assert_non_null(strstr(err.msg, "smb"));
+    }
+    /* Local disk and S3 take all of them. */
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        assert_int_equal(filename_check_for_storage(bad[i], NULL, true, "local", &err), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -179,6 +198,7 @@ int main(void)
         cmocka_unit_test(test_component_limits),
         cmocka_unit_test(test_total_limit),
         cmocka_unit_test(test_split),
+        cmocka_unit_test(test_storage_rules),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
