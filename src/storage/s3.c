@@ -513,6 +513,37 @@ static const struct storage_ops s3_ops = {
     .destroy = s3_destroy,
 };
 
+char *storage_s3_endpoint(const char *endpoint, const char *region)
+{
+    char *url = NULL;
+    if (endpoint && *endpoint) {
+        url = strdup(endpoint);
+        size_t len = url ? strlen(url) : 0;
+        while (len && url[len - 1] == '/')
+            url[--len] = '\0';
+    } else if (asprintf(&url, "https://s3.%s.amazonaws.com", region) < 0) {
+        url = NULL;
+    }
+    return url;
+}
+
+char *storage_s3_base_url(const char *endpoint, const char *bucket, const char *region)
+{
+    char *url = NULL;
+    int n;
+    if (endpoint && *endpoint) {
+        char *e = storage_s3_endpoint(endpoint, region);
+        n = e ? asprintf(&url, "%s/%s", e, bucket) : -1;
+        free(e);
+    } else if (strchr(bucket, '.')) {
+        /* A dotted bucket name in the host would not match AWS's wildcard certificate. */
+        n = asprintf(&url, "https://s3.%s.amazonaws.com/%s", region, bucket);
+    } else {
+        n = asprintf(&url, "https://%s.s3.%s.amazonaws.com", bucket, region);
+    }
+    return n < 0 ? NULL : url;
+}
+
 int storage_s3_open(const storage_s3_options *o, storage_t **out, cu_error *err)
 {
     s3_storage *s = calloc(1, sizeof *s);
@@ -523,23 +554,13 @@ int storage_s3_open(const storage_s3_options *o, storage_t **out, cu_error *err)
     s->base.can_read_staging = false;
     s->base.allows_trailing_dot_space = true;
     s->bucket = strdup(o->bucket);
-    size_t len;
-    if (o->endpoint && *o->endpoint) {
-        s->endpoint = strdup(o->endpoint);
-        len = strlen(s->endpoint);
-        while (len && s->endpoint[len - 1] == '/')
-            s->endpoint[--len] = '\0';
-        len += strlen(o->bucket) + 2;
-        s->base_url = malloc(len);
-        snprintf(s->base_url, len, "%s/%s", s->endpoint, o->bucket);
-    } else {
-        len = strlen(o->region) + 32;
-        s->endpoint = malloc(len);
-        snprintf(s->endpoint, len, "https://s3.%s.amazonaws.com", o->region);
-        len += strlen(o->bucket) + 2;
-        s->base_url = malloc(len);
-        snprintf(s->base_url, len, "https://%s.s3.%s.amazonaws.com", o->bucket, o->region);
+    s->endpoint = storage_s3_endpoint(o->endpoint, o->region);
+    s->base_url = storage_s3_base_url(o->endpoint, o->bucket, o->region);
+    if (!s->endpoint || !s->base_url) {
+        s3_destroy(&s->base);
+        return cu_fail(err, CU_EIO, "Out of memory");
     }
+    size_t len;
     /* The prefix is a key prefix: "a/b" and "/a/b/" both mean keys under "a/b/". */
     const char *p = o->prefix ? o->prefix : "";
     while (*p == '/')

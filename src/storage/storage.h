@@ -75,6 +75,13 @@ typedef struct {
     const char *spool_dir;     /* local scratch for part bodies (TEMP_STORAGE_PATH) */
 } storage_s3_options;
 
+/* Where requests for bucket go (malloc'ed, NULL when out of memory): path style
+ * "<endpoint>/<bucket>" when an endpoint is given; for AWS itself, virtual-host style
+ * "https://<bucket>.s3.<region>.amazonaws.com", or path style for bucket names with dots. */
+char *storage_s3_base_url(const char *endpoint, const char *bucket, const char *region);
+/* The endpoint as messages name it: the given one without trailing slashes, or AWS's. */
+char *storage_s3_endpoint(const char *endpoint, const char *region);
+
 /* S3 multipart uploads in a bucket. Checks at once that the bucket answers to the
  * credentials; fails with the endpoint, bucket and S3's error code otherwise. */
 int storage_s3_open(const storage_s3_options *opts, storage_t **out, cu_error *err);
