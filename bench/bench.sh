@@ -68,10 +68,12 @@ die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
 
 # ---------------------------------------------------------------- cleanup
 
-stop_server() {
-    local pid=$SRV_PID i
+# Stops the child whose pid is in the variable named $1 (TERM, KILL after 5 s) and clears it.
+stop_child() {
+    local -n pid_var=$1
+    local pid=$pid_var i
     [[ -n $pid ]] || return 0
-    SRV_PID=""
+    pid_var=""
     kill -TERM "$pid" 2>/dev/null || true
     for ((i = 0; i < 50; i++)); do
         kill -0 "$pid" 2>/dev/null || break
@@ -80,6 +82,8 @@ stop_server() {
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
 }
+
+stop_server() { stop_child SRV_PID; }
 
 stop_nginx() {
     local pid i
@@ -95,18 +99,7 @@ stop_nginx() {
     NGX_PIDFILE=""
 }
 
-stop_s3rver() {
-    local pid=$S3_PID i
-    [[ -n $pid ]] || return 0
-    S3_PID=""
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
+stop_s3rver() { stop_child S3_PID; }
 
 cleanup() {
     local rc=$?

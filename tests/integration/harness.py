@@ -46,6 +46,15 @@ HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
 
 # ----------------------------------------------------------------------------- helpers
 
+
+def read_log(path):
+    """A log file's text ("" when it does not exist yet)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
 def free_port():
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.bind(("127.0.0.1", 0))
@@ -437,11 +446,7 @@ class Server(object):
                                      % (marker, text[max(0, i - 2000):i + 6000]))
 
     def log_text(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
+        return read_log(self.log_path)
 
     def log_tail(self, n=60):
         lines = self.log_text().splitlines()
@@ -877,11 +882,7 @@ class SmbServer(object):
             shutil.rmtree(self.tmp, ignore_errors=True)
 
     def log_text(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
+        return read_log(self.log_path)
 
     def log_tail(self, n=40):
         return "\n".join(self.log_text().splitlines()[-n:])
