@@ -186,9 +186,15 @@ static int s3_request(s3_storage *s, const char *method, const char *url, s3_bod
         curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
         curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
         curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, 10L);
-        /* Abort a transfer that stalls below 1 KiB/s for 60 s rather than hang forever. */
-        curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1024L);
-        curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, 60L);
+        if (body && body->fd >= 0) {
+            /* A part upload that stalls below 1 KiB/s for 60 s is dead: retry it. */
+            curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1024L);
+            curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, 60L);
+        } else {
+            /* CompleteMultipartUpload of a large object may take minutes on AWS, which
+             * keeps the connection alive with a trickle of whitespace meanwhile. */
+            curl_easy_setopt(curl, CURLOPT_TIMEOUT, 900L);
+        }
         curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body);
         curl_easy_setopt(curl, CURLOPT_WRITEDATA, r);
         curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, on_header);
