@@ -311,6 +311,18 @@ class S3BackendTest(S3TestCase):
         self.assertOk(srv.cancel(init["file_id"]))
         self.assertNoMultipartUploads(s3)
 
+    def test_whole_file_checksum_refused_at_init(self):
+        """S3 cannot read a multipart upload back before it completes, so a whole-file
+        checksum_sha256 is refused up front (before any data is sent), creating nothing."""
+        j = self.assertError(self.srv.init("sum.bin", 6 * 1024 * 1024,
+                                           checksum_sha256="ab" * 32), 400)
+        self.assertIn("checksum_sha256", j["error"])
+        self.assertIn("s3", j["error"])
+        self.assertNoMultipartUploads(self.s3)
+        # Without it the same upload starts, and per-part digests still work.
+        init = self.assertOk(self.srv.init("sum.bin", 6 * 1024 * 1024))
+        self.assertOk(self.srv.cancel(init["file_id"]))
+
     def test_s3_error_during_part_is_502_and_part_stays_pending(self):
         """The multipart upload vanishes behind the server's back: S3 answers NoSuchUpload."""
         srv, s3 = self.srv, self.s3
