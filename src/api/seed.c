@@ -2,8 +2,8 @@
 #include "api/seed.h"
 
 #include "core/filename.h"
-#include "core/log.h"
-#include "core/util.h"
+#include "base/log.h"
+#include "base/util.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -4,7 +4,7 @@
 #ifndef CU_API_SEED_H
 #define CU_API_SEED_H
 
-#include "core/config.h"
+#include "base/config.h"
 #include "core/upload.h"
 #include "http/server.h"
 

@@ -2,8 +2,8 @@
  * server context (metadata store, blob store, upload service, HTTP front, background
  * threads), run until SIGINT/SIGTERM, then take it all down in reverse order. */
 #include "api/seed.h"
-#include "core/config.h"
-#include "core/log.h"
+#include "base/config.h"
+#include "base/log.h"
 #include "core/reaper.h"
 #include "core/upload.h"
 #include "core/webhook.h"
@@ -23,20 +23,19 @@
 
 static void usage(FILE *out)
 {
-    fprintf(
-        out,
-        "Usage: chunked-uploader [serve]\n"
-        "       chunked-uploader --help | --version\n"
-        "\n"
-        "Resumable chunked upload server. Configuration comes from the environment and\n"
-        "from .env in the working directory (the environment wins); see\n"
-        "docs/CONFIGURATION.md. Required: API_KEY, JWT_SECRET (./init.sh makes both).\n"
-        "\n"
-        "Main variables: SERVER_HOST (0.0.0.0), SERVER_PORT (3000), STORAGE_BACKEND\n"
-        "(local), LOCAL_STORAGE_PATH (./uploads), DATABASE_PATH (./uploads.db),\n"
-        "CHUNK_SIZE_MB (50), UPLOAD_TTL_HOURS (24), DURABILITY (fsync), LOG_LEVEL (info).\n"
-        "\n"
-        "Exit status: 0 after SIGINT/SIGTERM, 1 on a runtime failure, 2 on bad configuration.\n");
+    fprintf(out, "Usage: chunked-uploader [serve]\n"
+                 "       chunked-uploader --help | --version | --config-markdown\n"
+                 "\n"
+                 "Resumable chunked upload server. Configuration comes from the environment and\n"
+                 "from .env in the working directory (the environment wins); see\n"
+                 "docs/CONFIGURATION.md. Required: API_KEY, JWT_SECRET (./init.sh makes both).\n"
+                 "--config-markdown prints the table of variables that document holds.\n"
+                 "\n"
+                 "Exit status: 0 after SIGINT/SIGTERM, 1 on a runtime failure, 2 on bad "
+                 "configuration.\n"
+                 "\n"
+                 "Variables (and their defaults):\n");
+    config_print_help(out);
 }
 
 static const char *env_lookup(void *ctx, const char *name)
@@ -204,6 +203,10 @@ int main(int argc, char **argv)
     if (argc == 2) {
         if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
             usage(stdout);
+            return 0;
+        }
+        if (!strcmp(argv[1], "--config-markdown")) {
+            config_print_markdown(stdout);
             return 0;
         }
         if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V")) {

@@ -6,7 +6,7 @@
 #ifndef CU_FILENAME_H
 #define CU_FILENAME_H
 
-#include "core/error.h"
+#include "base/error.h"
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -1,8 +1,8 @@
 /* reaper.c - periodic expiry of abandoned uploads. */
 #include "core/reaper.h"
 
-#include "core/log.h"
-#include "core/util.h"
+#include "base/log.h"
+#include "base/util.h"
 
 #include <pthread.h>
 #include <stdbool.h>

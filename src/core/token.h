@@ -6,7 +6,7 @@
 #ifndef CU_TOKEN_H
 #define CU_TOKEN_H
 
-#include "core/error.h"
+#include "base/error.h"
 
 #include <stdint.h>
 

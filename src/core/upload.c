@@ -2,9 +2,9 @@
 #include "core/upload.h"
 
 #include "core/filename.h"
-#include "core/log.h"
+#include "base/log.h"
 #include "core/token.h"
-#include "core/util.h"
+#include "base/util.h"
 #include "core/webhook.h"
 
 #include <openssl/crypto.h>

@@ -9,8 +9,8 @@
 #ifndef CU_UPLOAD_H
 #define CU_UPLOAD_H
 
-#include "core/config.h"
-#include "core/error.h"
+#include "base/config.h"
+#include "base/error.h"
 #include "meta/meta.h"
 #include "storage/storage.h"
 

@@ -2,8 +2,8 @@
 #include "core/webhook.h"
 
 #include "core/filename.h"
-#include "core/log.h"
-#include "core/util.h"
+#include "base/log.h"
+#include "base/util.h"
 
 #include <curl/curl.h>
 #include <jansson.h>

@@ -7,7 +7,7 @@
 #ifndef CU_WEBHOOK_H
 #define CU_WEBHOOK_H
 
-#include "core/config.h"
+#include "base/config.h"
 #include "meta/meta.h"
 
 /* The upload.complete payload for u (malloc'ed JSON text). */

@@ -1,8 +1,8 @@
 /* server.c - libmicrohttpd glue: routing to handlers, body modes, replies. */
 #include "http/server.h"
 
-#include "core/log.h"
-#include "core/util.h"
+#include "base/log.h"
+#include "base/util.h"
 
 #include <arpa/inet.h>
 #include <microhttpd.h>
@@ -52,30 +52,7 @@ struct http_request {
 
 int http_status_for(int code)
 {
-    switch (code) {
-    case CU_OK:
-        return 200;
-    case CU_EINVAL:
-        return 400;
-    case CU_EAUTH:
-        return 401;
-    case CU_ENOTFOUND:
-        return 404;
-    case CU_ECONFLICT:
-        return 409;
-    case CU_EGONE:
-        return 410;
-    case CU_ETOOLARGE:
-        return 413;
-    case CU_ECHECKSUM:
-        return 422;
-    case CU_ENOSPC:
-        return 507;
-    case CU_EUPSTREAM:
-        return 502;
-    default:
-        return 500;
-    }
+    return cu_error_status(code);
 }
 
 const char *http_method(const http_request *req)

@@ -10,7 +10,7 @@
 #ifndef CU_HTTP_SERVER_H
 #define CU_HTTP_SERVER_H
 
-#include "core/error.h"
+#include "base/error.h"
 
 #include <jansson.h>
 #include <stdbool.h>

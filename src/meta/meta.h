@@ -7,8 +7,8 @@
 #ifndef CU_META_H
 #define CU_META_H
 
-#include "core/error.h"
-#include "core/util.h"
+#include "base/error.h"
+#include "base/util.h"
 
 #include <stdbool.h>
 #include <stdint.h>

@@ -7,7 +7,7 @@
  * part is on disk in the database before it is acknowledged. */
 #include "meta/meta.h"
 
-#include "core/log.h"
+#include "base/log.h"
 
 #include <pthread.h>
 #include <sqlite3.h>

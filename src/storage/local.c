@@ -8,8 +8,8 @@
  * cannot send a file outside the storage root. */
 #include "storage/storage.h"
 
-#include "core/log.h"
-#include "core/util.h"
+#include "base/log.h"
+#include "base/util.h"
 
 #include <errno.h>
 #include <fcntl.h>

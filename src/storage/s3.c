@@ -10,8 +10,8 @@
  * Transient failures (connection errors, timeouts, 5xx, 429) are retried with backoff. */
 #include "storage/storage.h"
 
-#include "core/log.h"
-#include "core/util.h"
+#include "base/log.h"
+#include "base/util.h"
 
 #include <curl/curl.h>
 #include <errno.h>

@@ -16,8 +16,8 @@
  * a context someone else freed. */
 #include "storage/storage.h"
 
-#include "core/log.h"
-#include "core/util.h"
+#include "base/log.h"
+#include "base/util.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -8,7 +8,7 @@
 #ifndef CU_STORAGE_H
 #define CU_STORAGE_H
 
-#include "core/error.h"
+#include "base/error.h"
 
 #include <stdbool.h>
 #include <stddef.h>

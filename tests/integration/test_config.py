@@ -9,7 +9,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import CHUNK, ServerTestCase, b64url  # noqa: E402
+from harness import CHUNK, REPO, ServerTestCase, b64url  # noqa: E402
 
 
 class StartupErrorTest(ServerTestCase):
@@ -119,6 +119,25 @@ class ConfigTest(ServerTestCase):
         srv = self.start_server()
         health = self.assertOk(srv.request("GET", "/health"))
         self.assertIn(health["version"], out + err, "--version differs from /health's version")
+
+    def test_documented_table_is_the_one_the_server_reads(self):
+        """docs/CONFIGURATION.md holds exactly the table the binary is built from, and --help
+        names every variable in it."""
+        env = {"API_KEY": None, "JWT_SECRET": None}
+        rc, table, err, _ = self.run_binary(env=env, args=["--config-markdown"])
+        self.assertEqual(rc, 0, err)
+        names = re.findall(r"^\| `([A-Z0-9_]+)` \|", table, re.M)
+        self.assertGreater(len(names), 30, table)
+        for name in ("API_KEY", "MAX_CONNECTIONS_PER_IP", "HEADER_TIMEOUT_SECONDS", "BODY_MIN_RATE"):
+            self.assertIn(name, names)
+        with open(os.path.join(REPO, "docs", "CONFIGURATION.md")) as f:
+            doc = f.read()
+        self.assertIn(table, doc, "docs/CONFIGURATION.md is out of date: regenerate its table "
+                      "with chunked-uploader --config-markdown")
+        rc, out, err, _ = self.run_binary(env=env, args=["--help"])
+        self.assertEqual(rc, 0, err)
+        for name in names:
+            self.assertRegex(out, r"(?m)^  %s\b" % name)
 
     def test_serve_subcommand(self):
         srv = self.start_server(args=["serve"])

@@ -5,8 +5,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "core/config.h"
-#include "core/log.h"
+#include "base/config.h"
+#include "base/log.h"
 #include "unit_helpers.h"
 
 #include <stdio.h>
@@ -104,6 +104,11 @@ static void test_defaults(void **state)
     assert_true(cfg.webhook_retry_base_seconds == 2.0);
     assert_true(cfg.cleanup_interval_seconds == 300.0);
     assert_int_equal(cfg.max_connections, 1024);
+    assert_int_equal(cfg.max_connections_per_ip, 128);
+    assert_true(cfg.header_timeout_seconds == 20.0);
+    assert_true(cfg.keepalive_timeout_seconds == 60.0);
+    assert_int_equal(cfg.body_min_rate, 1024);
+    assert_true(cfg.body_rate_window_seconds == 30.0);
     assert_null(cfg.webhook_secret);
     assert_null(cfg.s3_endpoint);
     assert_string_equal(cfg.s3_bucket, "uploads");
@@ -292,6 +297,12 @@ static void test_max_file_size(void **state)
     assert_refused("MAX_FILE_SIZE", "-5");
     assert_refused("MAX_FILE_SIZE", "10GB");
     assert_refused("MAX_PARTS", "0");
+    assert_refused("MAX_CONNECTIONS_PER_IP", "-1");
+    assert_refused("HEADER_TIMEOUT_SECONDS", "0");
+    assert_refused("BODY_MIN_RATE", "fast");
+    assert_int_equal(load_with(&cfg, "MAX_CONNECTIONS_PER_IP", "0"), 0); /* 0: no limit */
+    assert_int_equal(cfg.max_connections_per_ip, 0);
+    config_free(&cfg);
 }
 
 static void test_dotenv(void **state)

@@ -5,7 +5,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "core/log.h"
+#include "base/log.h"
 #include "meta/meta.h"
 #include "unit_helpers.h"
 

@@ -5,11 +5,11 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "core/config.h"
-#include "core/log.h"
+#include "base/config.h"
+#include "base/log.h"
 #include "core/token.h"
 #include "core/upload.h"
-#include "core/util.h"
+#include "base/util.h"
 #include "unit_helpers.h"
 
 #include <openssl/sha.h>

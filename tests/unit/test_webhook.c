@@ -5,7 +5,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "core/util.h"
+#include "base/util.h"
 #include "core/webhook.h"
 
 #include <jansson.h>

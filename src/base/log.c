@@ -1,5 +1,5 @@
 /* log.c - stderr logger. */
-#include "core/log.h"
+#include "base/log.h"
 
 #include <stdarg.h>
 #include <stdio.h>

@@ -1,21 +1,25 @@
 /* config.h - the server's configuration, from the environment and .env.
  *
- * Every variable of the seed's table keeps its name and default; see
- * docs/CONFIGURATION.md. config_load validates everything up front so that a bad value
- * stops the server at start (exit status 2) instead of failing a request later. */
+ * One table (config.c) lists every variable: its name, type, default, bounds and help.
+ * Parsing, validation, `--help` and docs/CONFIGURATION.md's table all come from it, so a
+ * variable cannot be documented one way and read another. config_load validates
+ * everything up front so that a bad value stops the server at start (exit status 2)
+ * instead of failing a request later. Every variable of the seed's table keeps its name
+ * and default. */
 #ifndef CU_CONFIG_H
 #define CU_CONFIG_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 typedef enum { STORAGE_LOCAL, STORAGE_SMB, STORAGE_S3 } storage_kind;
 
 typedef struct {
     char *api_key;
     char *jwt_secret;
-    storage_kind storage_backend;
+    int storage_backend; /* a storage_kind */
     char *local_storage_path;
     char *temp_storage_path;
     char *smb_host;
@@ -44,6 +48,11 @@ typedef struct {
     double webhook_retry_base_seconds;
     double cleanup_interval_seconds;
     int max_connections;
+    int max_connections_per_ip; /* 0: no limit */
+    double header_timeout_seconds;
+    double keepalive_timeout_seconds;
+    int64_t body_min_rate; /* bytes per second, over body_rate_window_seconds */
+    double body_rate_window_seconds;
     int log_level;
     /* Start-up warnings worth a line in the log (e.g. chunk size over Cloudflare's limit). */
     char warnings[512];
@@ -53,8 +62,9 @@ typedef struct {
 typedef const char *(*config_lookup_fn)(void *ctx, const char *name);
 
 /* Fills cfg from lookup (the environment) and then dotenv_text (the contents of .env,
- * may be NULL); a variable set by lookup wins. On a bad value returns -1 with one line in
- * err naming the variable. cfg must be released with config_free either way. */
+ * may be NULL); a variable set by lookup wins, and an empty value counts as unset. On a
+ * bad value returns -1 with one line in err naming the variable. cfg must be released
+ * with config_free either way. */
 int config_load(cu_config *cfg, config_lookup_fn lookup, void *lookup_ctx, const char *dotenv_text,
                 char *err, size_t err_len);
 void config_free(cu_config *cfg);
@@ -64,5 +74,10 @@ void config_parse_dotenv(const char *text,
                          void (*fn)(void *ctx, const char *name, const char *value), void *ctx);
 
 const char *config_storage_name(storage_kind kind);
+
+/* Writes every variable with its default and help, grouped, as plain text (for --help). */
+void config_print_help(FILE *out);
+/* Writes docs/CONFIGURATION.md's table of variables (Markdown). */
+void config_print_markdown(FILE *out);
 
 #endif

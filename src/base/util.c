@@ -1,5 +1,5 @@
 /* util.c - ids, time, hex, digests. */
-#include "core/util.h"
+#include "base/util.h"
 
 #include <ctype.h>
 #include <errno.h>
