@@ -16,7 +16,7 @@
 
 typedef enum { STORAGE_LOCAL, STORAGE_SMB, STORAGE_S3 } storage_kind;
 
-typedef struct {
+typedef struct cu_config_s {
     char *api_key;
     char *jwt_secret;
     int storage_backend; /* a storage_kind */

@@ -74,35 +74,6 @@ static char *read_dotenv(void)
     return text;
 }
 
-/* The blob store STORAGE_BACKEND names. */
-static int open_storage(const cu_config *cfg, storage_t **out, cu_error *err)
-{
-    switch (cfg->storage_backend) {
-    case STORAGE_S3: {
-        storage_s3_options o = {.endpoint = cfg->s3_endpoint,
-                                .bucket = cfg->s3_bucket,
-                                .region = cfg->s3_region,
-                                .prefix = cfg->s3_prefix,
-                                .access_key_id = cfg->aws_access_key_id,
-                                .secret_access_key = cfg->aws_secret_access_key,
-                                .session_token = cfg->aws_session_token,
-                                .spool_dir = cfg->temp_storage_path};
-        return storage_s3_open(&o, out, err);
-    }
-    case STORAGE_SMB: {
-        storage_smb_options o = {.host = cfg->smb_host,
-                                 .port = cfg->smb_port,
-                                 .user = cfg->smb_user,
-                                 .password = cfg->smb_pass,
-                                 .share = cfg->smb_share,
-                                 .path = cfg->smb_path};
-        return storage_smb_open(&o, out, err);
-    }
-    default:
-        return storage_local_open(cfg->local_storage_path, cfg->durability_fsync, out, err);
-    }
-}
-
 static int serve(void)
 {
     cu_config cfg;
@@ -136,7 +107,7 @@ static int serve(void)
     pthread_sigmask(SIG_BLOCK, &signals, NULL);
 
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    if (open_storage(&cfg, &storage, &err) != 0) {
+    if (storage_open_configured(&cfg, &storage, &err) != 0) {
         fprintf(stderr, "chunked-uploader: configuration: %s\n", err.msg);
         status = EXIT_CONFIG;
         goto out;

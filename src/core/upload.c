@@ -96,7 +96,7 @@ static const storage_upload *view_of(const meta_upload *u, upload_view *v)
                              .key = v->key,
                              .storage_ref = u->storage_ref,
                              .total_size = u->total_size,
-                             .total_parts = u->total_parts};
+                             .part_size = u->chunk_size};
     return &v->up;
 }
 
@@ -184,7 +184,7 @@ int upload_init(upload_service *svc, const upload_init_request *req, upload_init
     unsigned char digest[32];
     if (req->checksum_sha256 && util_unhex_sha256(req->checksum_sha256, digest) != 0)
         return cu_fail(err, CU_EINVAL, "checksum_sha256 must be 64 hex digits");
-    if (req->checksum_sha256 && !svc->deps.storage->can_read_staging)
+    if (req->checksum_sha256 && !(storage_caps(svc->deps.storage) & STORAGE_CAP_STAGE_READ))
         return cu_fail(err, CU_EINVAL,
                        "checksum_sha256 (of the whole file) is not available with %s storage; "
                        "send per-part digests (Content-Digest or X-Checksum-SHA256) instead",
@@ -398,8 +398,8 @@ int upload_part_begin(upload_service *svc, const part_request *req, part_session
     if (!ps->sha || EVP_DigestInit_ex(ps->sha, EVP_sha256(), NULL) != 1) {
         rc = cu_fail(err, CU_EIO, "Out of memory");
     } else {
-        rc = storage_writer_open(svc->deps.storage, view_of(&u, &view), n,
-                                 (int64_t)n * u.chunk_size, expected, &ps->writer, err);
+        rc = storage_writer_open(svc->deps.storage, view_of(&u, &view), (int64_t)n * u.chunk_size,
+                                 expected, &ps->writer, err);
     }
     if (rc) {
         upload_part_abandon(ps);
@@ -460,14 +460,15 @@ int upload_part_end(part_session *ps, part_result *out, cu_error *err)
         upload_part_abandon(ps);
         return rc;
     }
-    char *part_ref = NULL;
+    storage_written written;
     storage_writer_t *w = ps->writer;
     ps->writer = NULL;
-    int rc = storage_writer_finish(w, md, &part_ref, err);
+    int rc = storage_writer_finish(w, md, &written, err);
     if (rc == 0)
-        rc = meta_part_mark_uploaded(ps->svc->deps.meta, ps->upload_id, ps->part, ps->received,
-                                     out->checksum_sha256, part_ref, &out->uploaded_parts, err);
-    free(part_ref);
+        rc = meta_part_mark_uploaded(
+            ps->svc->deps.meta, ps->upload_id, ps->part, ps->received, out->checksum_sha256,
+            written.nchunks ? written.chunks[0].ref : NULL, &out->uploaded_parts, err);
+    storage_written_clear(&written);
     if (rc == 0) {
         memcpy(out->upload_id, ps->upload_id, sizeof out->upload_id);
         out->part_number = ps->part;
@@ -507,12 +508,13 @@ static int finalize(upload_service *svc, meta_upload *u, cu_error *err)
     meta_part *parts = NULL;
     int nparts = 0;
     char *final_path = NULL, *body = NULL;
-    const char **refs = NULL;
+    storage_chunk *refs = NULL;
     int rc = meta_parts_list(svc->deps.meta, u->id, &parts, &nparts, err);
     if (rc == 0) {
         refs = calloc((size_t)nparts + 1, sizeof *refs);
         for (int i = 0; refs && i < nparts; i++)
-            refs[i] = parts[i].storage_ref;
+            refs[i] = (storage_chunk){
+                .index = parts[i].part, .size = parts[i].size, .ref = parts[i].storage_ref};
         upload_view view;
         rc = refs ? storage_finish(svc->deps.storage, view_of(u, &view), refs, nparts, &final_path,
                                    err)

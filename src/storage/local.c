@@ -1,16 +1,22 @@
 /* local.c - local disk storage.
  *
  * Each upload gets one staging file, preallocated to its full size, under
- * <root>/.staging/<id>.data; parts are pwrite()n at their offsets as they stream in.
+ * <root>/.staging/<id>.data; writes are pwrite()n at their offsets as they stream in.
  * Completing renames the staging file to <root>/files/<dir>/<id>_<name> - the same
- * filesystem, so it costs the same for 1 KB as for 1 TB. Directories below files/ are
- * opened one component at a time with O_NOFOLLOW, so a symlink planted inside the tree
- * cannot send a file outside the storage root. */
+ * filesystem, so it costs the same for 1 KB as for 1 TB. Every file below the root is
+ * opened without following symbolic links, and directories below files/ are opened one
+ * component at a time with O_NOFOLLOW, so a symlink planted inside the tree cannot send a
+ * write, a read or a file outside the storage root.
+ *
+ * Writes go through a buffer that belongs to the writer (so only to a request that is
+ * streaming a body): the HTTP layer hands over bodies in pieces of its small per-connection
+ * buffer, and one large write per DIRECT_BUFFER keeps the syscall count low. */
 #include "storage/storage.h"
 
 #include "base/log.h"
 #include "base/util.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -28,33 +34,46 @@ typedef struct {
     bool durable;
 } local_storage;
 
-/* With durability on, parts bypass the page cache: O_DIRECT writes from an aligned bounce
+/* With durability on, writes bypass the page cache: O_DIRECT writes from an aligned bounce
  * buffer go to the disk while the body streams in, so the fdatasync that acknowledges the
- * part has next to nothing left to do (here: 2.1 GB/s direct against 0.54 GB/s for
+ * write has next to nothing left to do (here: 2.1 GB/s direct against 0.54 GB/s for
  * buffered writes plus fdatasync), and no CPU is spent on page-cache copies and writeback.
- * Part offsets are multiples of the chunk size (whole MiB), so only the file's last few
- * bytes can be unaligned; those go through the ordinary descriptor. */
+ * Slot offsets are multiples of the chunk size (whole MiB), so only the file's last few
+ * bytes can be unaligned; those go through the ordinary descriptor. Without durability the
+ * same buffer only gathers pieces into large buffered writes. */
 #define DIRECT_ALIGN 4096
-#define DIRECT_BUFFER (512 * 1024)
+#define WRITE_BUFFER (512 * 1024)
 
 typedef struct {
     struct storage_writer base;
+    local_storage *s;
     int fd;             /* buffered descriptor (always open) */
     int direct_fd;      /* O_DIRECT descriptor, or -1 when writing through the page cache */
-    unsigned char *buf; /* DIRECT_BUFFER bytes, DIRECT_ALIGN-aligned, when direct_fd >= 0 */
+    unsigned char *buf; /* WRITE_BUFFER bytes, DIRECT_ALIGN-aligned */
     size_t buf_len;
-    int64_t offset; /* file offset of the next byte to write (of buf[0] when buffering) */
-    int64_t end;    /* one past the part's last byte */
-    bool durable;
+    int64_t start;  /* the writer's first offset */
+    int64_t offset; /* file offset of buf[0]: everything before it is written */
+    int64_t end;    /* one past the last byte it may write */
+    bool append;    /* an append writer: keeps what it wrote even when cut short */
+    char id[CU_UUID_LEN + 1];
 } local_writer;
 
-static const struct storage_ops local_ops;
+typedef struct {
+    struct storage_reader base;
+    int fd;
+    int64_t offset, end;
+} local_reader;
+
+static const struct storage_writer_ops local_writer_ops;
+static const struct storage_reader_ops local_reader_ops;
 
 static int io_fail(cu_error *e, int err, const char *what, const char *id)
 {
     log_error("local storage: %s (%s): %s", what, id, strerror(err));
     if (err == ENOSPC || err == EDQUOT)
         return cu_fail(e, CU_ENOSPC, "Storage is full while %s", what);
+    if (err == EFBIG)
+        return cu_fail(e, CU_ETOOLARGE, "The file is too large for the storage's filesystem");
     return cu_fail(e, CU_EIO, "Storage error while %s: %s", what, strerror(err));
 }
 
@@ -63,78 +82,95 @@ static void staging_name(const char *id, char out[64])
     snprintf(out, 64, "%s.data", id);
 }
 
+/* Opens an upload's staging file; ENOENT means its data is gone (cancelled, expired). */
+static int open_staging(local_storage *s, const char *id, int flags)
+{
+    char name[64];
+    staging_name(id, name);
+    return openat(s->staging_fd, name, flags | O_NOFOLLOW | O_CLOEXEC, 0640);
+}
+
+/* Reserves [0, size) of fd. Reserving the space turns a full disk into a clear 507 when
+ * the size becomes known instead of a failure halfway through a 10 GB upload, and keeps the
+ * file unfragmented. Returns 0 or an errno value. */
+static int reserve(int fd, int64_t size)
+{
+    if (size <= 0)
+        return 0;
+    int err = posix_fallocate(fd, 0, size);
+    if (err == EOPNOTSUPP || err == EINVAL)
+        err = ftruncate(fd, size) == 0 ? 0 : errno;
+    return err;
+}
+
 static int local_stage_create(storage_t *base, const storage_upload *u, char **storage_ref,
                               cu_error *e)
 {
     local_storage *s = (local_storage *)base;
     (void)storage_ref;
-    const char *id = u->id;
-    int64_t total_size = u->total_size;
-    char name[64];
-    staging_name(id, name);
-    int fd = openat(s->staging_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+    int fd = open_staging(s, u->id, O_WRONLY | O_CREAT | O_EXCL);
     if (fd < 0)
-        return io_fail(e, errno, "creating the staging file", id);
-    int rc = 0;
-    if (total_size > 0) {
-        /* Reserving the space now turns a full disk into a clear 507 at init instead of a
-         * failure halfway through a 10 GB upload, and keeps the file unfragmented. */
-        int err = posix_fallocate(fd, 0, total_size);
-        if (err == EOPNOTSUPP || err == EINVAL)
-            err = ftruncate(fd, total_size) == 0 ? 0 : errno;
-        if (err) {
-            rc = io_fail(e, err, "reserving space for the upload", id);
-            goto fail;
-        }
-    }
-    if (s->durable && (fsync(fd) != 0 || fsync(s->staging_fd) != 0)) {
-        rc = io_fail(e, errno, "syncing the staging file", id);
-        goto fail;
-    }
+        return io_fail(e, errno, "creating the staging file", u->id);
+    int rc = 0, err = reserve(fd, u->total_size);
+    if (err)
+        rc = io_fail(e, err, "reserving space for the upload", u->id);
+    else if (s->durable && (fsync(fd) != 0 || fsync(s->staging_fd) != 0))
+        rc = io_fail(e, errno, "syncing the staging file", u->id);
     close(fd);
-    return 0;
-fail:
-    close(fd);
-    unlinkat(s->staging_fd, name, 0);
+    if (rc) {
+        char name[64];
+        staging_name(u->id, name);
+        unlinkat(s->staging_fd, name, 0);
+    }
     return rc;
 }
 
-static int local_writer_open(storage_t *base, const storage_upload *u, int part, int64_t offset,
-                             int64_t length, storage_writer_t **out, cu_error *e)
+static int writer_new(local_storage *s, const storage_upload *u, int64_t offset, int64_t end,
+                      bool append, storage_writer_t **out, cu_error *e)
 {
-    local_storage *s = (local_storage *)base;
-    (void)part;
-    char name[64];
-    staging_name(u->id, name);
-    int fd = openat(s->staging_fd, name, O_WRONLY | O_CLOEXEC);
+    int fd = open_staging(s, u->id, O_WRONLY);
     if (fd < 0) {
         if (errno == ENOENT)
             return cu_fail(e, CU_EGONE, "The upload's data is gone (cancelled or expired)");
         return io_fail(e, errno, "opening the staging file", u->id);
     }
     local_writer *w = calloc(1, sizeof *w);
-    if (!w) {
+    if (!w || posix_memalign((void **)&w->buf, DIRECT_ALIGN, WRITE_BUFFER) != 0) {
+        free(w);
         close(fd);
-        return cu_fail(e, CU_EIO, "Out of memory");
+        return cu_fail_oom(e);
     }
-    w->base.ops = &local_ops;
+    w->base.ops = &local_writer_ops;
+    w->s = s;
     w->fd = fd;
     w->direct_fd = -1;
-    w->offset = offset;
-    w->end = offset + length;
-    w->durable = s->durable;
-    if (s->durable && offset % DIRECT_ALIGN == 0 &&
-        posix_memalign((void **)&w->buf, DIRECT_ALIGN, DIRECT_BUFFER) == 0) {
+    w->start = w->offset = offset;
+    w->end = end;
+    w->append = append;
+    snprintf(w->id, sizeof w->id, "%s", u->id);
+    if (s->durable && offset % DIRECT_ALIGN == 0) {
         /* Filesystems without O_DIRECT (older tmpfs, some FUSE) refuse the open: then the
          * page cache it is. */
-        w->direct_fd = openat(s->staging_fd, name, O_WRONLY | O_DIRECT | O_CLOEXEC);
-        if (w->direct_fd < 0) {
-            free(w->buf);
-            w->buf = NULL;
-        }
+        w->direct_fd = open_staging(s, u->id, O_WRONLY | O_DIRECT);
     }
     *out = &w->base;
     return 0;
+}
+
+static int local_writer_open(storage_t *base, const storage_upload *u, int64_t offset,
+                             int64_t length, storage_writer_t **out, cu_error *e)
+{
+    return writer_new((local_storage *)base, u, offset, offset + length, false, out, e);
+}
+
+static int local_append_open(storage_t *base, const storage_upload *u, int64_t offset,
+                             storage_writer_t **out, cu_error *e)
+{
+    int64_t end = u->total_size >= 0 ? u->total_size : INT64_MAX;
+    if (offset > end)
+        return cu_fail(e, CU_EINVAL, "Offset %lld is past the end of the upload",
+                       (long long)offset);
+    return writer_new((local_storage *)base, u, offset, end, true, out, e);
 }
 
 /* pwrite()s all of len bytes at off. */
@@ -154,12 +190,13 @@ static int write_all(int fd, const unsigned char *p, size_t len, int64_t off)
     return 0;
 }
 
-/* Writes out the bounce buffer: its aligned head with O_DIRECT, and (only at the end of
- * the file) an unaligned tail through the page cache. Falls back to buffered writes for
- * good if the filesystem turns O_DIRECT down at write time. */
-static int flush_direct(local_writer *w)
+/* Writes out the buffer: with O_DIRECT its aligned head and (only at the end of a write)
+ * an unaligned tail through the page cache; without, all of it through the page cache.
+ * Falls back to buffered writes for good if the filesystem turns O_DIRECT down at write
+ * time. */
+static int flush_buffer(local_writer *w)
 {
-    size_t aligned = w->buf_len & ~(size_t)(DIRECT_ALIGN - 1);
+    size_t aligned = w->direct_fd >= 0 ? w->buf_len & ~(size_t)(DIRECT_ALIGN - 1) : 0;
     int rc = 0;
     if (aligned) {
         rc = write_all(w->direct_fd, w->buf, aligned, w->offset);
@@ -181,29 +218,22 @@ static int flush_direct(local_writer *w)
 static int local_writer_write(storage_writer_t *base, const void *buf, size_t len, cu_error *e)
 {
     local_writer *w = (local_writer *)base;
-    /* The caller checks sizes against the part; this guards the neighbouring parts. */
+    /* The caller checks sizes against the upload; this guards the neighbouring slots. */
     if ((int64_t)len > w->end - w->offset - (int64_t)w->buf_len)
-        return cu_fail(e, CU_EINVAL, "Write past the end of the part");
+        return cu_fail(e, CU_EINVAL, "Write past the end of the %s", w->append ? "upload" : "part");
     const unsigned char *p = buf;
-    if (w->direct_fd < 0) {
-        int rc = write_all(w->fd, p, len, w->offset);
-        if (rc)
-            return io_fail(e, -rc, "writing a part", "-");
-        w->offset += (int64_t)len;
-        return 0;
-    }
     while (len > 0) {
-        size_t n = DIRECT_BUFFER - w->buf_len;
+        size_t n = WRITE_BUFFER - w->buf_len;
         if (n > len)
             n = len;
         memcpy(w->buf + w->buf_len, p, n);
         w->buf_len += n;
         p += n;
         len -= n;
-        if (w->buf_len == DIRECT_BUFFER) {
-            int rc = flush_direct(w);
+        if (w->buf_len == WRITE_BUFFER) {
+            int rc = flush_buffer(w);
             if (rc)
-                return io_fail(e, -rc, "writing a part", "-");
+                return io_fail(e, -rc, "writing", w->id);
         }
     }
     return 0;
@@ -218,16 +248,21 @@ static void writer_free(local_writer *w)
     free(w);
 }
 
-static int local_writer_finish(storage_writer_t *base, const unsigned char sha256[32],
-                               char **part_ref, cu_error *e)
+static int local_writer_finish(storage_writer_t *base, const unsigned char *sha256,
+                               storage_written *out, cu_error *e)
 {
     local_writer *w = (local_writer *)base;
-    (void)sha256, (void)part_ref;
-    int rc = w->buf_len ? flush_direct(w) : 0;
+    (void)sha256;
+    int rc = w->buf_len ? flush_buffer(w) : 0;
     if (rc)
-        rc = io_fail(e, -rc, "writing a part", "-");
-    else if (w->durable && fdatasync(w->fd) != 0)
-        rc = io_fail(e, errno, "syncing a part", "-");
+        rc = io_fail(e, -rc, "writing", w->id);
+    /* What reached the file is made durable even after a failed flush: an append keeps it. */
+    if (w->offset > w->start && w->s->durable && fdatasync(w->fd) != 0 && rc == 0)
+        rc = io_fail(e, errno, "syncing", w->id);
+    if (rc == 0 || w->append)
+        out->durable = w->offset - w->start;
+    if (rc && !w->append)
+        out->durable = 0;
     writer_free(w);
     return rc;
 }
@@ -237,13 +272,14 @@ static void local_writer_abort(storage_writer_t *base)
     writer_free((local_writer *)base);
 }
 
+static const struct storage_writer_ops local_writer_ops = {
+    .write = local_writer_write, .finish = local_writer_finish, .abort = local_writer_abort};
+
 static int local_stage_sha256(storage_t *base, const storage_upload *u, unsigned char out[32],
                               cu_error *e)
 {
     local_storage *s = (local_storage *)base;
-    char name[64];
-    staging_name(u->id, name);
-    int fd = openat(s->staging_fd, name, O_RDONLY | O_CLOEXEC);
+    int fd = open_staging(s, u->id, O_RDONLY);
     if (fd < 0)
         return io_fail(e, errno, "opening the staging file", u->id);
     posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
@@ -252,7 +288,7 @@ static int local_stage_sha256(storage_t *base, const storage_upload *u, unsigned
     unsigned char *buf = malloc(cap);
     int rc = 0;
     if (!ctx || !buf || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
-        rc = cu_fail(e, CU_EIO, "Out of memory");
+        rc = cu_fail_oom(e);
         goto out;
     }
     int64_t left = u->total_size, off = 0;
@@ -276,9 +312,10 @@ out:
     return rc;
 }
 
-/* Opens (creating as needed) the directory dir (dir_len bytes, '/'-separated, already
- * checked by the filename policy) below files/. Returns a directory fd or -errno. */
-static int open_final_dir(local_storage *s, const char *dir, size_t dir_len, bool *created)
+/* Opens the directory dir (dir_len bytes, '/'-separated, already checked by the filename
+ * policy) below files/, creating missing components when create. Returns a directory fd or
+ * -errno. */
+static int open_final_dir(local_storage *s, const char *dir, size_t dir_len, bool create)
 {
     int fd = dup(s->files_fd);
     size_t start = 0;
@@ -293,16 +330,19 @@ static int open_final_dir(local_storage *s, const char *dir, size_t dir_len, boo
         }
         memcpy(comp, dir + start, clen);
         comp[clen] = '\0';
-        if (mkdirat(fd, comp, 0750) == 0)
-            *created = true;
-        else if (errno != EEXIST) {
-            int err = errno;
-            close(fd);
-            return -err;
+        bool created = false;
+        if (create) {
+            if (mkdirat(fd, comp, 0750) == 0)
+                created = true;
+            else if (errno != EEXIST) {
+                int err = errno;
+                close(fd);
+                return -err;
+            }
         }
         int next = openat(fd, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         int err = errno;
-        if (*created && s->durable)
+        if (created && s->durable)
             fsync(fd);
         close(fd);
         if (next < 0)
@@ -313,24 +353,28 @@ static int open_final_dir(local_storage *s, const char *dir, size_t dir_len, boo
     return fd < 0 ? -errno : fd;
 }
 
-static int local_finish(storage_t *base, const storage_upload *u, const char *const *part_refs,
-                        int nparts, char **final_path, cu_error *e)
+/* Splits key into its directory (opened, created when create) and leaf. Returns a
+ * directory fd or -errno. */
+static int open_key_dir(local_storage *s, const char *key, bool create, const char **leaf)
+{
+    const char *slash = strrchr(key, '/');
+    *leaf = slash ? slash + 1 : key;
+    return open_final_dir(s, key, slash ? (size_t)(slash - key) : 0, create);
+}
+
+static int local_finish(storage_t *base, const storage_upload *u, const storage_chunk *chunks,
+                        int nchunks, char **final_path, cu_error *e)
 {
     local_storage *s = (local_storage *)base;
-    const char *final_key = u->key;
-    (void)part_refs;
-    (void)nparts;
-    const char *slash = strrchr(final_key, '/');
-    size_t dir_len = slash ? (size_t)(slash - final_key) : 0;
-    const char *leaf = slash ? slash + 1 : final_key;
-    bool created = false;
-    int dirfd = open_final_dir(s, final_key, dir_len, &created);
+    (void)chunks, (void)nchunks;
+    const char *leaf;
+    int dirfd = open_key_dir(s, u->key, true, &leaf);
     if (dirfd < 0) {
-        log_error("local storage: creating directory for %s: %s", final_key, strerror(-dirfd));
+        log_error("local storage: creating directory for %s: %s", u->key, strerror(-dirfd));
         if (dirfd == -ENOTDIR || dirfd == -ELOOP || dirfd == -EEXIST)
             return cu_fail(e, CU_ECONFLICT,
                            "Cannot create the directory for %s: a file of that name is in the way",
-                           final_key);
+                           u->key);
         return io_fail(e, -dirfd, "creating the destination directory", u->id);
     }
     char name[64];
@@ -342,7 +386,10 @@ static int local_finish(storage_t *base, const storage_upload *u, const char *co
         /* Already moved by an earlier completion that crashed before it was recorded. */
         if (!(err == ENOENT && fstatat(dirfd, leaf, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
               S_ISREG(st.st_mode))) {
-            rc = io_fail(e, err, "moving the file into place", u->id);
+            rc = err == EISDIR || err == ENOTEMPTY
+                     ? cu_fail(e, CU_ECONFLICT, "Cannot complete %s: a directory is in the way",
+                               u->key)
+                     : io_fail(e, err, "moving the file into place", u->id);
             goto out;
         }
     }
@@ -350,13 +397,10 @@ static int local_finish(storage_t *base, const storage_upload *u, const char *co
         rc = io_fail(e, errno, "syncing the destination directory", u->id);
         goto out;
     }
-    size_t len = strlen(s->root) + strlen("/files/") + strlen(final_key) + 1;
-    *final_path = malloc(len);
-    if (!*final_path) {
-        rc = cu_fail(e, CU_EIO, "Out of memory");
-        goto out;
+    if (asprintf(final_path, "%s/files/%s", s->root, u->key) < 0) {
+        *final_path = NULL;
+        rc = cu_fail_oom(e);
     }
-    snprintf(*final_path, len, "%s/files/%s", s->root, final_key);
 out:
     close(dirfd);
     return rc;
@@ -370,6 +414,186 @@ static int local_abort(storage_t *base, const storage_upload *u, cu_error *e)
     if (unlinkat(s->staging_fd, name, 0) != 0 && errno != ENOENT)
         return io_fail(e, errno, "removing the staging file", u->id);
     return 0;
+}
+
+/* ---- capabilities ---- */
+
+/* Opens the finished file at key for reading (-errno on failure). */
+static int open_final(local_storage *s, const char *key)
+{
+    const char *leaf;
+    int dirfd = open_key_dir(s, key, false, &leaf);
+    if (dirfd < 0)
+        return dirfd;
+    int fd = openat(dirfd, leaf, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    int err = errno;
+    close(dirfd);
+    return fd < 0 ? -err : fd;
+}
+
+static int final_fail(cu_error *e, int err, const char *key)
+{
+    if (err == ENOENT || err == ENOTDIR || err == ELOOP)
+        return cu_fail(e, CU_ENOTFOUND, "File not found in storage");
+    return io_fail(e, err, "opening a file", key);
+}
+
+static int local_stat(storage_t *base, const char *key, storage_file_info *out, cu_error *e)
+{
+    int fd = open_final((local_storage *)base, key);
+    if (fd < 0)
+        return final_fail(e, -fd, key);
+    struct stat st;
+    int rc = fstat(fd, &st) != 0    ? io_fail(e, errno, "reading a file's size", key)
+             : !S_ISREG(st.st_mode) ? cu_fail(e, CU_ENOTFOUND, "File not found in storage")
+                                    : 0;
+    if (rc == 0) {
+        out->size = st.st_size;
+        out->mtime = st.st_mtim.tv_sec;
+    }
+    close(fd);
+    return rc;
+}
+
+static int local_read_open(storage_t *base, const char *key, int64_t offset, int64_t length,
+                           storage_reader_t **out, cu_error *e)
+{
+    int fd = open_final((local_storage *)base, key);
+    if (fd < 0)
+        return final_fail(e, -fd, key);
+    local_reader *r = calloc(1, sizeof *r);
+    if (!r) {
+        close(fd);
+        return cu_fail_oom(e);
+    }
+    r->base.ops = &local_reader_ops;
+    r->fd = fd;
+    r->offset = offset;
+    r->end = offset + length;
+    posix_fadvise(fd, offset, length, POSIX_FADV_SEQUENTIAL);
+    *out = &r->base;
+    return 0;
+}
+
+static ssize_t local_read(storage_reader_t *base, void *buf, size_t cap, cu_error *e)
+{
+    local_reader *r = (local_reader *)base;
+    if ((int64_t)cap > r->end - r->offset)
+        cap = (size_t)(r->end - r->offset);
+    if (cap == 0)
+        return 0;
+    for (;;) {
+        ssize_t n = pread(r->fd, buf, cap, r->offset);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return io_fail(e, errno, "reading a file", "-");
+        if (n == 0)
+            return cu_fail(e, CU_EIO, "The file is shorter than recorded");
+        r->offset += n;
+        return n;
+    }
+}
+
+static int local_reader_fd(storage_reader_t *base, int *fd, int64_t *offset)
+{
+    local_reader *r = (local_reader *)base;
+    *fd = r->fd;
+    *offset = r->offset;
+    return 0;
+}
+
+static void local_reader_close(storage_reader_t *base)
+{
+    local_reader *r = (local_reader *)base;
+    close(r->fd);
+    free(r);
+}
+
+static const struct storage_reader_ops local_reader_ops = {
+    .read = local_read, .fd = local_reader_fd, .close = local_reader_close};
+
+static int local_remove(storage_t *base, const char *key, cu_error *e)
+{
+    local_storage *s = (local_storage *)base;
+    const char *leaf;
+    int dirfd = open_key_dir(s, key, false, &leaf);
+    if (dirfd == -ENOENT)
+        return 0;
+    if (dirfd < 0)
+        return io_fail(e, -dirfd, "opening a file's directory", key);
+    int rc = 0;
+    if (unlinkat(dirfd, leaf, 0) != 0 && errno != ENOENT)
+        rc = io_fail(e, errno, "removing a file", key);
+    else if (s->durable)
+        fsync(dirfd);
+    close(dirfd);
+    return rc;
+}
+
+/* Copies len bytes from in (at in_off) to out (at out_off) inside the kernel: a reflink
+ * or server-side copy where the filesystem has one, never through this process. */
+static int copy_range(int in, int64_t in_off, int out, int64_t out_off, int64_t len)
+{
+    loff_t ioff = in_off, ooff = out_off;
+    while (len > 0) {
+        size_t want = len > (int64_t)1 << 30 ? (size_t)1 << 30 : (size_t)len;
+        ssize_t n = copy_file_range(in, &ioff, out, &ooff, want, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        if (n == 0)
+            return -EIO; /* the source is shorter than recorded */
+        len -= n;
+    }
+    return 0;
+}
+
+static int local_concat(storage_t *base, const storage_upload *dst, const storage_source *srcs,
+                        int n, storage_written *out, cu_error *e)
+{
+    local_storage *s = (local_storage *)base;
+    int fd = open_staging(s, dst->id, O_WRONLY);
+    if (fd < 0)
+        return io_fail(e, errno, "opening the staging file", dst->id);
+    int rc = 0;
+    int64_t at = 0;
+    for (int i = 0; rc == 0 && i < n; i++) {
+        int in = open_staging(s, srcs[i].upload.id, O_RDONLY);
+        if (in < 0) {
+            rc = errno == ENOENT
+                     ? cu_fail(e, CU_EGONE, "The data of upload %s is gone", srcs[i].upload.id)
+                     : io_fail(e, errno, "opening a partial upload", srcs[i].upload.id);
+            break;
+        }
+        int err = -copy_range(in, 0, fd, at, srcs[i].upload.total_size);
+        close(in);
+        if (err)
+            rc = io_fail(e, err, "concatenating uploads", dst->id);
+        at += srcs[i].upload.total_size;
+    }
+    if (rc == 0 && s->durable && fdatasync(fd) != 0)
+        rc = io_fail(e, errno, "syncing", dst->id);
+    close(fd);
+    if (rc == 0)
+        out->durable = at;
+    return rc;
+}
+
+static int local_declare_length(storage_t *base, const storage_upload *u, int64_t total_size,
+                                cu_error *e)
+{
+    local_storage *s = (local_storage *)base;
+    int fd = open_staging(s, u->id, O_WRONLY);
+    if (fd < 0)
+        return errno == ENOENT
+                   ? cu_fail(e, CU_EGONE, "The upload's data is gone (cancelled or expired)")
+                   : io_fail(e, errno, "opening the staging file", u->id);
+    int err = reserve(fd, total_size);
+    int rc = err ? io_fail(e, err, "reserving space for the upload", u->id) : 0;
+    close(fd);
+    return rc;
 }
 
 static void local_destroy(storage_t *base)
@@ -386,14 +610,17 @@ static void local_destroy(storage_t *base)
 static const struct storage_ops local_ops = {
     .stage_create = local_stage_create,
     .writer_open = local_writer_open,
-    .writer_write = local_writer_write,
-    .writer_finish = local_writer_finish,
-    .writer_abort = local_writer_abort,
-    .stage_sha256 = local_stage_sha256,
     .finish = local_finish,
     .abort = local_abort,
     .destroy = local_destroy,
 };
+static const struct storage_read_ops local_read_ops = {
+    .zero_copy = true, .stat = local_stat, .open = local_read_open};
+static const struct storage_remove_ops local_remove_ops = {.remove = local_remove};
+static const struct storage_concat_ops local_concat_ops = {.concat = local_concat};
+static const struct storage_defer_ops local_defer_ops = {.declare_length = local_declare_length};
+static const struct storage_append_ops local_append_ops = {.open = local_append_open};
+static const struct storage_stage_read_ops local_stage_read_ops = {.sha256 = local_stage_sha256};
 
 static int open_subdir(int parent, const char *name)
 {
@@ -406,14 +633,23 @@ int storage_local_open(const char *root, bool durable, storage_t **out, cu_error
 {
     local_storage *s = calloc(1, sizeof *s);
     if (!s)
-        return cu_fail(err, CU_EIO, "Out of memory");
+        return cu_fail_oom(err);
     s->base.ops = &local_ops;
+    s->base.read = &local_read_ops;
+    s->base.remove = &local_remove_ops;
+    s->base.concat = &local_concat_ops;
+    s->base.defer = &local_defer_ops;
+    s->base.append = &local_append_ops;
+    s->base.stage_read = &local_stage_read_ops;
     s->base.name = "local";
-    s->base.can_read_staging = true;
     s->base.allows_trailing_dot_space = true;
     s->durable = durable;
     s->staging_fd = s->files_fd = -1;
     s->root = strdup(root);
+    if (!s->root) {
+        free(s);
+        return cu_fail_oom(err);
+    }
     size_t len = strlen(s->root);
     while (len > 1 && s->root[len - 1] == '/')
         s->root[--len] = '\0';
@@ -431,7 +667,8 @@ int storage_local_open(const char *root, bool durable, storage_t **out, cu_error
     }
     if (rc == 0) {
         /* Root bypasses permission bits, so probe with a real file instead of access(). */
-        int fd = openat(s->staging_fd, ".probe", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        int fd = openat(s->staging_fd, ".probe",
+                        O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
         rc = fd < 0 ? -errno : 0;
         if (fd >= 0) {
             if (write(fd, "x", 1) != 1)

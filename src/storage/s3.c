@@ -16,6 +16,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,11 +45,12 @@ typedef struct {
     struct storage_writer base;
     s3_storage *s3;
     char *url; /* UploadPart URL */
+    int part;  /* 0-based: S3's part number part + 1 */
     int fd;    /* the spool */
     int64_t length, written;
 } s3_writer;
 
-static const struct storage_ops s3_ops;
+static const struct storage_writer_ops s3_writer_ops;
 
 /* ---- requests ---- */
 
@@ -306,11 +308,11 @@ static int s3_stage_create(storage_t *base, const storage_upload *u, char **stor
     return rc;
 }
 
-static int s3_writer_open(storage_t *base, const storage_upload *u, int part, int64_t offset,
-                          int64_t length, storage_writer_t **out, cu_error *e)
+static int s3_writer_open(storage_t *base, const storage_upload *u, int64_t offset, int64_t length,
+                          storage_writer_t **out, cu_error *e)
 {
     s3_storage *s = (s3_storage *)base;
-    (void)offset;
+    int part = (int)(offset / u->part_size);
     if (!u->storage_ref)
         return cu_fail(e, CU_EIO, "Upload has no S3 multipart upload");
     /* O_TMPFILE: the spool has no name, so it disappears with the descriptor even if the
@@ -330,8 +332,9 @@ static int s3_writer_open(storage_t *base, const storage_upload *u, int part, in
         close(fd);
         return cu_fail(e, CU_EIO, "Out of memory");
     }
-    w->base.ops = &s3_ops;
+    w->base.ops = &s3_writer_ops;
     w->s3 = s;
+    w->part = part;
     w->url = url;
     w->fd = fd;
     w->length = length;
@@ -361,6 +364,30 @@ static int s3_writer_write(storage_writer_t *base, const void *buf, size_t len, 
     return 0;
 }
 
+/* SHA-256 of the first len bytes of the spool (when the caller had no digest). */
+static int spool_sha256(int fd, int64_t len, unsigned char out[32])
+{
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    unsigned char buf[64 * 1024];
+    int rc = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 ? 0 : -1;
+    for (int64_t off = 0; rc == 0 && off < len;) {
+        ssize_t n =
+            pread(fd, buf, len - off < (int64_t)sizeof buf ? (size_t)(len - off) : sizeof buf, off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            rc = -1;
+        else {
+            EVP_DigestUpdate(ctx, buf, (size_t)n);
+            off += n;
+        }
+    }
+    if (rc == 0)
+        EVP_DigestFinal_ex(ctx, out, NULL);
+    EVP_MD_CTX_free(ctx);
+    return rc;
+}
+
 static void s3_writer_free(s3_writer *w)
 {
     close(w->fd);
@@ -368,12 +395,26 @@ static void s3_writer_free(s3_writer *w)
     free(w);
 }
 
-static int s3_writer_finish(storage_writer_t *base, const unsigned char sha256[32], char **part_ref,
-                            cu_error *e)
+static int s3_writer_finish(storage_writer_t *base, const unsigned char *sha256,
+                            storage_written *out, cu_error *e)
 {
     s3_writer *w = (s3_writer *)base;
     char hex[CU_SHA256_HEX_LEN + 1];
-    util_hex(sha256, 32, hex);
+    if (w->written != w->length) {
+        s3_writer_free(w);
+        return cu_fail(e, CU_EINVAL, "A part must be sent whole");
+    }
+    if (sha256) {
+        util_hex(sha256, 32, hex);
+    } else {
+        unsigned char md[32];
+        int hrc = spool_sha256(w->fd, w->written, md);
+        if (hrc) {
+            s3_writer_free(w);
+            return cu_fail(e, CU_EIO, "Cannot read the spooled part back");
+        }
+        util_hex(md, 32, hex);
+    }
     s3_body body = {.fd = w->fd, .length = w->written};
     s3_reply *r = malloc(sizeof *r);
     int rc = 0;
@@ -383,8 +424,17 @@ static int s3_writer_finish(storage_writer_t *base, const unsigned char sha256[3
         rc = upstream_fail(e, "UploadPart", r);
     else if (!r->etag[0])
         rc = cu_fail(e, CU_EUPSTREAM, "S3 answered UploadPart without an ETag");
-    else
-        *part_ref = strdup(r->etag);
+    else if (!(out->chunks = calloc(1, sizeof *out->chunks)) ||
+             !(out->chunks[0].ref = strdup(r->etag))) {
+        free(out->chunks);
+        out->chunks = NULL;
+        rc = cu_fail_oom(e);
+    } else {
+        out->nchunks = 1;
+        out->chunks[0].index = w->part;
+        out->chunks[0].size = w->written;
+        out->durable = w->written;
+    }
     free(r);
     s3_writer_free(w);
     return rc;
@@ -393,13 +443,6 @@ static int s3_writer_finish(storage_writer_t *base, const unsigned char sha256[3
 static void s3_writer_abort(storage_writer_t *base)
 {
     s3_writer_free((s3_writer *)base);
-}
-
-static int s3_stage_sha256(storage_t *base, const storage_upload *u, unsigned char out[32],
-                           cu_error *e)
-{
-    (void)base, (void)u, (void)out;
-    return cu_fail(e, CU_EINVAL, "S3 cannot read a multipart upload back before it completes");
 }
 
 /* Does the object exist? (a completion that S3 carried out but we never recorded) */
@@ -413,7 +456,7 @@ static bool object_exists(s3_storage *s, const char *key)
     return found;
 }
 
-static int s3_finish(storage_t *base, const storage_upload *u, const char *const *part_refs,
+static int s3_finish(storage_t *base, const storage_upload *u, const storage_chunk *chunks,
                      int nparts, char **final_path, cu_error *e)
 {
     s3_storage *s = (s3_storage *)base;
@@ -443,11 +486,11 @@ static int s3_finish(storage_t *base, const storage_upload *u, const char *const
     for (int i = 0; i < nparts; i++) {
         char etag[512] = "";
         /* ETags are quoted strings; escape what XML needs escaped. */
-        for (const char *p = part_refs[i] ? part_refs[i] : ""; *p && strlen(etag) < 480; p++)
+        for (const char *p = chunks[i].ref ? chunks[i].ref : ""; *p && strlen(etag) < 480; p++)
             strcat(etag, *p == '"' ? "&quot;" : *p == '&' ? "&amp;" : (char[]){*p, 0});
         len += (size_t)snprintf(xml + len, cap - len,
-                                "<Part><PartNumber>%d</PartNumber><ETag>%s</ETag></Part>", i + 1,
-                                etag);
+                                "<Part><PartNumber>%d</PartNumber><ETag>%s</ETag></Part>",
+                                chunks[i].index + 1, etag);
     }
     len += (size_t)snprintf(xml + len, cap - len, "</CompleteMultipartUpload>");
     char hex[CU_SHA256_HEX_LEN + 1];
@@ -507,13 +550,12 @@ static void s3_destroy(storage_t *base)
     free(s);
 }
 
+static const struct storage_writer_ops s3_writer_ops = {
+    .write = s3_writer_write, .finish = s3_writer_finish, .abort = s3_writer_abort};
+
 static const struct storage_ops s3_ops = {
     .stage_create = s3_stage_create,
     .writer_open = s3_writer_open,
-    .writer_write = s3_writer_write,
-    .writer_finish = s3_writer_finish,
-    .writer_abort = s3_writer_abort,
-    .stage_sha256 = s3_stage_sha256,
     .finish = s3_finish,
     .abort = s3_abort,
     .destroy = s3_destroy,
@@ -557,7 +599,7 @@ int storage_s3_open(const storage_s3_options *o, storage_t **out, cu_error *err)
         return cu_fail(err, CU_EIO, "Out of memory");
     s->base.ops = &s3_ops;
     s->base.name = "s3";
-    s->base.can_read_staging = false;
+    s->base.min_part_size = 5 * 1024 * 1024;
     s->base.allows_trailing_dot_space = true;
     s->bucket = strdup(o->bucket);
     s->endpoint = storage_s3_endpoint(o->endpoint, o->region);

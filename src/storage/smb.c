@@ -53,7 +53,7 @@ typedef struct {
     char id[CU_UUID_LEN + 1];
 } smb_writer;
 
-static const struct storage_ops smb_ops;
+static const struct storage_writer_ops smb_writer_ops;
 
 /* ---- contexts ---- */
 
@@ -239,11 +239,10 @@ static int smb_stage_create(storage_t *base, const storage_upload *u, char **sto
     int err = run_op(s, create_op, &op);
     return err ? smb_fail(e, err, "creating the staging file", u->id) : 0;
 }
-static int smb_writer_open(storage_t *base, const storage_upload *u, int part, int64_t offset,
-                           int64_t length, storage_writer_t **out, cu_error *e)
+static int smb_writer_open(storage_t *base, const storage_upload *u, int64_t offset, int64_t length,
+                           storage_writer_t **out, cu_error *e)
 {
     smb_storage *s = (smb_storage *)base;
-    (void)part;
     char url[SMB_URL_MAX];
     staging_url(s, u->id, url);
     pthread_mutex_lock(&s->lock);
@@ -287,7 +286,7 @@ static int smb_writer_open(storage_t *base, const storage_upload *u, int part, i
         return cu_fail(e, CU_EIO, "Out of memory");
     }
     pthread_mutex_unlock(&s->lock);
-    w->base.ops = &smb_ops;
+    w->base.ops = &smb_writer_ops;
     w->s = s;
     w->ctx = c;
     w->file = f;
@@ -327,11 +326,11 @@ static void writer_free(smb_writer *w, int err)
     free(w);
 }
 
-static int smb_writer_finish(storage_writer_t *base, const unsigned char sha256[32],
-                             char **part_ref, cu_error *e)
+static int smb_writer_finish(storage_writer_t *base, const unsigned char *sha256,
+                             storage_written *out, cu_error *e)
 {
     smb_writer *w = (smb_writer *)base;
-    (void)sha256, (void)part_ref;
+    (void)sha256;
     /* Closing the handle is where the server reports a failed write-behind. */
     pthread_mutex_lock(&w->s->lock);
     int err = smbc_getFunctionClose(w->ctx)(w->ctx, w->file) != 0 ? errno : 0;
@@ -339,8 +338,12 @@ static int smb_writer_finish(storage_writer_t *base, const unsigned char sha256[
     w->file = NULL;
     char id[CU_UUID_LEN + 1];
     memcpy(id, w->id, sizeof id);
+    int64_t written = w->written;
     writer_free(w, err);
-    return err ? smb_fail(e, err, "closing a part", id) : 0;
+    if (err)
+        return smb_fail(e, err, "closing a part", id);
+    out->durable = written;
+    return 0;
 }
 
 static void smb_writer_abort(storage_writer_t *base)
@@ -420,11 +423,11 @@ static int finish_op(smb_storage *s, SMBCCTX *c, void *arg)
     return 0;
 }
 
-static int smb_finish(storage_t *base, const storage_upload *u, const char *const *part_refs,
-                      int nparts, char **final_path, cu_error *e)
+static int smb_finish(storage_t *base, const storage_upload *u, const storage_chunk *chunks,
+                      int nchunks, char **final_path, cu_error *e)
 {
     smb_storage *s = (smb_storage *)base;
-    (void)part_refs, (void)nparts;
+    (void)chunks, (void)nchunks;
     char url[SMB_URL_MAX];
     staging_url(s, u->id, url);
     staging_op op = {.url = url, .key = u->key};
@@ -476,13 +479,14 @@ static void smb_destroy(storage_t *base)
     free(s);
 }
 
+static const struct storage_writer_ops smb_writer_ops = {
+    .write = smb_writer_write, .finish = smb_writer_finish, .abort = smb_writer_abort};
+
+static const struct storage_stage_read_ops smb_stage_read_ops = {.sha256 = smb_stage_sha256};
+
 static const struct storage_ops smb_ops = {
     .stage_create = smb_stage_create,
     .writer_open = smb_writer_open,
-    .writer_write = smb_writer_write,
-    .writer_finish = smb_writer_finish,
-    .writer_abort = smb_writer_abort,
-    .stage_sha256 = smb_stage_sha256,
     .finish = smb_finish,
     .abort = smb_abort,
     .destroy = smb_destroy,
@@ -519,7 +523,7 @@ int storage_smb_open(const storage_smb_options *o, storage_t **out, cu_error *er
         return cu_fail(err, CU_EIO, "Out of memory");
     s->base.ops = &smb_ops;
     s->base.name = "smb";
-    s->base.can_read_staging = true;
+    s->base.stage_read = &smb_stage_read_ops;
     /* What Windows, and so most NAS firmware, refuses in a name; "name:x" would even open an
      * alternate data stream on a Windows server. */
     s->base.forbidden_name_chars = "\\:*?\"<>|";

@@ -69,7 +69,7 @@ static const unsigned char no_digest[32];
 
 static int stage(storage_t *s, const char *id, int64_t size, char **ref, cu_error *err)
 {
-    storage_upload u = {.id = id, .key = id, .total_size = size};
+    storage_upload u = {.id = id, .key = id, .total_size = size, .part_size = 1 << 20};
     return storage_stage_create(s, &u, ref, err);
 }
 
@@ -87,15 +87,17 @@ static void write_part(fixture *f, const storage_upload *u, int part, int64_t of
 {
     storage_writer_t *w = NULL;
     cu_error err;
-    assert_cu_ok(storage_writer_open(f->s, u, part, offset, (int64_t)len, &w, &err), err);
+    (void)part;
+    assert_cu_ok(storage_writer_open(f->s, u, offset, (int64_t)len, &w, &err), err);
     for (size_t done = 0; done < len;) {
         size_t n = len - done < piece ? len - done : piece;
         assert_cu_ok(storage_writer_write(w, data + done, n, &err), err);
         done += n;
     }
-    char *ref = NULL;
-    assert_cu_ok(storage_writer_finish(w, no_digest, &ref, &err), err);
-    free(ref);
+    storage_written written;
+    assert_cu_ok(storage_writer_finish(w, no_digest, &written, &err), err);
+    assert_int_equal(written.durable, (int64_t)len);
+    storage_written_clear(&written);
 }
 
 static void test_open_creates_layout(void **state)
@@ -124,7 +126,7 @@ static void test_open_creates_layout(void **state)
     /* Final paths are reported under the root as configured, without a doubled slash. */
     char *ref = NULL;
     assert_cu_ok(stage(s2, "id-1", 0, &ref, &err), err);
-    storage_upload u = {.id = "id-1", .storage_ref = ref, .total_size = 0};
+    storage_upload u = {.id = "id-1", .storage_ref = ref, .total_size = 0, .part_size = 1 << 20};
     char *final_path = NULL;
     assert_cu_ok(finish_at(s2, &u, "k", &final_path, &err), err);
     char want[4096];
@@ -185,7 +187,7 @@ static void test_parts_finish_and_content(void **state)
     util_uuid_v4(id);
     char *ref = NULL;
     assert_cu_ok(stage(f->s, id, TOTAL, &ref, &err), err);
-    storage_upload u = {.id = id, .storage_ref = ref, .total_size = TOTAL};
+    storage_upload u = {.id = id, .storage_ref = ref, .total_size = TOTAL, .part_size = CHUNK};
 
     /* Parts in reverse order, each in several pieces of odd sizes. */
     write_part(f, &u, 2, 2 * CHUNK, data + 2 * CHUNK, 1000, 333);
@@ -194,7 +196,7 @@ static void test_parts_finish_and_content(void **state)
 
     /* A writer refuses to write past its part's end, and writes nothing when it does. */
     storage_writer_t *w = NULL;
-    assert_cu_ok(storage_writer_open(f->s, &u, 0, 0, CHUNK, &w, &err), err);
+    assert_cu_ok(storage_writer_open(f->s, &u, 0, CHUNK, &w, &err), err);
     static unsigned char junk[CHUNK + 1];
     memset(junk, 0xee, sizeof junk);
     assert_int_not_equal(storage_writer_write(w, junk, CHUNK + 1, &err), 0);
@@ -254,7 +256,7 @@ static void big_parts_round_trip(storage_t *s, const char *root)
     util_uuid_v4(id);
     char *ref = NULL;
     assert_cu_ok(stage(s, id, TOTAL, &ref, &err), err);
-    storage_upload u = {.id = id, .storage_ref = ref, .total_size = TOTAL};
+    storage_upload u = {.id = id, .storage_ref = ref, .total_size = TOTAL, .part_size = MIB};
 
     static const struct {
         int part;
@@ -263,9 +265,7 @@ static void big_parts_round_trip(storage_t *s, const char *root)
     } parts[] = {{2, 2 * MIB, 5000, 999}, {0, 0, MIB, 100003}, {1, MIB, MIB, MIB}};
     for (size_t i = 0; i < 3; i++) {
         storage_writer_t *w = NULL;
-        assert_cu_ok(
-            storage_writer_open(s, &u, parts[i].part, parts[i].offset, parts[i].length, &w, &err),
-            err);
+        assert_cu_ok(storage_writer_open(s, &u, parts[i].offset, parts[i].length, &w, &err), err);
         const unsigned char *p = data + parts[i].offset;
         size_t len = (size_t)parts[i].length;
         /* Past the end is refused however much is still held back in a buffer. */
@@ -279,9 +279,10 @@ static void big_parts_round_trip(storage_t *s, const char *root)
         assert_int_not_equal(storage_writer_write(w, p + len - 1, 2, &err), 0);
         assert_cu_ok(storage_writer_write(w, p + len - 1, 1, &err), err);
         assert_int_not_equal(storage_writer_write(w, p, 1, &err), 0);
-        char *part_ref = NULL;
-        assert_cu_ok(storage_writer_finish(w, no_digest, &part_ref, &err), err);
-        free(part_ref);
+        storage_written written;
+        assert_cu_ok(storage_writer_finish(w, no_digest, &written, &err), err);
+        assert_int_equal(written.durable, parts[i].length);
+        storage_written_clear(&written);
     }
 
     unsigned char got[32], want[32];
@@ -325,7 +326,8 @@ static void test_abort(void **state)
     cu_error err;
     char *ref = NULL;
     assert_cu_ok(stage(f->s, "u-abort", 4096, &ref, &err), err);
-    storage_upload u = {.id = "u-abort", .storage_ref = ref, .total_size = 4096};
+    storage_upload u = {
+        .id = "u-abort", .storage_ref = ref, .total_size = 4096, .part_size = 1 << 20};
     char *path = staging_path(f, "u-abort");
     assert_true(path_exists(path));
 
@@ -335,10 +337,10 @@ static void test_abort(void **state)
 
     /* Writing to it afterwards says the data is gone. */
     storage_writer_t *w = NULL;
-    assert_cu_fails(storage_writer_open(f->s, &u, 0, 0, 10, &w, &err), CU_EGONE, err);
+    assert_cu_fails(storage_writer_open(f->s, &u, 0, 10, &w, &err), CU_EGONE, err);
     assert_false(path_exists(path));
 
-    storage_upload unknown = {.id = "never-created", .total_size = 5};
+    storage_upload unknown = {.id = "never-created", .total_size = 5, .part_size = 1 << 20};
     assert_cu_ok(storage_abort(f->s, &unknown, &err), err);
     free(path);
     free(ref);
@@ -350,7 +352,7 @@ static void test_empty_upload(void **state)
     cu_error err;
     char *ref = NULL;
     assert_cu_ok(stage(f->s, "u-empty", 0, &ref, &err), err);
-    storage_upload u = {.id = "u-empty", .storage_ref = ref, .total_size = 0};
+    storage_upload u = {.id = "u-empty", .storage_ref = ref, .total_size = 0, .part_size = 1 << 20};
     unsigned char got[32], want[32];
     SHA256((const unsigned char *)"", 0, want);
     assert_cu_ok(storage_stage_sha256(f->s, &u, got, &err), err);
@@ -377,7 +379,7 @@ static void test_symlink_cannot_escape(void **state)
 
     char *ref = NULL;
     assert_cu_ok(stage(f->s, "u-evil", 3, &ref, &err), err);
-    storage_upload u = {.id = "u-evil", .storage_ref = ref, .total_size = 3};
+    storage_upload u = {.id = "u-evil", .storage_ref = ref, .total_size = 3, .part_size = 1 << 20};
     write_part(f, &u, 0, 0, (const unsigned char *)"abc", 3, 3);
 
     char *final_path = NULL;

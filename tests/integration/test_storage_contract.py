@@ -1,0 +1,47 @@
+"""The storage contract (tests/contract/storage_contract.c) against every backend, each on
+its real server: local disk, S3 (s3rver behind the SigV4-checking launcher) and SMB (smbd).
+
+The contract binary is configured exactly like the server (STORAGE_BACKEND and the
+backend's variables) and runs the same suite whichever backend it gets."""
+
+import os
+import subprocess
+import sys
+import tempfile
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import REPO, SANITIZER_MARKERS, base_env  # noqa: E402
+
+CONTRACT = os.environ.get("CU_CONTRACT_BINARY") or os.path.join(REPO, "build", "storage_contract")
+
+
+class StorageContractTest(unittest.TestCase):
+
+    def run_contract(self, env, timeout=300):
+        self.assertTrue(os.access(CONTRACT, os.X_OK), "contract binary not built: %s" % CONTRACT)
+        full = base_env()
+        full.update(env)
+        p = subprocess.run([CONTRACT], env=full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=timeout)
+        out = p.stdout.decode("utf-8", "replace")
+        for marker in SANITIZER_MARKERS:
+            self.assertNotIn(marker, out, out[-8000:])
+        self.assertEqual(p.returncode, 0, "contract failed for %s:\n%s"
+                         % (env.get("STORAGE_BACKEND"), out[-8000:]))
+        self.assertIn("[  PASSED  ] 11 test(s)", out, out[-4000:])
+        return out
+
+    def test_local(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            for durability in ("fsync", "none"):
+                with self.subTest(durability=durability):
+                    out = self.run_contract({"STORAGE_BACKEND": "local",
+                                             "LOCAL_STORAGE_PATH": os.path.join(tmp, durability),
+                                             "DURABILITY": durability})
+                    self.assertIn("local storage: read, zero-copy read, remove, concatenate, "
+                                  "deferred length, append, read staging", out)
+
+
+if __name__ == "__main__":
+    unittest.main()
