@@ -1,6 +1,8 @@
 /* seed.c - the seed API over the upload service. */
 #include "api/seed.h"
 
+#include "api/auth.h"
+
 #include "core/filename.h"
 #include "base/log.h"
 #include "base/util.h"
@@ -28,33 +30,13 @@ static json_t *complete_reply(const seed_api *api, const meta_upload *u)
                      completed);
 }
 
-/* ---- authentication ---- */
-
-/* The API key from X-API-Key, or from Authorization: Bearer. */
-static bool api_key_ok(const seed_api *api, http_request *req)
-{
-    const char *key = http_header(req, "X-API-Key");
-    if (!key) {
-        const char *auth = http_header(req, "Authorization");
-        if (auth && !strncasecmp(auth, "Bearer ", 7))
-            key = auth + 7;
-    }
-    if (!key) {
-        http_reply_error(req, 401, "Missing API key (X-API-Key header)");
-        return false;
-    }
-    if (!util_secret_equal(key, api->cfg->api_key)) {
-        http_reply_error(req, 401, "Invalid API key");
-        return false;
-    }
-    return true;
-}
-
 /* ---- init ---- */
 
-static void init_with_body(void *ctx, http_request *req, const char *body, size_t len)
+static void handle_init(void *ctx, http_request *req)
 {
     seed_api *api = ctx;
+    size_t len;
+    const char *body = http_body(req, &len);
     json_error_t jerr;
     json_t *doc = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
     if (!doc || !json_is_object(doc)) {
@@ -120,6 +102,20 @@ static void init_with_body(void *ctx, http_request *req, const char *body, size_
     upload_init_result_clear(&res);
 out:
     json_decref(doc);
+}
+
+/* The upload id of the path, lowercased (ids are issued in lowercase), into id. Replies 404
+ * and returns false when it is not a UUID. */
+static bool route_id(http_request *req, char id[CU_UUID_LEN + 1])
+{
+    const char *param = http_param(req, "id");
+    if (!param || strlen(param) != CU_UUID_LEN || !util_is_uuid(param)) {
+        http_reply_error(req, 404, "Upload not found");
+        return false;
+    }
+    for (int i = 0; i <= CU_UUID_LEN; i++)
+        id[i] = (char)(param[i] >= 'A' && param[i] <= 'F' ? param[i] - 'A' + 'a' : param[i]);
+    return true;
 }
 
 /* ---- parts ---- */
@@ -192,17 +188,19 @@ static int part_digest(http_request *req, unsigned char out[32])
     return found;
 }
 
-static void begin_part(seed_api *api, http_request *req, const char *id, const char *num)
+static void handle_part(void *ctx, http_request *req)
 {
+    seed_api *api = ctx;
+    char id[CU_UUID_LEN + 1];
+    if (!route_id(req, id))
+        return;
+    const char *num = http_param(req, "n");
     int64_t n;
     if (util_parse_i64(num, &n) != 0 || num[0] == '+' || num[0] == '-' || strlen(num) > 9) {
         http_reply_error(req, 400, "Part number must be a whole number, got \"%s\"", num);
         return;
     }
-    const char *auth = http_header(req, "Authorization");
-    const char *token = NULL;
-    if (auth && !strncasecmp(auth, "Bearer ", 7))
-        token = auth + 7;
+    const char *token = auth_bearer(req);
     unsigned char digest[32];
     int has_digest = part_digest(req, digest);
     if (has_digest < 0)
@@ -223,8 +221,12 @@ static void begin_part(seed_api *api, http_request *req, const char *id, const c
 
 /* ---- status, complete, cancel ---- */
 
-static void reply_status(seed_api *api, http_request *req, const char *id)
+static void handle_status(void *ctx, http_request *req)
 {
+    seed_api *api = ctx;
+    char id[CU_UUID_LEN + 1];
+    if (!route_id(req, id))
+        return;
     meta_upload u;
     meta_part *parts;
     int n;
@@ -264,8 +266,12 @@ static void reply_status(seed_api *api, http_request *req, const char *id)
     meta_upload_clear(&u);
 }
 
-static void reply_complete(seed_api *api, http_request *req, const char *id)
+static void handle_complete(void *ctx, http_request *req)
 {
+    seed_api *api = ctx;
+    char id[CU_UUID_LEN + 1];
+    if (!route_id(req, id))
+        return;
     meta_upload u;
     cu_error err;
     if (upload_complete(api->uploads, id, &u, &err) != 0) {
@@ -276,8 +282,12 @@ static void reply_complete(seed_api *api, http_request *req, const char *id)
     meta_upload_clear(&u);
 }
 
-static void reply_cancel(seed_api *api, http_request *req, const char *id)
+static void handle_cancel(void *ctx, http_request *req)
 {
+    seed_api *api = ctx;
+    char id[CU_UUID_LEN + 1];
+    if (!route_id(req, id))
+        return;
     cu_error err;
     if (upload_cancel(api->uploads, id, &err) != 0) {
         http_reply_cu_error(req, &err);
@@ -287,100 +297,53 @@ static void reply_cancel(seed_api *api, http_request *req, const char *id)
                     json_pack("{s:s, s:s}", "file_id", id, "message", "Upload cancelled"));
 }
 
-/* Reads the upload id that starts rest ("<id>[/...]") into id, lowercased (ids are issued
- * in lowercase). Returns false when rest does not start with a UUID. */
-static bool route_id(const char *rest, char id[CU_UUID_LEN + 1])
-{
-    const char *slash = strchr(rest, '/');
-    size_t id_len = slash ? (size_t)(slash - rest) : strlen(rest);
-    if (id_len != CU_UUID_LEN)
-        return false;
-    memcpy(id, rest, CU_UUID_LEN);
-    id[CU_UUID_LEN] = '\0';
-    if (!util_is_uuid(id))
-        return false;
-    for (char *p = id; *p; p++)
-        if (*p >= 'A' && *p <= 'F')
-            *p = (char)(*p - 'A' + 'a');
-    return true;
-}
-
-/* Management requests may carry a small body (an SDK sending "{}"); it is read and ignored. */
-static void ignore_body(void *ctx, http_request *req, const char *body, size_t len)
-{
-    (void)body, (void)len;
-    seed_api *api = ctx;
-    const char *path = http_path(req);
-    char id[CU_UUID_LEN + 1];
-    route_id(path + strlen("/upload/"), id);
-    const char *method = http_method(req);
-    if (!strcmp(method, "GET"))
-        reply_status(api, req, id);
-    else if (!strcmp(method, "POST"))
-        reply_complete(api, req, id);
-    else
-        reply_cancel(api, req, id);
-}
-
-/* ---- routing ---- */
-
-static bool method_is(http_request *req, const char *method, const char *allow)
-{
-    if (!strcmp(http_method(req), method))
-        return true;
-    http_set_reply_header(req, "Allow", allow);
-    http_reply_error(req, 405, "Method %s not allowed here (allowed: %s)", http_method(req), allow);
-    return false;
-}
-
-static bool seed_begin(void *ctx, http_request *req)
+static void handle_health(void *ctx, http_request *req)
 {
     seed_api *api = ctx;
-    const char *path = http_path(req);
-    if (!strcmp(path, "/health")) {
-        if (method_is(req, "GET", "GET"))
-            http_reply_json(req, 200,
-                            json_pack("{s:s, s:s, s:s}", "status", "ok", "version", CU_VERSION,
-                                      "storage_backend", upload_storage_name(api->uploads)));
-        return true;
-    }
-    if (strncmp(path, "/upload/", 8) != 0)
-        return false;
-    const char *rest = path + 8;
-    if (!strcmp(rest, "init")) {
-        if (method_is(req, "POST", "POST") && api_key_ok(api, req))
-            http_want_json(req, init_with_body, api);
-        return true;
-    }
-    /* /upload/{id}[/...] */
-    char id[CU_UUID_LEN + 1];
-    if (!route_id(rest, id)) {
-        http_reply_error(req, 404, "Upload not found");
-        return true;
-    }
-    const char *tail = rest + CU_UUID_LEN;
-    if (!strncmp(tail, "/part/", 6)) {
-        if (strchr(tail + 6, '/'))
-            return false;
-        if (method_is(req, "PUT", "PUT"))
-            begin_part(api, req, id, tail + 6);
-        return true;
-    }
-    const char *method = NULL, *allow = NULL;
-    if (!strcmp(tail, "/status"))
-        method = allow = "GET";
-    else if (!strcmp(tail, "/complete"))
-        method = allow = "POST";
-    else if (!strcmp(tail, ""))
-        method = allow = "DELETE";
-    else
-        return false;
-    if (method_is(req, method, allow) && api_key_ok(api, req))
-        http_want_json(req, ignore_body, api);
-    return true;
+    http_reply_json(req, 200,
+                    json_pack("{s:s, s:s, s:s}", "status", "ok", "version", CU_VERSION,
+                              "storage_backend", upload_storage_name(api->uploads)));
 }
 
-http_handler seed_api_handler(seed_api *api)
+/* The seed's routes. Management requests may carry a small body (an SDK sending "{}"): it is
+ * read and ignored (HTTP_BODY_NONE). */
+static const http_route seed_routes[SEED_ROUTES] = {
+    {.method = "GET", .pattern = "/health", .name = "health", .handle = handle_health},
+    {.method = "POST",
+     .pattern = "/upload/init",
+     .body = HTTP_BODY_JSON,
+     .auth = HTTP_AUTH_API_KEY,
+     .name = "seed.init",
+     .handle = handle_init},
+    {.method = "PUT",
+     .pattern = "/upload/:id/part/:n",
+     .body = HTTP_BODY_STREAM,
+     .name = "seed.part",
+     .handle = handle_part},
+    {.method = "GET",
+     .pattern = "/upload/:id/status",
+     .auth = HTTP_AUTH_API_KEY,
+     .name = "seed.status",
+     .handle = handle_status},
+    {.method = "POST",
+     .pattern = "/upload/:id/complete",
+     .auth = HTTP_AUTH_API_KEY,
+     .name = "seed.complete",
+     .handle = handle_complete},
+    {.method = "DELETE",
+     .pattern = "/upload/:id",
+     .auth = HTTP_AUTH_API_KEY,
+     .name = "seed.cancel",
+     .handle = handle_cancel},
+};
+
+int seed_api_register(seed_api *api, http_router *router)
 {
-    return (http_handler){.begin = seed_begin, .ctx = api};
+    for (int i = 0; i < SEED_ROUTES; i++) {
+        api->routes[i] = seed_routes[i];
+        api->routes[i].ctx = api;
+        if (http_router_add(router, &api->routes[i]) != 0)
+            return -1;
+    }
+    return 0;
 }

@@ -8,12 +8,15 @@
 #include "core/upload.h"
 #include "http/server.h"
 
+#define SEED_ROUTES 6
+
 typedef struct {
     const cu_config *cfg;
     upload_service *uploads;
+    http_route routes[SEED_ROUTES];
 } seed_api;
 
-/* The handler to register with the HTTP server; ctx must outlive the server. */
-http_handler seed_api_handler(seed_api *api);
+/* Adds the seed's routes to router; api must outlive the server. Returns 0 or -1. */
+int seed_api_register(seed_api *api, http_router *router);
 
 #endif

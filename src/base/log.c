@@ -47,3 +47,32 @@ void log_msg(int level, const char *fmt, ...)
     va_end(ap);
     fprintf(stderr, "%s\n", line);
 }
+
+bool log_enabled(int level)
+{
+    return level >= log_threshold;
+}
+
+char *log_escape(const char *text, char *out, size_t cap)
+{
+    size_t o = 0;
+    if (cap == 0)
+        return out;
+    for (const unsigned char *p = (const unsigned char *)(text ? text : ""); *p; p++) {
+        bool plain = *p >= 0x20 && *p != 0x7f && *p != '"' && *p != '\\';
+        size_t need = plain ? 1 : 4;
+        if (o + need + 4 > cap) { /* room for "..." and the NUL */
+            if (cap >= 4) {
+                memcpy(out + (o < cap - 4 ? o : cap - 4), "...", 4);
+                return out;
+            }
+            break;
+        }
+        if (plain)
+            out[o++] = (char)*p;
+        else
+            o += (size_t)snprintf(out + o, cap - o, "\\x%02x", *p);
+    }
+    out[o < cap ? o : cap - 1] = '\0';
+    return out;
+}

@@ -5,11 +5,14 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <pthread.h>
 #include <time.h>
 
 #define CU_UUID_LEN 36
 #define CU_SHA256_HEX_LEN 64
 
+/* Fills buf with len cryptographically random bytes. Returns 0 or -1. */
+int util_random_bytes(void *buf, size_t len);
 /* Writes a random (version 4) lowercase UUID and a NUL into out[37]. Returns 0 or -1. */
 int util_uuid_v4(char out[CU_UUID_LEN + 1]);
 /* True when s is a lowercase or uppercase UUID in canonical 8-4-4-4-12 form. */
@@ -17,8 +20,16 @@ bool util_is_uuid(const char *s);
 
 /* Seconds since the epoch, as a double with sub-second precision. */
 double util_now(void);
-/* The CLOCK_REALTIME instant `seconds` from now, for pthread_cond_timedwait. */
-struct timespec util_deadline(double seconds);
+/* Seconds on the monotonic clock (for measuring intervals and timeouts). */
+double util_monotonic(void);
+/* Initialises a condition variable whose timed waits use the monotonic clock, so that
+ * setting the wall clock never stretches or cuts a wait. Returns 0 or an errno value. */
+int util_cond_init_monotonic(pthread_cond_t *cond);
+/* The CLOCK_MONOTONIC instant `seconds` from now, for pthread_cond_timedwait on a condition
+ * made by util_cond_init_monotonic. */
+struct timespec util_deadline_monotonic(double seconds);
+/* Sleeps for seconds on the monotonic clock (to a deadline, so signals do not stretch it). */
+void util_sleep(double seconds);
 /* Formats t (seconds since the epoch) as RFC 3339 UTC "2025-12-16T12:00:00Z" into out[21]. */
 void util_rfc3339(int64_t t, char out[21]);
 

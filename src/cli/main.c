@@ -1,6 +1,7 @@
 /* main.c - the chunked-uploader command: parse arguments and configuration, build the
  * server context (metadata store, blob store, upload service, HTTP front, background
  * threads), run until SIGINT/SIGTERM, then take it all down in reverse order. */
+#include "api/auth.h"
 #include "api/seed.h"
 #include "base/config.h"
 #include "base/log.h"
@@ -96,6 +97,7 @@ static int serve(void)
     webhook_deliverer *webhooks = NULL;
     reaper *reap = NULL;
     http_server *http = NULL;
+    http_router *router = NULL;
     cu_error err;
     sigset_t signals;
 
@@ -131,12 +133,24 @@ static int serve(void)
     }
 
     seed_api seed = {.cfg = &cfg, .uploads = uploads};
-    http_handler handlers[] = {seed_api_handler(&seed)};
+    auth_ctx auth = {.cfg = &cfg};
+    router = http_router_new();
+    if (!router || seed_api_register(&seed, router) != 0) {
+        log_error("cannot set up the routes");
+        goto out;
+    }
+    http_filter filters[] = {auth_filter(&auth)};
     http_server_options opts = {.host = cfg.server_host,
                                 .port = cfg.server_port,
+                                .router = router,
+                                .filters = filters,
+                                .nfilters = sizeof filters / sizeof *filters,
                                 .max_connections = cfg.max_connections,
-                                .handlers = handlers,
-                                .nhandlers = sizeof handlers / sizeof *handlers};
+                                .max_connections_per_ip = cfg.max_connections_per_ip,
+                                .header_timeout = cfg.header_timeout_seconds,
+                                .keepalive_timeout = cfg.keepalive_timeout_seconds,
+                                .body_min_rate = cfg.body_min_rate,
+                                .body_rate_window = cfg.body_rate_window_seconds};
     http = http_server_start(&opts, &err);
     if (!http) {
         log_error("%s", err.msg);
@@ -154,6 +168,7 @@ static int serve(void)
     status = 0;
 out:
     http_server_stop(http);
+    http_router_free(router);
     reaper_stop(reap);
     webhook_stop(webhooks);
     upload_service_free(uploads);

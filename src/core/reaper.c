@@ -31,7 +31,7 @@ static void *reaper_main(void *arg)
         else if (expired)
             log_info("expiry: %d upload(s) removed", expired);
         pthread_mutex_lock(&r->lock);
-        struct timespec until = util_deadline(r->interval);
+        struct timespec until = util_deadline_monotonic(r->interval);
         while (!r->stopping && pthread_cond_timedwait(&r->wake, &r->lock, &until) == 0)
             ;
     }
@@ -47,7 +47,7 @@ reaper *reaper_start(upload_service *svc, double interval_seconds)
     r->svc = svc;
     r->interval = interval_seconds;
     pthread_mutex_init(&r->lock, NULL);
-    pthread_cond_init(&r->wake, NULL);
+    util_cond_init_monotonic(&r->wake);
     if (pthread_create(&r->thread, NULL, reaper_main, r) != 0) {
         free(r);
         return NULL;

@@ -176,7 +176,7 @@ static void *deliverer_main(void *arg)
         if (wait > 0 && !d->kicked && !d->stopping) {
             if (wait > 60)
                 wait = 60;
-            struct timespec until = util_deadline(wait);
+            struct timespec until = util_deadline_monotonic(wait);
             pthread_cond_timedwait(&d->wake, &d->lock, &until);
         }
         d->kicked = false;
@@ -195,7 +195,7 @@ webhook_deliverer *webhook_start(const cu_config *cfg, meta_t *meta)
     d->cfg = cfg;
     d->meta = meta;
     pthread_mutex_init(&d->lock, NULL);
-    pthread_cond_init(&d->wake, NULL);
+    util_cond_init_monotonic(&d->wake);
     if (pthread_create(&d->thread, NULL, deliverer_main, d) != 0) {
         free(d);
         return NULL;

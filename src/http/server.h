@@ -1,81 +1,169 @@
-/* server.h - the HTTP front: libmicrohttpd, request bodies, JSON replies and errors.
+/* server.h - the HTTP front: connections, requests, filters, bodies and replies.
  *
- * Protocol modules (the seed API now; tus and the files API later) register a handler. The
- * server offers each request to the handlers in turn, once its headers are in; the one that
- * takes it either replies at once (an error found from the headers costs no body) or asks
- * for the body, as one small JSON document or as a stream of pieces.
+ * A request's life (h2o and nginx are the models):
+ *   1. headers in: the router picks the route (404/405 with Allow, HEAD from GET, OPTIONS
+ *      for known paths); the route's body limit is checked against Content-Length (413);
+ *   2. filters run in order and may answer (CORS, rate limit, authentication, ...);
+ *   3. the handler runs: for STREAM and MULTIPART routes at once, on the headers (it may
+ *      refuse before any body byte, or take the body piece by piece); for NONE and JSON
+ *      routes once the (bounded) body is in;
+ *   4. the reply goes out: JSON, text, empty, a stream from a reader callback, or a file
+ *      range from a descriptor (sendfile);
+ *   5. done: one access log line (with the request id and, for errors, the message: every
+ *      refusal is logged exactly once, here) and the filters' done hooks.
+ * A reply decided before the body was read is sent at once and the connection closed
+ * after a lingering read of what the client still sends, so the client receives it.
  *
- * Threads: one per connection (libmicrohttpd's thread-per-connection mode), so a part that
- * blocks on fsync or a slow backend never holds up other clients. */
+ * Threads: one per connection (libmicrohttpd's thread-per-connection mode), so a request
+ * that blocks on fsync or a slow backend never holds up other clients. A watchdog thread
+ * enforces what a client controls: the time to send a header block, an idle connection's
+ * lifetime, a body's minimum rate, and connections per address and in all. */
 #ifndef CU_HTTP_SERVER_H
 #define CU_HTTP_SERVER_H
 
 #include "base/error.h"
+#include "http/router.h"
 
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 typedef struct http_server http_server;
-typedef struct http_request http_request;
 
-/* Largest JSON request body accepted. */
-#define HTTP_JSON_BODY_MAX (64 * 1024)
+/* What a finished request did, for done hooks. */
+typedef struct {
+    int status;        /* 0 when no reply was sent (the client went away) */
+    int64_t bytes_in;  /* body bytes received */
+    int64_t bytes_out; /* body bytes of the reply (as declared; streams: as sent) */
+    double seconds;    /* from the headers' arrival to the end */
+    bool completed;    /* the whole exchange took place */
+} http_request_stats;
 
 typedef struct {
-    /* Returns true when it takes the request (then it must reply or ask for a body). */
-    bool (*begin)(void *ctx, http_request *req);
+    const char *name;
+    /* Before the handler; returns true when it answered the request. req's route is NULL for
+     * OPTIONS (answered by the server if no filter does). */
+    bool (*request)(void *ctx, http_request *req);
+    /* Just before any reply is queued (also errors and early refusals): may add headers. */
+    void (*reply)(void *ctx, http_request *req, int status);
+    /* After every request. */
+    void (*done)(void *ctx, const http_request *req, const http_request_stats *stats);
     void *ctx;
-} http_handler;
-
-/* Called with the whole JSON body text (NUL-terminated, may be empty). */
-typedef void (*http_json_fn)(void *ctx, http_request *req, const char *body, size_t len);
-
-/* A body stream: data for each piece (return 0, or a cu_code with err filled to answer with
- * that error), end once the body is complete (must reply), abort when the request ends
- * without end (client gone, or data failed) to release what begin took. */
-typedef struct {
-    int (*data)(void *state, const char *buf, size_t len, cu_error *err);
-    void (*end)(void *state, http_request *req);
-    void (*abort)(void *state);
-} http_stream_ops;
+} http_filter;
 
 typedef struct {
     const char *host;
     int port;
-    int max_connections;
-    const http_handler *handlers;
-    size_t nhandlers;
+    const http_router *router;
+    const http_filter *filters;
+    size_t nfilters;
+    int max_connections;        /* beyond it: 503 and close */
+    int max_connections_per_ip; /* beyond it: refused at accept; 0: no limit */
+    double header_timeout;      /* seconds for a whole header block */
+    double keepalive_timeout;   /* seconds an idle connection lives */
+    int64_t body_min_rate;      /* bytes/s over body_rate_window; 0: off */
+    double body_rate_window;
 } http_server_options;
 
 /* Starts listening; returns NULL with a message in err when it cannot. */
 http_server *http_server_start(const http_server_options *opts, cu_error *err);
 /* The port actually bound (useful with port 0). */
 int http_server_port(const http_server *srv);
+/* Connections open now (for tests and metrics). */
+int http_server_connections(http_server *srv);
 void http_server_stop(http_server *srv);
+
+/* ---- the request ---- */
 
 const char *http_method(const http_request *req);
 const char *http_path(const http_request *req);
+/* The matched route (NULL for OPTIONS) and its parameters. */
+const http_route *http_route_of(const http_request *req);
+const char *http_param(const http_request *req, const char *name);
 /* A request header, or NULL. */
 const char *http_header(const http_request *req, const char *name);
+/* A query string argument (decoded), or NULL. */
+const char *http_query(const http_request *req, const char *name);
 /* The declared Content-Length, or -1 when none was sent (chunked or no body). */
 int64_t http_content_length(const http_request *req);
+/* The client's address ("192.0.2.1", "2001:db8::1"), as the socket has it. */
+const char *http_peer(const http_request *req);
+/* This request's id (the client's X-Request-Id when it sent a sane one); replies carry it. */
+const char *http_request_id(const http_request *req);
+/* True for HEAD (answered by the GET route; the reply's body is not sent). */
+bool http_is_head(const http_request *req);
+/* Who made the request, as authentication decided ("key", a token id), or NULL. */
+const char *http_principal(const http_request *req);
+/* Records who made the request (copied); returns 0 or CU_ENOMEM. */
+int http_set_principal(http_request *req, const char *principal);
 
-void http_want_json(http_request *req, http_json_fn fn, void *ctx);
+/* ---- bodies ---- */
+
+/* A JSON route's body (NUL-terminated; "" when none). */
+const char *http_body(const http_request *req, size_t *len);
+
+/* A body stream: data for each piece (return 0, or a cu_code with err filled to answer with
+ * that error: the rest of the body is then read and dropped, and the error sent at the end),
+ * end once the body is complete (must reply), abort when the request ends without end
+ * (client gone, or data failed) to release what the handler took. */
+typedef struct {
+    int (*data)(void *state, const char *buf, size_t len, cu_error *err);
+    void (*end)(void *state, http_request *req);
+    void (*abort)(void *state);
+} http_stream_ops;
+
 void http_want_stream(http_request *req, const http_stream_ops *ops, void *state);
 
-/* Replies with obj (the reference is taken). */
+/* multipart/form-data, parsed as it streams: field starts each part (name, and for files the
+ * filename and content type, else NULL), data carries its bytes in pieces (a file is never
+ * held whole), end and abort as for streams. */
+typedef struct {
+    int (*field)(void *state, const char *name, const char *filename, const char *content_type,
+                 cu_error *err);
+    int (*data)(void *state, const char *buf, size_t len, cu_error *err);
+    void (*end)(void *state, http_request *req);
+    void (*abort)(void *state);
+} http_multipart_ops;
+
+/* Takes the body as multipart/form-data (415 when it is not). Returns 0, or replies with the
+ * error and returns it. */
+int http_want_multipart(http_request *req, const http_multipart_ops *ops, void *state);
+
+/* ---- replies (exactly one per request) ---- */
+
+/* Adds a header to the reply (before it is sent). Returns 0, or CU_ENOMEM (logged, and the
+ * reply becomes a 500: a header is never dropped silently). */
+int http_add_header(http_request *req, const char *name, const char *value);
+/* Replies with obj (the reference is taken), Content-Type application/json. */
 void http_reply_json(http_request *req, int status, json_t *obj);
-/* Replies {"error": msg, "status": status} and logs it once. */
+/* Replies {"error": msg, "status": status}; the access log line carries the message. */
 void http_reply_error(http_request *req, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Replies with the status that err's code stands for. */
 void http_reply_cu_error(http_request *req, const cu_error *err);
-/* Adds a header to the reply about to be sent (call before the reply). */
-void http_set_reply_header(http_request *req, const char *name, const char *value);
+/* Replies with len bytes of text (copied). */
+void http_reply_text(http_request *req, int status, const char *content_type, const char *text,
+                     size_t len);
+/* Replies with no body (204, 304, a HEAD-style answer with headers only). */
+void http_reply_empty(http_request *req, int status);
 
-/* The HTTP status for a cu_code. */
+/* Produces the reply's body: up to cap bytes at pos into buf; returns the count, 0 at the
+ * end (a body of unknown length), or -1 to cut the reply short (the client sees a broken
+ * transfer, never a wrong length). */
+typedef ssize_t (*http_body_reader)(void *state, uint64_t pos, char *buf, size_t cap);
+
+/* Replies with a body from reader: length bytes, or -1 when unknown (chunked encoding).
+ * free_state (may be NULL) is called once the reply is done with state, sent or not. */
+void http_reply_stream(http_request *req, int status, const char *content_type, int64_t length,
+                       http_body_reader reader, void *state, void (*free_state)(void *));
+/* Replies with length bytes of fd from offset, sent with sendfile where the system can.
+ * Takes the descriptor (closed when the reply is done, sent or not). */
+void http_reply_fd(http_request *req, int status, const char *content_type, int fd, int64_t offset,
+                   int64_t length);
+
+/* The HTTP status for a cu_code (the error table's default). */
 int http_status_for(int code);
 
 #endif
