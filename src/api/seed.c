@@ -1,12 +1,19 @@
-/* seed.c - the seed API over the upload service. */
+/* seed.c - the seed API on the engine.
+ *
+ * The seed protocol's uploads are slots of CHUNK_SIZE_MB: part n is the slot at offset
+ * n × chunk size. Each part has its own HS256 token naming its upload, number, size and
+ * expiry; the module signs them at init (storing each one's SHA-256 with its slot, so that
+ * only tokens this server issued are taken even if the secret leaked) and checks them on
+ * every part, before the engine sees the write. */
 #include "api/seed.h"
 
 #include "api/auth.h"
-
-#include "core/filename.h"
+#include "api/token.h"
 #include "base/log.h"
 #include "base/util.h"
+#include "core/filename.h"
 
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +39,52 @@ static json_t *complete_reply(const seed_api *api, const meta_upload *u)
 
 /* ---- init ---- */
 
+/* The part tokens of a new upload and their digests (what its slots keep). */
+typedef struct {
+    int n;
+    char **tokens;
+    char (*digests)[CU_SHA256_HEX_LEN + 1];
+    const char **tags;
+} part_tokens;
+
+static void tokens_free(part_tokens *t)
+{
+    for (int i = 0; t->tokens && i < t->n; i++)
+        free(t->tokens[i]);
+    free(t->tokens);
+    free(t->digests);
+    free(t->tags);
+    memset(t, 0, sizeof *t);
+}
+
+/* Signs one token per slot of an upload of total_size bytes. */
+static int tokens_issue(const seed_api *api, const char *id, int64_t total_size, int64_t expires_at,
+                        part_tokens *t, cu_error *err)
+{
+    const cu_config *cfg = api->cfg;
+    int64_t n = upload_slot_count(total_size, cfg->chunk_size, false);
+    t->n = (int)n;
+    t->tokens = calloc((size_t)n + 1, sizeof *t->tokens);
+    t->digests = calloc((size_t)n + 1, sizeof *t->digests);
+    t->tags = calloc((size_t)n + 1, sizeof *t->tags);
+    if (!t->tokens || !t->digests || !t->tags)
+        return cu_fail_oom(err);
+    for (int i = 0; i < t->n; i++) {
+        int64_t start = (int64_t)i * cfg->chunk_size;
+        token_claims claims = {.part_number = i,
+                               .expected_size = total_size - start < cfg->chunk_size
+                                                    ? total_size - start
+                                                    : cfg->chunk_size,
+                               .exp = expires_at};
+        snprintf(claims.upload_id, sizeof claims.upload_id, "%s", id);
+        if (!(t->tokens[i] = token_issue(cfg->jwt_secret, &claims)))
+            return cu_fail(err, CU_EIO, "Cannot sign part tokens");
+        util_sha256_hex(t->tokens[i], strlen(t->tokens[i]), t->digests[i]);
+        t->tags[i] = t->digests[i];
+    }
+    return 0;
+}
+
 static void handle_init(void *ctx, http_request *req)
 {
     seed_api *api = ctx;
@@ -51,7 +104,7 @@ static void handle_init(void *ctx, http_request *req)
     json_t *total_size = json_object_get(doc, "total_size");
     json_t *webhook = json_object_get(doc, "webhook_url");
     json_t *checksum = json_object_get(doc, "checksum_sha256");
-    upload_init_request ir = {0};
+    part_tokens tokens = {0};
     if (!filename || !json_is_string(filename)) {
         http_reply_error(req, 400,
                          filename ? "filename must be a string" : "Missing field: filename");
@@ -71,36 +124,57 @@ static void handle_init(void *ctx, http_request *req)
         http_reply_error(req, 400, "checksum_sha256 must be a string");
         goto out;
     }
-    ir.filename = json_string_value(filename);
-    ir.filename_len = json_string_length(filename);
-    ir.total_size = json_integer_value(total_size);
-    ir.webhook_url = json_is_string(webhook) ? json_string_value(webhook) : NULL;
-    ir.checksum_sha256 = json_is_string(checksum) ? json_string_value(checksum) : NULL;
-    if (ir.webhook_url && strlen(ir.webhook_url) != json_string_length(webhook)) {
+    if (json_is_string(webhook) &&
+        strlen(json_string_value(webhook)) != json_string_length(webhook)) {
         http_reply_error(req, 400, "webhook_url must be an http:// or https:// URL");
         goto out;
     }
-
-    upload_init_result res;
+    char id[CU_UUID_LEN + 1];
+    if (util_uuid_v4(id) != 0) {
+        http_reply_error(req, 500, "No randomness available");
+        goto out;
+    }
+    int64_t expires_at = (int64_t)(util_now() + api->cfg->upload_ttl_seconds);
+    upload_create_request cr = {
+        .id = id,
+        .protocol = "seed",
+        .owner = http_principal(req),
+        .filename = json_string_value(filename),
+        .filename_len = json_string_length(filename),
+        .total_size = json_integer_value(total_size),
+        .layout = UPLOAD_LAYOUT_SLOTS,
+        .slot_size = api->cfg->chunk_size,
+        .webhook_url = json_is_string(webhook) ? json_string_value(webhook) : NULL,
+        .checksum_sha256 = json_is_string(checksum) ? json_string_value(checksum) : NULL,
+        .expires_at = expires_at,
+    };
     cu_error err;
-    if (upload_init(api->uploads, &ir, &res, &err) != 0) {
+    /* Everything is checked before any token is signed: a refused size costs nothing. */
+    if (upload_validate(api->uploads, &cr, &err) != 0 ||
+        tokens_issue(api, id, cr.total_size, expires_at, &tokens, &err) != 0) {
         http_reply_cu_error(req, &err);
         goto out;
     }
-    const meta_upload *u = &res.upload;
+    cr.slot_tags = tokens.tags;
+    meta_upload u;
+    if (upload_create(api->uploads, &cr, &u, &err) != 0) {
+        http_reply_cu_error(req, &err);
+        goto out;
+    }
     json_t *parts = json_array();
-    for (int i = 0; parts && i < u->total_parts; i++)
-        json_array_append_new(parts, json_pack("{s:i, s:s, s:s}", "part", i, "token", res.tokens[i],
-                                               "status", "pending"));
+    for (int i = 0; parts && i < u.total_parts; i++)
+        json_array_append_new(parts, json_pack("{s:i, s:s, s:s}", "part", i, "token",
+                                               tokens.tokens[i], "status", "pending"));
     char expires[21];
-    util_rfc3339(u->expires_at, expires);
-    json_t *reply = json_pack("{s:s, s:s, s:I, s:i, s:I, s:o, s:s}", "file_id", u->id, "filename",
-                              display_name(u), "total_size", (json_int_t)u->total_size,
-                              "total_parts", u->total_parts, "chunk_size",
-                              (json_int_t)u->chunk_size, "parts", parts, "expires_at", expires);
+    util_rfc3339(u.expires_at, expires);
+    json_t *reply = json_pack("{s:s, s:s, s:I, s:i, s:I, s:o, s:s}", "file_id", u.id, "filename",
+                              display_name(&u), "total_size", (json_int_t)u.total_size,
+                              "total_parts", u.total_parts, "chunk_size", (json_int_t)u.chunk_size,
+                              "parts", parts, "expires_at", expires);
     http_reply_json(req, 200, reply);
-    upload_init_result_clear(&res);
+    meta_upload_clear(&u);
 out:
+    tokens_free(&tokens);
     json_decref(doc);
 }
 
@@ -120,31 +194,32 @@ static bool route_id(http_request *req, char id[CU_UUID_LEN + 1])
 
 /* ---- parts ---- */
 
-static const http_stream_ops part_stream_ops;
-
 static int part_data(void *state, const char *buf, size_t len, cu_error *err)
 {
-    return upload_part_write(state, buf, len, err);
+    return upload_write_data(state, buf, len, err);
 }
 
 static void part_end(void *state, http_request *req)
 {
-    part_result res;
+    upload_write_result res;
     cu_error err;
-    if (upload_part_end(state, &res, &err) != 0) {
+    if (upload_write_end(state, &res, &err) != 0) {
+        if (err.code == CU_ECHECKSUM) /* the seed answers a part's bad digest with 400 */
+            err.code = CU_EINVAL;
         http_reply_cu_error(req, &err);
         return;
     }
     http_reply_json(req, 200,
-                    json_pack("{s:s, s:i, s:s, s:s, s:i, s:i}", "upload_id", res.upload_id,
-                              "part_number", res.part_number, "status", "uploaded",
-                              "checksum_sha256", res.checksum_sha256, "uploaded_parts",
-                              res.uploaded_parts, "total_parts", res.total_parts));
+                    json_pack("{s:s, s:i, s:s, s:s, s:i, s:i}", "upload_id", res.upload.id,
+                              "part_number", res.slot, "status", "uploaded", "checksum_sha256",
+                              res.checksum_sha256, "uploaded_parts", res.upload.uploaded_parts,
+                              "total_parts", res.upload.total_parts));
+    upload_write_result_clear(&res);
 }
 
 static void part_abort(void *state)
 {
-    upload_part_abandon(state);
+    upload_write_abort(state);
 }
 
 static const http_stream_ops part_stream_ops = {
@@ -188,6 +263,47 @@ static int part_digest(http_request *req, unsigned char out[32])
     return found;
 }
 
+/* The part token: its signature, its upload, and that it is the one issued for this part of
+ * this size, still valid. The upload's state is checked first, as the client needs to know
+ * that before anything about its token. */
+static int check_part_token(seed_api *api, const char *token, const char *id, int64_t n,
+                            cu_error *err)
+{
+    if (!token || !*token)
+        return cu_fail(err, CU_EAUTH, "Missing part token (Authorization: Bearer <token>)");
+    token_claims claims;
+    int rc = token_verify(api->cfg->jwt_secret, token, &claims, err);
+    if (rc)
+        return rc;
+    if (strcmp(claims.upload_id, id) != 0)
+        return cu_fail(err, CU_EAUTH, "Part token is for another upload");
+    meta_upload u;
+    if ((rc = upload_get(api->uploads, id, NULL, &u, err)) != 0)
+        return rc;
+    if ((rc = upload_check_writable(&u, err)) != 0)
+        goto out;
+    if (n < 0 || n >= u.total_parts) {
+        rc = cu_fail(err, CU_EINVAL,
+                     "Part number %lld is out of range: this upload has parts 0 to %d",
+                     (long long)n, u.total_parts - 1);
+        goto out;
+    }
+    rc = token_check_claims(&claims, id, n, upload_slot_size(&u, (int)n), (int64_t)util_now(), err);
+    if (rc)
+        goto out;
+    meta_part part;
+    if ((rc = upload_slot_get(api->uploads, id, (int)n, &part, err)) != 0)
+        goto out;
+    char digest[CU_SHA256_HEX_LEN + 1];
+    util_sha256_hex(token, strlen(token), digest);
+    if (CRYPTO_memcmp(digest, part.token_sha256, CU_SHA256_HEX_LEN) != 0)
+        rc = cu_fail(err, CU_EAUTH, "Part token was not issued for this part");
+    free(part.storage_ref);
+out:
+    meta_upload_clear(&u);
+    return rc;
+}
+
 static void handle_part(void *ctx, http_request *req)
 {
     seed_api *api = ctx;
@@ -200,23 +316,28 @@ static void handle_part(void *ctx, http_request *req)
         http_reply_error(req, 400, "Part number must be a whole number, got \"%s\"", num);
         return;
     }
-    const char *token = auth_bearer(req);
     unsigned char digest[32];
     int has_digest = part_digest(req, digest);
     if (has_digest < 0)
         return;
-    part_request pr = {.upload_id = id,
-                       .part_number = n,
-                       .token = token,
-                       .content_length = http_content_length(req),
-                       .digest = has_digest ? digest : NULL};
-    part_session *ps;
     cu_error err;
-    if (upload_part_begin(api->uploads, &pr, &ps, &err) != 0) {
+    if (check_part_token(api, auth_bearer(req), id, n, &err) != 0) {
         http_reply_cu_error(req, &err);
         return;
     }
-    http_want_stream(req, &part_stream_ops, ps);
+    upload_write_request wr = {.id = id,
+                               .slot = (int)n,
+                               .length = http_content_length(req),
+                               .digest_alg =
+                                   has_digest ? UPLOAD_DIGEST_SHA256 : UPLOAD_DIGEST_NONE};
+    if (has_digest)
+        memcpy(wr.digest, digest, sizeof digest);
+    upload_write *w;
+    if (upload_write_begin(api->uploads, &wr, &w, &err) != 0) {
+        http_reply_cu_error(req, &err);
+        return;
+    }
+    http_want_stream(req, &part_stream_ops, w);
 }
 
 /* ---- status, complete, cancel ---- */
@@ -231,7 +352,7 @@ static void handle_status(void *ctx, http_request *req)
     meta_part *parts;
     int n;
     cu_error err;
-    if (upload_status(api->uploads, id, &u, &parts, &n, &err) != 0) {
+    if (upload_status(api->uploads, id, NULL, &u, &parts, &n, &err) != 0) {
         http_reply_cu_error(req, &err);
         return;
     }
@@ -274,7 +395,7 @@ static void handle_complete(void *ctx, http_request *req)
         return;
     meta_upload u;
     cu_error err;
-    if (upload_complete(api->uploads, id, &u, &err) != 0) {
+    if (upload_complete(api->uploads, id, NULL, &u, &err) != 0) {
         http_reply_cu_error(req, &err);
         return;
     }
@@ -289,7 +410,7 @@ static void handle_cancel(void *ctx, http_request *req)
     if (!route_id(req, id))
         return;
     cu_error err;
-    if (upload_cancel(api->uploads, id, &err) != 0) {
+    if (upload_cancel(api->uploads, id, NULL, &err) != 0) {
         http_reply_cu_error(req, &err);
         return;
     }

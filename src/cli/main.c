@@ -120,12 +120,11 @@ static int serve(void)
         goto out;
     }
     webhooks = webhook_start(&cfg, meta);
-    upload_deps deps = {.cfg = &cfg,
-                        .meta = meta,
-                        .storage = storage,
-                        .on_webhook_queued = webhook_kick,
-                        .on_webhook_queued_ctx = webhooks};
+    upload_deps deps = {.cfg = &cfg, .meta = meta, .storage = storage};
     uploads = upload_service_new(&deps);
+    upload_observer deliverer = {.on_event = webhook_on_event, .ctx = webhooks};
+    if (uploads && webhooks && upload_observe(uploads, &deliverer) != 0)
+        goto out;
     reap = uploads ? reaper_start(uploads, cfg.cleanup_interval_seconds) : NULL;
     if (!webhooks || !uploads || !reap) {
         log_error("cannot start background threads");
@@ -156,10 +155,12 @@ static int serve(void)
         log_error("%s", err.msg);
         goto out;
     }
-    log_info("chunked-uploader %s listening on http://%s:%d (storage: %s, database: %s, chunk "
-             "size %lld MiB, durability %s)",
+    char caps[256];
+    storage_caps_describe(storage_caps(storage), caps, sizeof caps);
+    log_info("chunked-uploader %s listening on http://%s:%d (storage: %s with %s; database: %s; "
+             "chunk size %lld MiB; durability %s)",
              CU_VERSION, cfg.server_host, http_server_port(http),
-             config_storage_name(cfg.storage_backend), cfg.database_path,
+             config_storage_name(cfg.storage_backend), caps, cfg.database_path,
              (long long)(cfg.chunk_size >> 20), cfg.durability_fsync ? "fsync" : "none");
 
     int sig = 0;

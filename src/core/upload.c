@@ -1,43 +1,39 @@
-/* upload.c - the upload lifecycle. */
+/* upload.c - the engine. */
 #include "core/upload.h"
 
-#include "core/filename.h"
 #include "base/log.h"
-#include "core/token.h"
 #include "base/util.h"
+#include "core/filename.h"
 #include "core/webhook.h"
 
+#include <assert.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* A part being received right now. The table is small (one entry per in-flight part, at
- * most one per connection), so a linear scan under the lock is the simplest right thing. */
-typedef struct {
-    char upload_id[CU_UUID_LEN + 1];
-    int part;
-} claim;
+#define MAX_OBSERVERS 8
 
 struct upload_service {
     upload_deps deps;
-    pthread_mutex_t claims_lock;
-    claim *claims;
-    size_t nclaims, claims_cap;
+    upload_locks *own_locks; /* made here when deps gave none */
+    upload_observer observers[MAX_OBSERVERS];
+    int nobservers;
 };
 
-struct part_session {
+struct upload_write {
     upload_service *svc;
-    char upload_id[CU_UUID_LEN + 1];
-    int part;
-    int total_parts;
-    int64_t expected;
+    char id[CU_UUID_LEN + 1];
+    int slot; /* UPLOAD_LOCK_WHOLE for a stream */
+    bool stream;
+    int64_t offset;   /* where the bytes go */
+    int64_t expected; /* slot: exactly this many; stream: at most this many, -1 unbounded */
     int64_t received;
-    bool has_digest;
-    unsigned char digest[32];
-    EVP_MD_CTX *sha;
+    upload_digest_alg alg;
+    unsigned char digest[64];
+    EVP_MD_CTX *sha;   /* always: the bytes' SHA-256 (recorded, and sent on by S3) */
+    EVP_MD_CTX *other; /* the expected digest's algorithm, when it is not SHA-256 */
     storage_writer_t *writer;
 };
 
@@ -47,7 +43,13 @@ upload_service *upload_service_new(const upload_deps *deps)
     if (!svc)
         return NULL;
     svc->deps = *deps;
-    pthread_mutex_init(&svc->claims_lock, NULL);
+    if (!svc->deps.locks) {
+        svc->own_locks = svc->deps.locks = upload_locks_memory();
+        if (!svc->own_locks) {
+            free(svc);
+            return NULL;
+        }
+    }
     return svc;
 }
 
@@ -55,9 +57,16 @@ void upload_service_free(upload_service *svc)
 {
     if (!svc)
         return;
-    pthread_mutex_destroy(&svc->claims_lock);
-    free(svc->claims);
+    upload_locks_destroy(svc->own_locks);
     free(svc);
+}
+
+int upload_observe(upload_service *svc, const upload_observer *o)
+{
+    if (svc->nobservers == MAX_OBSERVERS)
+        return -1;
+    svc->observers[svc->nobservers++] = *o;
+    return 0;
 }
 
 const char *upload_storage_name(const upload_service *svc)
@@ -65,11 +74,18 @@ const char *upload_storage_name(const upload_service *svc)
     return svc->deps.storage->name;
 }
 
-int64_t upload_part_size(int64_t total_size, int64_t chunk_size, int part)
+unsigned upload_storage_caps(const upload_service *svc)
 {
-    int64_t start = (int64_t)part * chunk_size;
-    int64_t left = total_size - start;
-    return left < chunk_size ? left : chunk_size;
+    return storage_caps(svc->deps.storage);
+}
+
+static void emit(upload_service *svc, upload_event_kind kind, const meta_upload *u, int slot,
+                 int64_t bytes, bool webhook_queued)
+{
+    upload_event ev = {
+        .kind = kind, .upload = u, .slot = slot, .bytes = bytes, .webhook_queued = webhook_queued};
+    for (int i = 0; i < svc->nobservers; i++)
+        svc->observers[i].on_event(svc->observers[i].ctx, &ev);
 }
 
 static int64_t now_s(void)
@@ -77,18 +93,42 @@ static int64_t now_s(void)
     return (int64_t)util_now();
 }
 
+/* ---- slots ---- */
+
+int64_t upload_slot_count(int64_t total_size, int64_t slot_size, bool last_slot_absorbs)
+{
+    assert(slot_size > 0 && total_size >= 0);
+    if (last_slot_absorbs)
+        return total_size / slot_size > 0 ? total_size / slot_size : 1;
+    return total_size / slot_size + (total_size % slot_size != 0);
+}
+
+int64_t upload_slot_size(const meta_upload *u, int slot)
+{
+    assert(u->layout == UPLOAD_LAYOUT_SLOTS && slot >= 0 && slot < u->total_parts);
+    int64_t start = (int64_t)slot * u->chunk_size;
+    if (slot == u->total_parts - 1)
+        return u->total_size - start; /* the last: whatever is left (flow's may be larger) */
+    return u->chunk_size;
+}
+
+/* ---- how storage sees an upload ---- */
+
 /* An upload as the blob store sees it; the key lives in the struct, so keep it in scope. */
 typedef struct {
     storage_upload up;
-    char key[FILENAME_MAX_TOTAL + CU_UUID_LEN + 2];
+    char key[FILENAME_MAX_TOTAL + CU_UUID_LEN + 32];
 } upload_view;
 
-/* "dir/<id>_name": where the finished file goes below the storage root. */
+/* The key where the finished file goes: "dir/<id>_name"; partial uploads, which never become
+ * files, are staged under ".partials/<id>" (S3 needs a key from the start). */
 static const storage_upload *view_of(const meta_upload *u, upload_view *v)
 {
     size_t dir_len;
     const char *base = filename_split(u->filename, &dir_len);
-    if (dir_len)
+    if (u->partial)
+        snprintf(v->key, sizeof v->key, ".partials/%s", u->id);
+    else if (dir_len)
         snprintf(v->key, sizeof v->key, "%.*s/%s_%s", (int)dir_len, u->filename, u->id, base);
     else
         snprintf(v->key, sizeof v->key, "%s_%s", u->id, base);
@@ -100,47 +140,7 @@ static const storage_upload *view_of(const meta_upload *u, upload_view *v)
     return &v->up;
 }
 
-/* ---- claims ---- */
-
-static bool claim_take(upload_service *svc, const char *id, int part)
-{
-    bool ok = true;
-    pthread_mutex_lock(&svc->claims_lock);
-    for (size_t i = 0; i < svc->nclaims; i++)
-        if (svc->claims[i].part == part && !strcmp(svc->claims[i].upload_id, id))
-            ok = false;
-    if (ok && svc->nclaims == svc->claims_cap) {
-        size_t cap = svc->claims_cap ? svc->claims_cap * 2 : 16;
-        claim *grown = realloc(svc->claims, cap * sizeof *grown);
-        if (grown) {
-            svc->claims = grown;
-            svc->claims_cap = cap;
-        } else {
-            ok = false;
-        }
-    }
-    if (ok) {
-        claim *c = &svc->claims[svc->nclaims++];
-        memcpy(c->upload_id, id, sizeof c->upload_id);
-        c->part = part;
-    }
-    pthread_mutex_unlock(&svc->claims_lock);
-    return ok;
-}
-
-static void claim_release(upload_service *svc, const char *id, int part)
-{
-    pthread_mutex_lock(&svc->claims_lock);
-    for (size_t i = 0; i < svc->nclaims; i++) {
-        if (svc->claims[i].part == part && !strcmp(svc->claims[i].upload_id, id)) {
-            svc->claims[i] = svc->claims[--svc->nclaims];
-            break;
-        }
-    }
-    pthread_mutex_unlock(&svc->claims_lock);
-}
-
-/* ---- init ---- */
+/* ---- creating ---- */
 
 static bool valid_webhook_url(const char *url)
 {
@@ -155,113 +155,141 @@ static bool valid_webhook_url(const char *url)
     return true;
 }
 
-int upload_init(upload_service *svc, const upload_init_request *req, upload_init_result *out,
-                cu_error *err)
+/* The checks of a create request that need no storage: name, sizes, URL, digest. Fills the
+ * record's layout fields. */
+static int check_create(upload_service *svc, const upload_create_request *req, meta_upload *u,
+                        int64_t *nslots, cu_error *err)
 {
     const cu_config *cfg = svc->deps.cfg;
-    memset(out, 0, sizeof *out);
     const storage_t *st = svc->deps.storage;
-    int rc = filename_check(req->filename, req->filename_len, err);
-    if (rc == 0)
+    int rc = req->partial ? 0 : filename_check(req->filename, req->filename_len, err);
+    if (rc == 0 && !req->partial)
         rc = filename_check_for_storage(req->filename, st->forbidden_name_chars,
                                         st->allows_trailing_dot_space, st->name, err);
     if (rc)
         return rc;
-    if (req->total_size < 0)
+    if (req->total_size < -1)
         return cu_fail(err, CU_EINVAL, "total_size must not be negative");
+    if (req->total_size < 0 && req->layout != UPLOAD_LAYOUT_STREAM)
+        return cu_fail(err, CU_EINVAL, "The size of the file is required");
+    if (req->total_size < 0 && !(storage_caps(st) & STORAGE_CAP_DEFER_LENGTH))
+        return cu_fail(err, CU_ENOTSUP, "%s storage needs the file's size up front", st->name);
+    if (req->layout == UPLOAD_LAYOUT_STREAM && !(storage_caps(st) & STORAGE_CAP_APPEND))
+        return cu_fail(err, CU_ENOTSUP, "%s storage cannot take appends", st->name);
     if (cfg->max_file_size > 0 && req->total_size > cfg->max_file_size)
         return cu_fail(err, CU_ETOOLARGE, "total_size %lld is above the limit of %lld bytes",
                        (long long)req->total_size, (long long)cfg->max_file_size);
-    int64_t parts = req->total_size / cfg->chunk_size + (req->total_size % cfg->chunk_size != 0);
-    if (parts > cfg->max_parts)
-        return cu_fail(err, CU_EINVAL,
-                       "total_size %lld needs %lld parts of %lld bytes; at most %d parts are "
-                       "allowed, so the largest file is %lld bytes",
-                       (long long)req->total_size, (long long)parts, (long long)cfg->chunk_size,
-                       cfg->max_parts, (long long)((int64_t)cfg->max_parts * cfg->chunk_size));
+    int64_t slot_size = req->slot_size > 0 ? req->slot_size : cfg->chunk_size;
+    *nslots = 0;
+    if (req->layout == UPLOAD_LAYOUT_SLOTS) {
+        if (st->min_part_size && slot_size < st->min_part_size &&
+            req->total_size > slot_size * (req->last_slot_absorbs ? 2 : 1))
+            return cu_fail(err, CU_EINVAL,
+                           "Chunks of %lld bytes are below %s storage's smallest part (%lld "
+                           "bytes)",
+                           (long long)slot_size, st->name, (long long)st->min_part_size);
+        *nslots = upload_slot_count(req->total_size, slot_size, req->last_slot_absorbs);
+        if (*nslots > cfg->max_parts)
+            return cu_fail(err, CU_EINVAL,
+                           "total_size %lld needs %lld parts of %lld bytes; at most %d parts are "
+                           "allowed, so the largest file is %lld bytes",
+                           (long long)req->total_size, (long long)*nslots, (long long)slot_size,
+                           cfg->max_parts, (long long)((int64_t)cfg->max_parts * slot_size));
+    }
     if (req->webhook_url && !valid_webhook_url(req->webhook_url))
         return cu_fail(err, CU_EINVAL, "webhook_url must be an http:// or https:// URL");
     unsigned char digest[32];
     if (req->checksum_sha256 && util_unhex_sha256(req->checksum_sha256, digest) != 0)
         return cu_fail(err, CU_EINVAL, "checksum_sha256 must be 64 hex digits");
-    if (req->checksum_sha256 && !(storage_caps(svc->deps.storage) & STORAGE_CAP_STAGE_READ))
+    if (req->checksum_sha256 && !(storage_caps(st) & STORAGE_CAP_STAGE_READ))
         return cu_fail(err, CU_EINVAL,
                        "checksum_sha256 (of the whole file) is not available with %s storage; "
                        "send per-part digests (Content-Digest or X-Checksum-SHA256) instead",
-                       svc->deps.storage->name);
+                       st->name);
 
-    meta_upload *u = &out->upload;
-    if (util_uuid_v4(u->id) != 0)
+    if (req->id)
+        snprintf(u->id, sizeof u->id, "%s", req->id);
+    else if (util_uuid_v4(u->id) != 0)
         return cu_fail(err, CU_EIO, "No randomness available");
-    snprintf(u->protocol, sizeof u->protocol, "seed");
-    u->filename = strndup(req->filename, req->filename_len);
+    snprintf(u->protocol, sizeof u->protocol, "%s", req->protocol);
+    u->layout = req->layout;
     u->total_size = req->total_size;
-    u->chunk_size = cfg->chunk_size;
-    u->total_parts = (int)parts;
+    u->chunk_size = slot_size;
+    u->total_parts = (int)*nslots;
     u->state = UPLOAD_PENDING;
-    if (req->checksum_sha256) {
-        u->checksum_sha256 = malloc(CU_SHA256_HEX_LEN + 1);
-        if (u->checksum_sha256)
-            util_hex(digest, sizeof digest, u->checksum_sha256);
-    }
-    u->webhook_url = req->webhook_url ? strdup(req->webhook_url) : NULL;
+    u->partial = req->partial;
     double now = util_now();
     u->created_at = (int64_t)now;
     u->expires_at = (int64_t)(now + cfg->upload_ttl_seconds);
     if (u->expires_at <= u->created_at)
         u->expires_at = u->created_at + 1;
-
-    meta_part *prows = calloc((size_t)parts + 1, sizeof *prows);
-    out->tokens = calloc((size_t)parts + 1, sizeof *out->tokens);
-    if (!u->filename || !prows || !out->tokens) {
-        free(prows);
-        upload_init_result_clear(out);
-        return cu_fail(err, CU_EIO, "Out of memory");
-    }
-    for (int i = 0; i < (int)parts; i++) {
-        token_claims claims = {.part_number = i,
-                               .expected_size = upload_part_size(u->total_size, u->chunk_size, i),
-                               .exp = u->expires_at};
-        memcpy(claims.upload_id, u->id, sizeof u->id);
-        out->tokens[i] = token_issue(cfg->jwt_secret, &claims);
-        if (!out->tokens[i]) {
-            free(prows);
-            upload_init_result_clear(out);
-            return cu_fail(err, CU_EIO, "Cannot sign part tokens");
-        }
-        prows[i].part = i;
-        prows[i].size = claims.expected_size;
-        util_sha256_hex(out->tokens[i], strlen(out->tokens[i]), prows[i].token_sha256);
-    }
-
-    /* Data first, then the record: a crash in between leaves an orphan staging file, never a
-     * record that points at nothing. */
-    upload_view view;
-    rc = storage_stage_create(svc->deps.storage, view_of(u, &view), &u->storage_ref, err);
-    if (rc == 0) {
-        rc = meta_upload_create(svc->deps.meta, u, prows, (int)parts, err);
-        if (rc)
-            storage_abort(svc->deps.storage, view_of(u, &view), NULL);
-    }
-    free(prows);
-    if (rc) {
-        upload_init_result_clear(out);
-        return rc;
-    }
-    log_info("upload %s created: %s, %lld bytes, %d parts", u->id, u->filename,
-             (long long)u->total_size, u->total_parts);
-    return 0;
+    if (req->expires_at)
+        u->expires_at = req->expires_at;
+    bool oom = false;
+#define DUP(field, value)                                                                          \
+    do {                                                                                           \
+        if (value && !(u->field = strdup(value)))                                                  \
+            oom = true;                                                                            \
+    } while (0)
+    if (!(u->filename = strndup(req->filename ? req->filename : "", req->filename_len)))
+        oom = true;
+    DUP(owner, req->owner);
+    DUP(content_type, req->content_type);
+    DUP(metadata, req->metadata);
+    DUP(client_key, req->client_key);
+    DUP(webhook_url, req->webhook_url);
+    DUP(concat_of, req->concat_of);
+#undef DUP
+    if (req->checksum_sha256 && (u->checksum_sha256 = malloc(CU_SHA256_HEX_LEN + 1)))
+        util_hex(digest, sizeof digest, u->checksum_sha256);
+    else if (req->checksum_sha256)
+        oom = true;
+    return oom ? cu_fail_oom(err) : 0;
 }
 
-void upload_init_result_clear(upload_init_result *r)
+int upload_validate(upload_service *svc, const upload_create_request *req, cu_error *err)
 {
-    if (r->tokens) {
-        for (int i = 0; i < r->upload.total_parts; i++)
-            free(r->tokens[i]);
-        free(r->tokens);
+    meta_upload scratch = {0};
+    int64_t nslots;
+    int rc = check_create(svc, req, &scratch, &nslots, err);
+    meta_upload_clear(&scratch);
+    return rc;
+}
+
+int upload_create(upload_service *svc, const upload_create_request *req, meta_upload *out,
+                  cu_error *err)
+{
+    memset(out, 0, sizeof *out);
+    int64_t nslots = 0;
+    int rc = check_create(svc, req, out, &nslots, err);
+    meta_part *rows = NULL;
+    if (rc == 0 && nslots > 0 && !(rows = calloc((size_t)nslots, sizeof *rows)))
+        rc = cu_fail_oom(err);
+    for (int i = 0; rc == 0 && i < (int)nslots; i++) {
+        rows[i].part = i;
+        rows[i].size = upload_slot_size(out, i);
+        if (req->slot_tags && req->slot_tags[i])
+            snprintf(rows[i].token_sha256, sizeof rows[i].token_sha256, "%s", req->slot_tags[i]);
     }
-    meta_upload_clear(&r->upload);
-    r->tokens = NULL;
+    /* Data first, then the record: a crash in between leaves orphan staging data (swept
+     * later), never a record that points at nothing. */
+    upload_view view;
+    if (rc == 0)
+        rc = storage_stage_create(svc->deps.storage, view_of(out, &view), &out->storage_ref, err);
+    if (rc == 0) {
+        rc = meta_upload_create(svc->deps.meta, out, rows, (int)nslots, err);
+        if (rc)
+            storage_abort(svc->deps.storage, view_of(out, &view), NULL);
+    }
+    free(rows);
+    if (rc) {
+        meta_upload_clear(out);
+        return rc;
+    }
+    log_info("upload %s created (%s): %s, %lld bytes%s", out->id, out->protocol, out->filename,
+             (long long)out->total_size, out->partial ? ", partial" : "");
+    emit(svc, UPLOAD_EVENT_CREATED, out, -1, 0, false);
+    return 0;
 }
 
 /* ---- reading ---- */
@@ -271,6 +299,30 @@ static bool is_past_expiry(const meta_upload *u)
     return u->state == UPLOAD_PENDING && u->expires_at <= now_s();
 }
 
+/* An upload the caller may see: an owner-bound caller sees only its own. */
+static int get_visible(upload_service *svc, const char *id, const char *owner, meta_upload *out,
+                       cu_error *err)
+{
+    int rc = meta_upload_get(svc->deps.meta, id, out, err);
+    if (rc == 0 && owner && (!out->owner || strcmp(owner, out->owner) != 0)) {
+        meta_upload_clear(out);
+        rc = cu_fail(err, CU_ENOTFOUND, "Upload not found");
+    }
+    return rc;
+}
+
+int upload_get(upload_service *svc, const char *id, const char *owner, meta_upload *out,
+               cu_error *err)
+{
+    return get_visible(svc, id, owner, out, err);
+}
+
+int upload_find(upload_service *svc, const char *owner, const char *protocol,
+                const char *client_key, meta_upload *out, cu_error *err)
+{
+    return meta_upload_find(svc->deps.meta, owner, protocol, client_key, out, err);
+}
+
 /* Refuses requests on uploads that ended without completing. */
 static int check_not_ended(const meta_upload *u, cu_error *err)
 {
@@ -278,29 +330,36 @@ static int check_not_ended(const meta_upload *u, cu_error *err)
         return cu_fail(err, CU_EGONE, "Upload expired");
     if (u->state == UPLOAD_CANCELLED)
         return cu_fail(err, CU_EGONE, "Upload was cancelled");
+    if (u->state == UPLOAD_DELETED)
+        return cu_fail(err, CU_EGONE, "The file was deleted");
     return 0;
 }
 
-int upload_status(upload_service *svc, const char *id, meta_upload *out, meta_part **parts,
-                  int *nparts, cu_error *err)
+int upload_status(upload_service *svc, const char *id, const char *owner, meta_upload *out,
+                  meta_part **parts, int *nparts, cu_error *err)
 {
-    *parts = NULL;
-    *nparts = 0;
-    int rc = meta_upload_get(svc->deps.meta, id, out, err);
+    int rc = meta_upload_with_parts(svc->deps.meta, id, out, parts, nparts, err);
     if (rc)
         return rc;
-    rc = check_not_ended(out, err);
+    if (owner && (!out->owner || strcmp(owner, out->owner) != 0))
+        rc = cu_fail(err, CU_ENOTFOUND, "Upload not found");
     if (rc == 0)
-        rc = meta_parts_list(svc->deps.meta, id, parts, nparts, err);
-    if (rc)
+        rc = check_not_ended(out, err);
+    if (rc) {
+        meta_parts_free(*parts, *nparts);
+        *parts = NULL;
+        *nparts = 0;
         meta_upload_clear(out);
+    }
     return rc;
 }
 
-/* ---- parts ---- */
+int upload_slot_get(upload_service *svc, const char *id, int slot, meta_part *out, cu_error *err)
+{
+    return meta_part_get(svc->deps.meta, id, slot, out, err);
+}
 
-/* Why a part cannot be written to an upload in this state (0 when it can). */
-static int check_accepts_parts(const meta_upload *u, cu_error *err)
+int upload_check_writable(const meta_upload *u, cu_error *err)
 {
     if (u->state == UPLOAD_EXPIRED || is_past_expiry(u))
         return cu_fail(err, CU_EGONE, "Upload expired");
@@ -311,172 +370,338 @@ static int check_accepts_parts(const meta_upload *u, cu_error *err)
         return cu_fail(err, CU_ECONFLICT, "Upload was cancelled");
     case UPLOAD_COMPLETE:
     case UPLOAD_FINALIZING:
+    case UPLOAD_DELETED:
         return cu_fail(err, CU_ECONFLICT, "Upload is already complete");
     default:
         return cu_fail(err, CU_ECONFLICT, "Upload is %s", upload_state_name(u->state));
     }
 }
 
-int upload_part_begin(upload_service *svc, const part_request *req, part_session **out,
-                      cu_error *err)
+/* ---- writing ---- */
+
+static const EVP_MD *digest_md(upload_digest_alg alg)
 {
-    const cu_config *cfg = svc->deps.cfg;
-    *out = NULL;
-    if (!req->token || !*req->token)
-        return cu_fail(err, CU_EAUTH, "Missing part token (Authorization: Bearer <token>)");
-    token_claims claims;
-    int rc = token_verify(cfg->jwt_secret, req->token, &claims, err);
-    if (rc)
-        return rc;
-    if (strcmp(claims.upload_id, req->upload_id) != 0)
-        return cu_fail(err, CU_EAUTH, "Part token is for another upload");
-
-    meta_upload u;
-    rc = meta_upload_get(svc->deps.meta, req->upload_id, &u, err);
-    if (rc)
-        return rc;
-    meta_part part = {0};
-    rc = check_accepts_parts(&u, err);
-    if (rc)
-        goto out;
-    if (req->part_number < 0 || req->part_number >= u.total_parts) {
-        rc = cu_fail(err, CU_EINVAL,
-                     "Part number %lld is out of range: this upload has parts 0 to %d",
-                     (long long)req->part_number, u.total_parts - 1);
-        goto out;
+    switch (alg) {
+    case UPLOAD_DIGEST_SHA1:
+        return EVP_sha1();
+    case UPLOAD_DIGEST_MD5:
+        return EVP_md5();
+    default:
+        return NULL;
     }
-    int n = (int)req->part_number;
-    int64_t expected = upload_part_size(u.total_size, u.chunk_size, n);
-    rc = token_check_claims(&claims, req->upload_id, n, expected, now_s(), err);
-    if (rc)
-        goto out;
-    rc = meta_part_get(svc->deps.meta, req->upload_id, n, &part, err);
-    if (rc)
-        goto out;
-    char token_sha[CU_SHA256_HEX_LEN + 1];
-    util_sha256_hex(req->token, strlen(req->token), token_sha);
-    if (CRYPTO_memcmp(token_sha, part.token_sha256, CU_SHA256_HEX_LEN) != 0) {
-        rc = cu_fail(err, CU_EAUTH, "Part token was not issued for this part");
-        goto out;
-    }
-    if (part.state == PART_UPLOADED) {
-        rc = cu_fail(err, CU_ECONFLICT, "Part %d already uploaded", n);
-        goto out;
-    }
-    if (req->content_length > expected) {
-        rc = cu_fail(err, CU_ETOOLARGE, "Part %d must be %lld bytes, Content-Length is %lld", n,
-                     (long long)expected, (long long)req->content_length);
-        goto out;
-    }
-    if (req->content_length >= 0 && req->content_length < expected) {
-        rc = cu_fail(err, CU_EINVAL, "Part %d must be %lld bytes, Content-Length is %lld", n,
-                     (long long)expected, (long long)req->content_length);
-        goto out;
-    }
-    if (!claim_take(svc, req->upload_id, n)) {
-        rc = cu_fail(err, CU_ECONFLICT, "Part %d is being uploaded by another request", n);
-        goto out;
-    }
-
-    part_session *ps = calloc(1, sizeof *ps);
-    if (!ps) {
-        claim_release(svc, req->upload_id, n);
-        rc = cu_fail(err, CU_EIO, "Out of memory");
-        goto out;
-    }
-    ps->svc = svc;
-    memcpy(ps->upload_id, u.id, sizeof ps->upload_id);
-    ps->part = n;
-    ps->total_parts = u.total_parts;
-    ps->expected = expected;
-    if (req->digest) {
-        ps->has_digest = true;
-        memcpy(ps->digest, req->digest, sizeof ps->digest);
-    }
-    ps->sha = EVP_MD_CTX_new();
-    upload_view view;
-    if (!ps->sha || EVP_DigestInit_ex(ps->sha, EVP_sha256(), NULL) != 1) {
-        rc = cu_fail(err, CU_EIO, "Out of memory");
-    } else {
-        rc = storage_writer_open(svc->deps.storage, view_of(&u, &view), (int64_t)n * u.chunk_size,
-                                 expected, &ps->writer, err);
-    }
-    if (rc) {
-        upload_part_abandon(ps);
-        goto out;
-    }
-    *out = ps;
-out:
-    free(part.storage_ref);
-    meta_upload_clear(&u);
-    return rc;
 }
 
-int upload_part_write(part_session *ps, const void *buf, size_t len, cu_error *err)
+static void write_free(upload_write *w)
 {
-    if ((int64_t)len > ps->expected - ps->received)
-        return cu_fail(err, CU_ETOOLARGE, "Part %d must be %lld bytes, the body is longer",
-                       ps->part, (long long)ps->expected);
-    int rc = storage_writer_write(ps->writer, buf, len, err);
-    if (rc)
-        return rc;
-    EVP_DigestUpdate(ps->sha, buf, len);
-    ps->received += (int64_t)len;
+    EVP_MD_CTX_free(w->sha);
+    EVP_MD_CTX_free(w->other);
+    free(w);
+}
+
+/* The checks that depend only on what never changes in an upload (its layout and sizes),
+ * made before the claim so that a bad request never holds one. */
+static int check_range(const meta_upload *u, const upload_write_request *req, int64_t *offset,
+                       int64_t *expected, cu_error *err)
+{
+    if (u->layout == UPLOAD_LAYOUT_SLOTS) {
+        if (req->slot < 0 || req->slot >= u->total_parts)
+            return cu_fail(err, CU_EINVAL,
+                           "Part number %d is out of range: this upload has parts 0 to %d",
+                           req->slot, u->total_parts - 1);
+        *offset = (int64_t)req->slot * u->chunk_size;
+        *expected = upload_slot_size(u, req->slot);
+        if (req->length > *expected)
+            return cu_fail(err, CU_ETOOLARGE, "Part %d must be %lld bytes, Content-Length is %lld",
+                           req->slot, (long long)*expected, (long long)req->length);
+        if (req->length >= 0 && req->length < *expected)
+            return cu_fail(err, CU_EINVAL, "Part %d must be %lld bytes, Content-Length is %lld",
+                           req->slot, (long long)*expected, (long long)req->length);
+        return 0;
+    }
+    *offset = req->offset;
+    *expected = u->total_size >= 0 ? u->total_size - req->offset : -1;
+    if (u->total_size >= 0 && req->length > u->total_size - req->offset)
+        return cu_fail(err, CU_ETOOLARGE,
+                       "%lld bytes at offset %lld go past the upload's end (%lld)",
+                       (long long)req->length, (long long)req->offset, (long long)u->total_size);
+    if (req->length >= 0)
+        *expected = req->length;
     return 0;
 }
 
-static void session_free(part_session *ps)
+int upload_write_begin(upload_service *svc, const upload_write_request *req, upload_write **out,
+                       cu_error *err)
 {
-    claim_release(ps->svc, ps->upload_id, ps->part);
-    EVP_MD_CTX_free(ps->sha);
-    free(ps);
+    *out = NULL;
+    meta_upload u;
+    int rc = get_visible(svc, req->id, req->owner, &u, err);
+    if (rc)
+        return rc;
+    bool stream = u.layout == UPLOAD_LAYOUT_STREAM;
+    int64_t offset = 0, expected = 0;
+    /* The state is checked again once the claim is held; this first look only puts the
+     * more useful answer first (an upload that ended, rather than a size). */
+    rc = upload_check_writable(&u, err);
+    if (rc == 0)
+        rc = check_range(&u, req, &offset, &expected, err);
+    meta_upload_clear(&u);
+    if (rc)
+        return rc;
+
+    /* Claim first, then read the state: whoever holds the claim sees every write that came
+     * before it, so two requests never both find a slot pending. */
+    int slot = stream ? UPLOAD_LOCK_WHOLE : req->slot;
+    rc = upload_lock_acquire(svc->deps.locks, req->id, slot, err);
+    if (rc)
+        return rc;
+    upload_write *w = calloc(1, sizeof *w);
+    if (!w) {
+        upload_lock_release(svc->deps.locks, req->id, slot);
+        return cu_fail_oom(err);
+    }
+    w->svc = svc;
+    snprintf(w->id, sizeof w->id, "%s", req->id);
+    w->slot = slot;
+    w->stream = stream;
+    w->offset = offset;
+    w->expected = expected;
+    w->alg = req->digest_alg;
+    memcpy(w->digest, req->digest, sizeof w->digest);
+    rc = meta_upload_get(svc->deps.meta, req->id, &u, err);
+    if (rc)
+        goto fail;
+    rc = upload_check_writable(&u, err);
+    if (rc == 0 && !stream) {
+        meta_part part;
+        rc = meta_part_get(svc->deps.meta, req->id, req->slot, &part, err);
+        if (rc == 0 && part.state == PART_UPLOADED)
+            rc = cu_fail(err, CU_ECONFLICT, "Part %d already uploaded", req->slot);
+        free(part.storage_ref);
+    }
+    if (rc == 0 && stream && u.durable_offset != req->offset)
+        rc = cu_fail(err, CU_ECONFLICT, "The upload is at offset %lld, not %lld",
+                     (long long)u.durable_offset, (long long)req->offset);
+    if (rc == 0 && !(w->sha = EVP_MD_CTX_new()))
+        rc = cu_fail_oom(err);
+    if (rc == 0 && EVP_DigestInit_ex(w->sha, EVP_sha256(), NULL) != 1)
+        rc = cu_fail(err, CU_EIO, "Cannot hash");
+    if (rc == 0 && digest_md(w->alg) &&
+        (!(w->other = EVP_MD_CTX_new()) ||
+         EVP_DigestInit_ex(w->other, digest_md(w->alg), NULL) != 1))
+        rc = cu_fail_oom(err);
+    upload_view view;
+    if (rc == 0 && stream)
+        rc = storage_append_open(svc->deps.storage, view_of(&u, &view), offset, &w->writer, err);
+    else if (rc == 0)
+        rc = storage_writer_open(svc->deps.storage, view_of(&u, &view), offset, expected,
+                                 &w->writer, err);
+    meta_upload_clear(&u);
+    if (rc)
+        goto fail;
+    *out = w;
+    return 0;
+fail:
+    upload_lock_release(svc->deps.locks, w->id, w->slot);
+    write_free(w);
+    return rc;
 }
 
-void upload_part_abandon(part_session *ps)
+int upload_write_data(upload_write *w, const void *buf, size_t len, cu_error *err)
 {
-    if (!ps)
+    if (w->expected >= 0 && (int64_t)len > w->expected - w->received)
+        return w->stream
+                   ? cu_fail(err, CU_ETOOLARGE, "The body goes past the upload's end")
+                   : cu_fail(err, CU_ETOOLARGE, "Part %d must be %lld bytes, the body is longer",
+                             w->slot, (long long)w->expected);
+    int rc = storage_writer_write(w->writer, buf, len, err);
+    if (rc)
+        return rc;
+    EVP_DigestUpdate(w->sha, buf, len);
+    if (w->other)
+        EVP_DigestUpdate(w->other, buf, len);
+    w->received += (int64_t)len;
+    return 0;
+}
+
+void upload_write_result_clear(upload_write_result *r)
+{
+    meta_upload_clear(&r->upload);
+}
+
+static void write_release(upload_write *w)
+{
+    upload_lock_release(w->svc->deps.locks, w->id, w->slot);
+    write_free(w);
+}
+
+/* Records that a stream's durable offset moved from `from` by what storage made durable,
+ * with the chunks storage completed on the way, in one transaction. */
+static int record_stream(upload_service *svc, const char *id, int64_t from,
+                         const storage_written *written, cu_error *err)
+{
+    int n = written->nchunks;
+    meta_part *chunks = n ? calloc((size_t)n, sizeof *chunks) : NULL;
+    if (n && !chunks)
+        return cu_fail_oom(err);
+    for (int i = 0; i < n; i++)
+        chunks[i] = (meta_part){.part = written->chunks[i].index,
+                                .size = written->chunks[i].size,
+                                .storage_ref = written->chunks[i].ref};
+    int rc = meta_stream_advance(svc->deps.meta, id, from, from + written->durable, chunks, n, err);
+    free(chunks);
+    return rc;
+}
+
+void upload_write_abort(upload_write *w)
+{
+    if (!w)
         return;
-    storage_writer_abort(ps->writer);
-    session_free(ps);
+    upload_service *svc = w->svc;
+    if (w->stream && w->alg == UPLOAD_DIGEST_NONE && w->writer) {
+        /* Keep what arrived: a cut-off stream write resumes from its durable end. */
+        storage_written written;
+        cu_error err;
+        int rc = storage_writer_finish(w->writer, NULL, &written, &err);
+        w->writer = NULL;
+        if (written.durable > 0) {
+            if (record_stream(svc, w->id, w->offset, &written, &err) != 0)
+                log_warn("upload %s: keeping an interrupted write: %s", w->id, err.msg);
+            else
+                log_info("upload %s: interrupted write kept %lld bytes (now at %lld)", w->id,
+                         (long long)written.durable, (long long)(w->offset + written.durable));
+        } else if (rc) {
+            log_warn("upload %s: interrupted write: %s", w->id, err.msg);
+        }
+        storage_written_clear(&written);
+    } else {
+        storage_writer_abort(w->writer);
+        w->writer = NULL;
+    }
+    write_release(w);
 }
 
-int upload_part_end(part_session *ps, part_result *out, cu_error *err)
+/* Compares the digest the client declared with the bytes' own. */
+static int check_digest(upload_write *w, const unsigned char sha256[32], cu_error *err)
 {
-    if (ps->received != ps->expected) {
-        int rc = cu_fail(err, CU_EINVAL, "Part %d must be %lld bytes, got %lld", ps->part,
-                         (long long)ps->expected, (long long)ps->received);
-        upload_part_abandon(ps);
+    if (w->alg == UPLOAD_DIGEST_NONE)
+        return 0;
+    unsigned char other[64];
+    const unsigned char *got = sha256;
+    unsigned int len = 32;
+    if (w->other) {
+        EVP_DigestFinal_ex(w->other, other, &len);
+        got = other;
+    }
+    if (CRYPTO_memcmp(got, w->digest, len) == 0)
+        return 0;
+    char want_hex[129], got_hex[129];
+    util_hex(w->digest, len, want_hex);
+    util_hex(got, len, got_hex);
+    if (w->stream)
+        return cu_fail(err, CU_ECHECKSUM, "Checksum mismatch: expected %s, got %s", want_hex,
+                       got_hex);
+    return cu_fail(err, CU_ECHECKSUM, "Checksum mismatch for part %d: expected %s, got %s", w->slot,
+                   want_hex, got_hex);
+}
+
+static int finalize(upload_service *svc, meta_upload *u, cu_error *err);
+
+int upload_write_end(upload_write *w, upload_write_result *out, cu_error *err)
+{
+    upload_service *svc = w->svc;
+    memset(out, 0, sizeof *out);
+    if (!w->stream && w->received != w->expected) {
+        int rc = cu_fail(err, CU_EINVAL, "Part %d must be %lld bytes, got %lld", w->slot,
+                         (long long)w->expected, (long long)w->received);
+        upload_write_abort(w);
         return rc;
     }
     unsigned char md[32];
-    EVP_DigestFinal_ex(ps->sha, md, NULL);
-    memset(out, 0, sizeof *out);
+    EVP_DigestFinal_ex(w->sha, md, NULL);
     util_hex(md, sizeof md, out->checksum_sha256);
-    if (ps->has_digest && CRYPTO_memcmp(md, ps->digest, sizeof md) != 0) {
-        char want[CU_SHA256_HEX_LEN + 1];
-        util_hex(ps->digest, sizeof ps->digest, want);
-        int rc = cu_fail(err, CU_EINVAL, "Checksum mismatch for part %d: expected %s, got %s",
-                         ps->part, want, out->checksum_sha256);
-        upload_part_abandon(ps);
+    int rc = check_digest(w, md, err);
+    if (rc) {
+        /* The bytes are not recorded: a slot stays pending, a stream keeps its offset, and
+         * what was written past it is overwritten by the next write. */
+        storage_writer_abort(w->writer);
+        w->writer = NULL;
+        write_release(w);
         return rc;
     }
     storage_written written;
-    storage_writer_t *w = ps->writer;
-    ps->writer = NULL;
-    int rc = storage_writer_finish(w, md, &written, err);
-    if (rc == 0)
-        rc = meta_part_mark_uploaded(
-            ps->svc->deps.meta, ps->upload_id, ps->part, ps->received, out->checksum_sha256,
-            written.nchunks ? written.chunks[0].ref : NULL, &out->uploaded_parts, err);
-    storage_written_clear(&written);
-    if (rc == 0) {
-        memcpy(out->upload_id, ps->upload_id, sizeof out->upload_id);
-        out->part_number = ps->part;
-        out->total_parts = ps->total_parts;
-        log_debug("upload %s part %d stored (%lld bytes, %d/%d)", ps->upload_id, ps->part,
-                  (long long)ps->received, out->uploaded_parts, ps->total_parts);
+    rc = storage_writer_finish(w->writer, md, &written, err);
+    w->writer = NULL;
+    if (rc == 0 && written.durable != w->received)
+        rc = cu_fail(err, CU_EIO, "Storage kept %lld of %lld bytes", (long long)written.durable,
+                     (long long)w->received);
+    int uploaded = 0;
+    if (rc == 0 && !w->stream) {
+        const char *ref = written.nchunks ? written.chunks[0].ref : NULL;
+        rc = meta_part_store(svc->deps.meta, w->id, w->slot, w->received, out->checksum_sha256, ref,
+                             &uploaded, err);
+    } else if (rc == 0) {
+        rc = record_stream(svc, w->id, w->offset, &written, err);
     }
-    session_free(ps);
+    storage_written_clear(&written);
+    out->slot = w->stream ? -1 : w->slot;
+    out->bytes = w->received;
+    if (rc == 0)
+        rc = meta_upload_get(svc->deps.meta, w->id, &out->upload, err);
+    if (rc == 0) {
+        log_debug("upload %s: stored %lld bytes at %lld", w->id, (long long)w->received,
+                  (long long)w->offset);
+        emit(svc, UPLOAD_EVENT_PROGRESS, &out->upload, out->slot, w->received, false);
+    }
+    /* A stream that is now whole completes while the claim still keeps other writers out. */
+    meta_upload *u = &out->upload;
+    if (rc == 0 && w->stream && u->total_size >= 0 && u->durable_offset == u->total_size &&
+        u->state == UPLOAD_PENDING) {
+        rc = meta_upload_transition(svc->deps.meta, u->id, UPLOAD_PENDING, UPLOAD_FINALIZING, err);
+        if (rc == 0) {
+            u->state = UPLOAD_FINALIZING;
+            rc = finalize(svc, u, err);
+            out->completed = rc == 0;
+        }
+    }
+    (void)uploaded;
+    write_release(w);
+    if (rc)
+        upload_write_result_clear(out);
+    return rc;
+}
+
+int upload_declare_length(upload_service *svc, const char *id, int64_t total_size, cu_error *err)
+{
+    const cu_config *cfg = svc->deps.cfg;
+    meta_upload u;
+    int rc = meta_upload_get(svc->deps.meta, id, &u, err);
+    if (rc)
+        return rc;
+    if ((rc = upload_check_writable(&u, err)) != 0)
+        goto out;
+    if (u.total_size >= 0) {
+        rc = u.total_size == total_size
+                 ? 0
+                 : cu_fail(err, CU_ECONFLICT, "The upload's length is %lld already",
+                           (long long)u.total_size);
+        goto out;
+    }
+    if (total_size < u.durable_offset) {
+        rc = cu_fail(err, CU_EINVAL, "%lld bytes are stored already, more than %lld",
+                     (long long)u.durable_offset, (long long)total_size);
+        goto out;
+    }
+    if (cfg->max_file_size > 0 && total_size > cfg->max_file_size) {
+        rc = cu_fail(err, CU_ETOOLARGE, "%lld bytes is above the limit of %lld bytes",
+                     (long long)total_size, (long long)cfg->max_file_size);
+        goto out;
+    }
+    upload_view view;
+    rc = storage_declare_length(svc->deps.storage, view_of(&u, &view), total_size, err);
+    if (rc == 0)
+        rc = meta_declare_length(svc->deps.meta, id, total_size, err);
+out:
+    meta_upload_clear(&u);
     return rc;
 }
 
@@ -502,34 +727,59 @@ static int verify_whole_file(upload_service *svc, const meta_upload *u, cu_error
     return 0;
 }
 
-/* Moves a FINALIZING upload into place and records it complete. */
+/* The pieces storage reported for u, in order, for finish. */
+static int chunks_of(upload_service *svc, const char *id, meta_part **parts, int *n,
+                     storage_chunk **chunks, cu_error *err)
+{
+    meta_upload scratch;
+    int rc = meta_upload_with_parts(svc->deps.meta, id, &scratch, parts, n, err);
+    if (rc)
+        return rc;
+    meta_upload_clear(&scratch);
+    *chunks = calloc((size_t)*n + 1, sizeof **chunks);
+    if (!*chunks) {
+        meta_parts_free(*parts, *n);
+        *parts = NULL;
+        return cu_fail_oom(err);
+    }
+    for (int i = 0; i < *n; i++)
+        (*chunks)[i] = (storage_chunk){
+            .index = (*parts)[i].part, .size = (*parts)[i].size, .ref = (*parts)[i].storage_ref};
+    return 0;
+}
+
+/* Moves a FINALIZING upload into place and records it complete. A partial upload stays
+ * staged (it is a source for a concatenation, not a file). */
 static int finalize(upload_service *svc, meta_upload *u, cu_error *err)
 {
+    assert(u->state == UPLOAD_FINALIZING);
     meta_part *parts = NULL;
+    storage_chunk *chunks = NULL;
     int nparts = 0;
     char *final_path = NULL, *body = NULL;
-    storage_chunk *refs = NULL;
-    int rc = meta_parts_list(svc->deps.meta, u->id, &parts, &nparts, err);
-    if (rc == 0) {
-        refs = calloc((size_t)nparts + 1, sizeof *refs);
-        for (int i = 0; refs && i < nparts; i++)
-            refs[i] = (storage_chunk){
-                .index = parts[i].part, .size = parts[i].size, .ref = parts[i].storage_ref};
+    int rc = 0;
+    if (!u->partial) {
+        rc = chunks_of(svc, u->id, &parts, &nparts, &chunks, err);
         upload_view view;
-        rc = refs ? storage_finish(svc->deps.storage, view_of(u, &view), refs, nparts, &final_path,
-                                   err)
-                  : cu_fail(err, CU_EIO, "Out of memory");
+        if (rc == 0)
+            rc = storage_finish(svc->deps.storage, view_of(u, &view), chunks, nparts, &final_path,
+                                err);
         if (rc) /* e.g. a file in the way: give the upload back to the client, intact */
             meta_upload_transition(svc->deps.meta, u->id, UPLOAD_FINALIZING, UPLOAD_PENDING, NULL);
     }
     if (rc == 0) {
         int64_t completed_at = now_s();
         free(u->final_path);
-        u->final_path = strdup(final_path);
+        u->final_path = final_path ? strdup(final_path) : NULL;
         u->completed_at = completed_at;
-        if (u->webhook_url)
+        if (u->webhook_url && !u->partial) {
             body = webhook_payload(u, upload_storage_name(svc));
-        rc = meta_upload_complete(svc->deps.meta, u->id, final_path, completed_at, body, err);
+            if (!body)
+                log_error("upload %s: cannot build its webhook (out of memory); none is sent",
+                          u->id);
+        }
+        rc = meta_upload_complete(svc->deps.meta, u->id, final_path ? final_path : "", completed_at,
+                                  body, err);
         if (rc == CU_ECONFLICT) {
             /* A concurrent completion recorded it first: answer with its record. */
             char id[CU_UUID_LEN + 1];
@@ -544,20 +794,37 @@ static int finalize(upload_service *svc, meta_upload *u, cu_error *err)
     }
     if (rc == 0 && u->state == UPLOAD_FINALIZING) {
         u->state = UPLOAD_COMPLETE;
-        log_info("upload %s complete: %s", u->id, final_path);
-        if (body && svc->deps.on_webhook_queued)
-            svc->deps.on_webhook_queued(svc->deps.on_webhook_queued_ctx);
+        log_info("upload %s complete: %s", u->id, u->partial ? "(partial)" : final_path);
+        emit(svc, UPLOAD_EVENT_FINISHED, u, -1, 0, body != NULL);
     }
     free(body);
-    free(refs);
+    free(chunks);
     meta_parts_free(parts, nparts);
     free(final_path);
     return rc;
 }
 
-int upload_complete(upload_service *svc, const char *id, meta_upload *out, cu_error *err)
+/* Whether every byte of u is stored. */
+static int check_all_stored(const meta_upload *u, cu_error *err)
 {
-    int rc = meta_upload_get(svc->deps.meta, id, out, err);
+    if (u->layout == UPLOAD_LAYOUT_SLOTS) {
+        if (u->uploaded_parts < u->total_parts)
+            return cu_fail(err, CU_EINVAL, "Not all parts uploaded: %d/%d complete",
+                           u->uploaded_parts, u->total_parts);
+        return 0;
+    }
+    if (u->total_size < 0)
+        return cu_fail(err, CU_EINVAL, "The upload's length is not declared yet");
+    if (u->durable_offset < u->total_size)
+        return cu_fail(err, CU_EINVAL, "Not all bytes uploaded: %lld of %lld",
+                       (long long)u->durable_offset, (long long)u->total_size);
+    return 0;
+}
+
+int upload_complete(upload_service *svc, const char *id, const char *owner, meta_upload *out,
+                    cu_error *err)
+{
+    int rc = get_visible(svc, id, owner, out, err);
     if (rc)
         return rc;
     switch (out->state) {
@@ -568,6 +835,9 @@ int upload_complete(upload_service *svc, const char *id, meta_upload *out, cu_er
         goto fail;
     case UPLOAD_EXPIRED:
         rc = cu_fail(err, CU_EGONE, "Upload expired");
+        goto fail;
+    case UPLOAD_DELETED:
+        rc = cu_fail(err, CU_EGONE, "The file was deleted");
         goto fail;
     case UPLOAD_FAILED:
         rc = cu_fail(err, CU_ECONFLICT, "Upload failed");
@@ -580,11 +850,8 @@ int upload_complete(upload_service *svc, const char *id, meta_upload *out, cu_er
             rc = cu_fail(err, CU_EGONE, "Upload expired");
             goto fail;
         }
-        if (out->uploaded_parts < out->total_parts) {
-            rc = cu_fail(err, CU_EINVAL, "Not all parts uploaded: %d/%d complete",
-                         out->uploaded_parts, out->total_parts);
+        if ((rc = check_all_stored(out, err)) != 0)
             goto fail;
-        }
         if (out->checksum_sha256 && (rc = verify_whole_file(svc, out, err)) != 0)
             goto fail;
         rc = meta_upload_transition(svc->deps.meta, id, UPLOAD_PENDING, UPLOAD_FINALIZING, err);
@@ -612,43 +879,54 @@ fail:
 }
 
 /* Removes an ended upload's data and records that it is gone; on failure the record says
- * so and the reaper tries again later. */
+ * so and the reaper tries again later. A deleted file leaves storage as a file; anything
+ * else as a staging object. */
 static void purge(upload_service *svc, meta_upload *u)
 {
     upload_view view;
     cu_error err;
-    if (storage_abort(svc->deps.storage, view_of(u, &view), &err) != 0)
+    const storage_upload *su = view_of(u, &view);
+    int rc = u->state == UPLOAD_DELETED && !u->partial
+                 ? storage_remove(svc->deps.storage, su->key, &err)
+                 : storage_abort(svc->deps.storage, su, &err);
+    if (rc != 0)
         log_warn("upload %s: removing its data failed, will retry: %s", u->id, err.msg);
     else if (meta_upload_mark_purged(svc->deps.meta, u->id, &err) != 0)
         log_warn("upload %s: %s", u->id, err.msg);
 }
 
-/* Ends a pending upload (cancel or expiry): first the record, so no part or completion can
+/* Ends an upload (cancel, expiry, deletion): first the record, so no write or completion can
  * start any more, then the data. */
-static int end_upload(upload_service *svc, meta_upload *u, upload_state to, cu_error *err)
+static int end_upload(upload_service *svc, meta_upload *u, upload_state from, upload_state to,
+                      cu_error *err)
 {
-    int rc = meta_upload_end(svc->deps.meta, u->id, UPLOAD_PENDING, to, err);
-    if (rc == 0)
+    int rc = meta_upload_end(svc->deps.meta, u->id, from, to, err);
+    if (rc == 0) {
+        u->state = to;
         purge(svc, u);
+        emit(svc, to == UPLOAD_EXPIRED ? UPLOAD_EVENT_EXPIRED : UPLOAD_EVENT_TERMINATED, u, -1, 0,
+             false);
+    }
     return rc;
 }
 
-int upload_cancel(upload_service *svc, const char *id, cu_error *err)
+int upload_cancel(upload_service *svc, const char *id, const char *owner, cu_error *err)
 {
     meta_upload u;
-    int rc = meta_upload_get(svc->deps.meta, id, &u, err);
+    int rc = get_visible(svc, id, owner, &u, err);
     if (rc)
         return rc;
     if (u.state == UPLOAD_EXPIRED || is_past_expiry(&u))
         rc = cu_fail(err, CU_EGONE, "Upload expired");
     else if (u.state == UPLOAD_CANCELLED)
         rc = cu_fail(err, CU_ECONFLICT, "Upload was already cancelled");
-    else if (u.state == UPLOAD_COMPLETE || u.state == UPLOAD_FINALIZING)
+    else if (u.state == UPLOAD_COMPLETE || u.state == UPLOAD_FINALIZING ||
+             u.state == UPLOAD_DELETED)
         rc = cu_fail(err, CU_ECONFLICT, "Upload is already complete");
     else if (u.state != UPLOAD_PENDING)
         rc = cu_fail(err, CU_ECONFLICT, "Upload is %s", upload_state_name(u.state));
     else
-        rc = end_upload(svc, &u, UPLOAD_CANCELLED, err);
+        rc = end_upload(svc, &u, UPLOAD_PENDING, UPLOAD_CANCELLED, err);
     if (rc == CU_ECONFLICT && u.state == UPLOAD_PENDING)
         cu_fail(err, CU_ECONFLICT, "Upload changed state while being cancelled; try again");
     if (rc == 0)
@@ -680,9 +958,10 @@ int upload_expire_due(upload_service *svc, int *expired, cu_error *err)
         }
         int ended = 0;
         for (int i = 0; i < n; i++) {
-            if (end_upload(svc, &due[i], UPLOAD_EXPIRED, NULL) == 0) {
-                log_info("upload %s expired (%d/%d parts had arrived)", due[i].id,
-                         due[i].uploaded_parts, due[i].total_parts);
+            if (end_upload(svc, &due[i], UPLOAD_PENDING, UPLOAD_EXPIRED, NULL) == 0) {
+                log_info("upload %s expired (%d/%d parts, %lld bytes had arrived)", due[i].id,
+                         due[i].uploaded_parts, due[i].total_parts,
+                         (long long)due[i].durable_offset);
                 ended++;
             }
         }
@@ -691,4 +970,154 @@ int upload_expire_due(upload_service *svc, int *expired, cu_error *err)
         if (n < 64 || ended == 0)
             return 0;
     }
+}
+
+/* ---- concatenation ---- */
+
+int upload_concat(upload_service *svc, const upload_create_request *req,
+                  const char *const *partial_ids, int n, meta_upload *out, cu_error *err)
+{
+    memset(out, 0, sizeof *out);
+    if (n <= 0)
+        return cu_fail(err, CU_EINVAL, "A concatenation needs at least one partial upload");
+    if (!(upload_storage_caps(svc) & STORAGE_CAP_CONCAT))
+        return cu_fail(err, CU_ENOTSUP, "%s storage cannot concatenate uploads",
+                       upload_storage_name(svc));
+    meta_upload *parts = calloc((size_t)n, sizeof *parts);
+    meta_part **rows = calloc((size_t)n, sizeof *rows);
+    int *nrows = calloc((size_t)n, sizeof *nrows);
+    storage_source *srcs = calloc((size_t)n, sizeof *srcs);
+    storage_chunk **chunks = calloc((size_t)n, sizeof *chunks);
+    upload_view *views = calloc((size_t)n, sizeof *views);
+    size_t ids_len = 1;
+    int rc = parts && rows && nrows && srcs && chunks && views ? 0 : cu_fail_oom(err);
+    int64_t total = 0;
+    int loaded = 0;
+    for (int i = 0; rc == 0 && i < n; i++, loaded++) {
+        rc = get_visible(svc, partial_ids[i], req->owner, &parts[i], err);
+        if (rc == CU_ENOTFOUND)
+            cu_fail(err, CU_EINVAL, "Partial upload %s not found", partial_ids[i]);
+        if (rc)
+            break;
+        if (!parts[i].partial)
+            rc = cu_fail(err, CU_EINVAL, "Upload %s is not a partial upload", partial_ids[i]);
+        else if (parts[i].state != UPLOAD_COMPLETE)
+            rc = cu_fail(err, CU_EINVAL, "Partial upload %s is not complete", partial_ids[i]);
+        if (rc == 0)
+            rc = chunks_of(svc, parts[i].id, &rows[i], &nrows[i], &chunks[i], err);
+        if (rc == 0) {
+            srcs[i] = (storage_source){
+                .upload = *view_of(&parts[i], &views[i]), .chunks = chunks[i], .nchunks = nrows[i]};
+            total += parts[i].total_size;
+            ids_len += strlen(parts[i].id) + 1;
+        }
+    }
+    char *ids = rc == 0 ? calloc(1, ids_len) : NULL;
+    if (rc == 0 && !ids)
+        rc = cu_fail_oom(err);
+    for (int i = 0; ids && i < n; i++) {
+        strcat(ids, parts[i].id);
+        if (i + 1 < n)
+            strcat(ids, " ");
+    }
+    upload_create_request final = *req;
+    final.layout = UPLOAD_LAYOUT_STREAM;
+    final.total_size = total;
+    final.partial = false;
+    final.concat_of = ids;
+    if (rc == 0)
+        rc = upload_create(svc, &final, out, err);
+    bool created = rc == 0;
+    storage_written written = {0};
+    if (rc == 0) {
+        upload_view view;
+        rc = storage_concat(svc->deps.storage, view_of(out, &view), srcs, n, &written, err);
+    }
+    if (rc == 0 && written.durable != total)
+        rc = cu_fail(err, CU_EIO, "Storage joined %lld of %lld bytes", (long long)written.durable,
+                     (long long)total);
+    if (rc == 0)
+        rc = record_stream(svc, out->id, 0, &written, err);
+    storage_written_clear(&written);
+    if (rc == 0)
+        rc =
+            meta_upload_transition(svc->deps.meta, out->id, UPLOAD_PENDING, UPLOAD_FINALIZING, err);
+    if (rc == 0) {
+        out->state = UPLOAD_FINALIZING;
+        out->durable_offset = total;
+        rc = finalize(svc, out, err);
+    }
+    if (rc == 0) {
+        /* The partial uploads were only ever pieces of this file: remove them. */
+        for (int i = 0; i < n; i++) {
+            cu_error e2;
+            if (end_upload(svc, &parts[i], UPLOAD_COMPLETE, UPLOAD_DELETED, &e2) != 0)
+                log_warn("upload %s: removing partial upload %s: %s", out->id, parts[i].id, e2.msg);
+        }
+    } else if (created) {
+        cu_error e2;
+        upload_cancel(svc, out->id, NULL, &e2); /* the partial uploads stay for a retry */
+        meta_upload_clear(out);
+    }
+    free(ids);
+    for (int i = 0; i < loaded; i++) {
+        free(chunks ? chunks[i] : NULL);
+        meta_parts_free(rows ? rows[i] : NULL, nrows ? nrows[i] : 0);
+        meta_upload_clear(&parts[i]);
+    }
+    free(parts);
+    free(rows);
+    free(nrows);
+    free(srcs);
+    free(chunks);
+    free(views);
+    return rc;
+}
+
+/* ---- finished files ---- */
+
+int upload_file_get(upload_service *svc, const char *id, const char *owner, meta_upload *out,
+                    cu_error *err)
+{
+    int rc = get_visible(svc, id, owner, out, err);
+    if (rc == 0 && (out->state != UPLOAD_COMPLETE || out->partial)) {
+        meta_upload_clear(out);
+        rc = cu_fail(err, CU_ENOTFOUND, "File not found");
+    }
+    return rc;
+}
+
+int upload_file_stat(upload_service *svc, const meta_upload *u, storage_file_info *out,
+                     cu_error *err)
+{
+    upload_view view;
+    return storage_stat(svc->deps.storage, view_of(u, &view)->key, out, err);
+}
+
+int upload_file_open(upload_service *svc, const meta_upload *u, int64_t offset, int64_t length,
+                     storage_reader_t **out, cu_error *err)
+{
+    assert(u->state == UPLOAD_COMPLETE && offset >= 0 && offset + length <= u->total_size);
+    upload_view view;
+    return storage_read_open(svc->deps.storage, view_of(u, &view)->key, offset, length, out, err);
+}
+
+int upload_file_delete(upload_service *svc, const char *id, const char *owner, cu_error *err)
+{
+    if (!(upload_storage_caps(svc) & STORAGE_CAP_REMOVE))
+        return cu_fail(err, CU_ENOTSUP, "%s storage cannot remove files", upload_storage_name(svc));
+    meta_upload u;
+    int rc = upload_file_get(svc, id, owner, &u, err);
+    if (rc == 0)
+        rc = end_upload(svc, &u, UPLOAD_COMPLETE, UPLOAD_DELETED, err);
+    if (rc == 0)
+        log_info("file %s deleted", id);
+    meta_upload_clear(&u);
+    return rc;
+}
+
+int upload_files_list(upload_service *svc, const meta_file_query *q, meta_upload **out, int *n,
+                      cu_error *err)
+{
+    return meta_files_list(svc->deps.meta, q, out, n, err);
 }

@@ -212,6 +212,12 @@ void webhook_kick(void *ctx)
     pthread_mutex_unlock(&d->lock);
 }
 
+void webhook_on_event(void *ctx, const upload_event *ev)
+{
+    if (ev->kind == UPLOAD_EVENT_FINISHED && ev->webhook_queued)
+        webhook_kick(ctx);
+}
+
 void webhook_stop(webhook_deliverer *d)
 {
     if (!d)

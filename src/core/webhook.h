@@ -8,6 +8,7 @@
 #define CU_WEBHOOK_H
 
 #include "base/config.h"
+#include "core/upload.h"
 #include "meta/meta.h"
 
 /* The upload.complete payload for u (malloc'ed JSON text). */
@@ -23,6 +24,9 @@ typedef struct webhook_deliverer webhook_deliverer;
 webhook_deliverer *webhook_start(const cu_config *cfg, meta_t *meta);
 /* Wakes the deliverer (a delivery was queued). ctx is the webhook_deliverer. */
 void webhook_kick(void *ctx);
+/* An engine observer (ctx: the webhook_deliverer): wakes the deliverer when an upload
+ * finished with a delivery queued. */
+void webhook_on_event(void *ctx, const upload_event *ev);
 /* Stops the thread (an attempt in flight is cut short and retried after a restart). */
 void webhook_stop(webhook_deliverer *d);
 

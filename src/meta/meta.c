@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const state_names[] = {"pending", "finalizing", "complete",
-                                          "failed",  "cancelled",  "expired"};
+static const char *const state_names[] = {"pending",   "finalizing", "complete", "failed",
+                                          "cancelled", "expired",    "deleted"};
 
 const char *upload_state_name(upload_state s)
 {
@@ -30,9 +30,16 @@ int meta_upload_get(meta_t *m, const char *id, meta_upload *out, cu_error *e)
     return m->ops->upload_get(m, id, out, e);
 }
 
-int meta_parts_list(meta_t *m, const char *id, meta_part **out, int *n, cu_error *e)
+int meta_upload_find(meta_t *m, const char *owner, const char *protocol, const char *client_key,
+                     meta_upload *out, cu_error *e)
 {
-    return m->ops->parts_list(m, id, out, n, e);
+    return m->ops->upload_find(m, owner, protocol, client_key, out, e);
+}
+
+int meta_upload_with_parts(meta_t *m, const char *id, meta_upload *out, meta_part **parts, int *n,
+                           cu_error *e)
+{
+    return m->ops->upload_with_parts(m, id, out, parts, n, e);
 }
 
 int meta_part_get(meta_t *m, const char *id, int part, meta_part *out, cu_error *e)
@@ -40,10 +47,21 @@ int meta_part_get(meta_t *m, const char *id, int part, meta_part *out, cu_error 
     return m->ops->part_get(m, id, part, out, e);
 }
 
-int meta_part_mark_uploaded(meta_t *m, const char *id, int part, int64_t size, const char *checksum,
-                            const char *storage_ref, int *uploaded, cu_error *e)
+int meta_part_store(meta_t *m, const char *id, int part, int64_t size, const char *checksum,
+                    const char *storage_ref, int *uploaded, cu_error *e)
 {
-    return m->ops->part_mark_uploaded(m, id, part, size, checksum, storage_ref, uploaded, e);
+    return m->ops->part_store(m, id, part, size, checksum, storage_ref, uploaded, e);
+}
+
+int meta_stream_advance(meta_t *m, const char *id, int64_t from, int64_t to,
+                        const meta_part *chunks, int n, cu_error *e)
+{
+    return m->ops->stream_advance(m, id, from, to, chunks, n, e);
+}
+
+int meta_declare_length(meta_t *m, const char *id, int64_t total_size, cu_error *e)
+{
+    return m->ops->declare_length(m, id, total_size, e);
 }
 
 int meta_upload_transition(meta_t *m, const char *id, upload_state from, upload_state to,
@@ -78,6 +96,11 @@ int meta_upload_mark_purged(meta_t *m, const char *id, cu_error *e)
     return m->ops->upload_mark_purged(m, id, e);
 }
 
+int meta_files_list(meta_t *m, const meta_file_query *q, meta_upload **out, int *n, cu_error *e)
+{
+    return m->ops->files_list(m, q, out, n, e);
+}
+
 int meta_webhooks_due(meta_t *m, int64_t now, int limit, meta_webhook **out, int *n, cu_error *e)
 {
     return m->ops->webhooks_due(m, now, limit, out, n, e);
@@ -102,6 +125,11 @@ void meta_close(meta_t *m)
 
 void meta_upload_clear(meta_upload *u)
 {
+    free(u->owner);
+    free(u->client_key);
+    free(u->content_type);
+    free(u->metadata);
+    free(u->concat_of);
     free(u->filename);
     free(u->checksum_sha256);
     free(u->webhook_url);

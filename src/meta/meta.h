@@ -1,9 +1,13 @@
-/* meta.h - the metadata store: uploads, their parts, and the webhook outbox.
+/* meta.h - the metadata store: uploads, their slots and chunks, and the webhook outbox.
  *
- * One interface, several databases (SQLite now; PostgreSQL for scale-out). Callers hold a
- * meta_t and call the meta_* functions; a backend fills in struct meta_ops. Every function
- * is safe to call from any thread: the backend serialises what must be serialised.
- * Functions return 0 or a negative cu_code with a message in err. */
+ * One interface, several databases (SQLite now; PostgreSQL for scale-out): nothing here is
+ * particular to one of them. Callers hold a meta_t and call the meta_* functions; a
+ * backend fills in struct meta_ops. Every operation is one transaction at the level of
+ * intent ("record this slot if the upload is still pending"), with its state check inside
+ * the statement, so concurrent callers (threads now, processes later) cannot interleave
+ * halfway. Every function is safe to call from any thread. Functions return 0 or a
+ * negative cu_code with a message in e: CU_ENOTFOUND for an unknown id, CU_ECONFLICT when
+ * the state check failed, CU_EBUSY when the database stayed locked, CU_EIO otherwise. */
 #ifndef CU_META_H
 #define CU_META_H
 
@@ -14,42 +18,59 @@
 #include <stdint.h>
 
 typedef enum {
-    UPLOAD_PENDING,    /* accepting parts */
-    UPLOAD_FINALIZING, /* complete is moving the data into place */
+    UPLOAD_PENDING,    /* accepting data */
+    UPLOAD_FINALIZING, /* completion is moving the data into place */
     UPLOAD_COMPLETE,
     UPLOAD_FAILED,
     UPLOAD_CANCELLED,
-    UPLOAD_EXPIRED
+    UPLOAD_EXPIRED,
+    UPLOAD_DELETED /* was complete; the file has been deleted */
 } upload_state;
 
 const char *upload_state_name(upload_state s);
 int upload_state_parse(const char *name); /* -1 when unknown */
 
+/* How an upload's bytes arrive. */
+typedef enum {
+    UPLOAD_LAYOUT_SLOTS, /* fixed slots at n × chunk_size, in any order (seed, flow.js) */
+    UPLOAD_LAYOUT_STREAM /* one contiguous range growing from 0 (tus) */
+} upload_layout;
+
 typedef struct {
     char id[CU_UUID_LEN + 1];
-    char protocol[16];  /* "seed" */
-    char *filename;     /* as given at init, may carry a directory */
-    int64_t total_size; /* -1 while unknown */
-    int64_t chunk_size;
-    int total_parts;
-    int uploaded_parts;
+    char protocol[16];  /* "seed", "tus", "flow", "single" */
+    char *owner;        /* who created it (a principal), or NULL */
+    char *client_key;   /* an identifier the client chose (flow.js), or NULL */
+    char *filename;     /* as given, may carry a directory */
+    char *content_type; /* as declared, or NULL */
+    char *metadata;     /* the protocol's own metadata, stored as given, or NULL */
+    int64_t total_size; /* -1 while the client has not declared it */
+    int64_t chunk_size; /* slots: the slot size; stream: the storage's part size */
+    upload_layout layout;
+    int total_parts;        /* slots: how many; stream: 0 */
+    int uploaded_parts;     /* slots stored */
+    int64_t durable_offset; /* stream: bytes stored contiguously from 0 */
     upload_state state;
     char *checksum_sha256; /* expected whole-file digest (hex) or NULL */
     char *webhook_url;     /* or NULL */
     char *storage_ref;     /* backend's handle for the staging object, or NULL */
     char *final_path;      /* once complete */
+    char *concat_of;       /* a final concatenation: the partial uploads' ids, space-separated */
+    bool partial;          /* a piece of a concatenation, never a file of its own */
     int64_t created_at, expires_at, completed_at;
 } meta_upload;
 
 typedef enum { PART_PENDING, PART_UPLOADED } part_state;
 
+/* A slot of a slots upload, or a storage chunk of a stream upload. */
 typedef struct {
     int part;
     part_state state;
     int64_t size;
-    char checksum_sha256[CU_SHA256_HEX_LEN + 1]; /* "" while pending */
-    char token_sha256[CU_SHA256_HEX_LEN + 1];
-    char *storage_ref; /* backend's handle for the stored part (e.g. an S3 ETag) or NULL */
+    char checksum_sha256[CU_SHA256_HEX_LEN + 1]; /* "" while pending, or unknown */
+    char token_sha256[CU_SHA256_HEX_LEN + 1];    /* a credential's digest the protocol stored
+                                                    with the slot (the seed's token), or "" */
+    char *storage_ref; /* backend's handle for the stored piece (e.g. an S3 ETag) or NULL */
 } meta_part;
 
 typedef struct {
@@ -60,16 +81,30 @@ typedef struct {
     int attempts;
 } meta_webhook;
 
+/* Which finished files a listing wants. */
+typedef struct {
+    const char *owner;    /* only this owner's, or NULL for all */
+    const char *prefix;   /* only names in this directory ("a/b"), or NULL */
+    int limit;            /* at most this many */
+    int64_t after_time;   /* the cursor: files completed before (after_time, after_id) */
+    const char *after_id; /* NULL: from the newest */
+} meta_file_query;
+
 typedef struct meta meta_t;
 
 struct meta_ops {
     int (*upload_create)(meta_t *, const meta_upload *, const meta_part *parts, int n, cu_error *);
     int (*upload_get)(meta_t *, const char *id, meta_upload *out, cu_error *);
-    int (*parts_list)(meta_t *, const char *id, meta_part **out, int *n, cu_error *);
+    int (*upload_find)(meta_t *, const char *owner, const char *protocol, const char *client_key,
+                       meta_upload *out, cu_error *);
+    int (*upload_with_parts)(meta_t *, const char *id, meta_upload *out, meta_part **parts, int *n,
+                             cu_error *);
     int (*part_get)(meta_t *, const char *id, int part, meta_part *out, cu_error *);
-    int (*part_mark_uploaded)(meta_t *, const char *id, int part, int64_t size,
-                              const char *checksum, const char *storage_ref, int *uploaded,
-                              cu_error *);
+    int (*part_store)(meta_t *, const char *id, int part, int64_t size, const char *checksum,
+                      const char *storage_ref, int *uploaded, cu_error *);
+    int (*stream_advance)(meta_t *, const char *id, int64_t from, int64_t to,
+                          const meta_part *chunks, int n, cu_error *);
+    int (*declare_length)(meta_t *, const char *id, int64_t total_size, cu_error *);
     int (*upload_transition)(meta_t *, const char *id, upload_state from, upload_state to,
                              cu_error *);
     int (*upload_complete)(meta_t *, const char *id, const char *final_path, int64_t completed_at,
@@ -78,6 +113,7 @@ struct meta_ops {
     int (*uploads_due)(meta_t *, int64_t now, int limit, meta_upload **out, int *n, cu_error *);
     int (*uploads_to_purge)(meta_t *, int limit, meta_upload **out, int *n, cu_error *);
     int (*upload_mark_purged)(meta_t *, const char *id, cu_error *);
+    int (*files_list)(meta_t *, const meta_file_query *q, meta_upload **out, int *n, cu_error *);
     int (*webhooks_due)(meta_t *, int64_t now, int limit, meta_webhook **out, int *n, cu_error *);
     int (*webhook_next_due)(meta_t *, int64_t *when, cu_error *);
     int (*webhook_result)(meta_t *, int64_t id, bool delivered, int64_t next_attempt_at,
@@ -89,21 +125,36 @@ struct meta {
     const struct meta_ops *ops;
 };
 
-/* Opens (creating if needed) the SQLite database at path. fsync: commits reach the disk
- * before they return (synchronous=FULL) rather than at checkpoints. */
+/* Opens (creating if needed) the SQLite database at path, bringing an older schema up to
+ * date. fsync: commits reach the disk before they return rather than at checkpoints. */
 int meta_sqlite_open(const char *path, bool fsync, meta_t **out, cu_error *err);
+/* The schema version the SQLite backend writes (its newest migration). */
+int meta_sqlite_schema_version(void);
 
-/* Creates an upload and its parts in one transaction. */
+/* Creates an upload and its slots (n of them, may be 0) in one transaction; CU_ECONFLICT
+ * when the id, or a live upload of the same owner, protocol and client key, exists. */
 int meta_upload_create(meta_t *m, const meta_upload *u, const meta_part *parts, int n, cu_error *e);
 /* Loads one upload (CU_ENOTFOUND when unknown). Release with meta_upload_clear. */
 int meta_upload_get(meta_t *m, const char *id, meta_upload *out, cu_error *e);
-/* All parts of an upload, in order (free with meta_parts_free). */
-int meta_parts_list(meta_t *m, const char *id, meta_part **out, int *n, cu_error *e);
+/* The live (pending or finalizing) upload of owner with this protocol and client key. */
+int meta_upload_find(meta_t *m, const char *owner, const char *protocol, const char *client_key,
+                     meta_upload *out, cu_error *e);
+/* An upload and all its slots or chunks, in order, read at one instant (free the parts with
+ * meta_parts_free). */
+int meta_upload_with_parts(meta_t *m, const char *id, meta_upload *out, meta_part **parts, int *n,
+                           cu_error *e);
 int meta_part_get(meta_t *m, const char *id, int part, meta_part *out, cu_error *e);
-/* Marks a pending part of a pending upload uploaded, in one transaction; *uploaded gets the
- * upload's count of uploaded parts. CU_ECONFLICT when the part or the upload is not pending. */
-int meta_part_mark_uploaded(meta_t *m, const char *id, int part, int64_t size, const char *checksum,
-                            const char *storage_ref, int *uploaded, cu_error *e);
+/* Marks a pending slot of a pending upload stored, in one transaction; *uploaded gets the
+ * upload's count of stored slots. CU_ECONFLICT when the slot or the upload is not pending. */
+int meta_part_store(meta_t *m, const char *id, int part, int64_t size, const char *checksum,
+                    const char *storage_ref, int *uploaded, cu_error *e);
+/* Moves a pending stream upload's durable offset from `from` to `to` and records the chunks
+ * storage completed on the way (replacing ones of the same number), in one transaction;
+ * CU_ECONFLICT when the upload is not pending at `from`. */
+int meta_stream_advance(meta_t *m, const char *id, int64_t from, int64_t to,
+                        const meta_part *chunks, int n, cu_error *e);
+/* Sets the size of a pending upload created without one; CU_ECONFLICT when it has one. */
+int meta_declare_length(meta_t *m, const char *id, int64_t total_size, cu_error *e);
 /* Moves an upload from state `from` to `to`; CU_ECONFLICT when it is not in `from`. */
 int meta_upload_transition(meta_t *m, const char *id, upload_state from, upload_state to,
                            cu_error *e);
@@ -111,16 +162,19 @@ int meta_upload_transition(meta_t *m, const char *id, upload_state from, upload_
  * delivery in the same transaction. */
 int meta_upload_complete(meta_t *m, const char *id, const char *final_path, int64_t completed_at,
                          const char *webhook_body, cu_error *e);
-/* Ends an upload that will never complete (from -> CANCELLED or EXPIRED): forgets its parts
- * and tokens, keeps the upload row so that later requests learn what happened. */
+/* Ends an upload (from -> CANCELLED, EXPIRED or DELETED): forgets its slots and tokens, keeps
+ * the upload row so that later requests learn what happened, and marks its data as still
+ * to be removed. */
 int meta_upload_end(meta_t *m, const char *id, upload_state from, upload_state to, cu_error *e);
 /* Pending uploads whose expires_at <= now (at most limit). Free with meta_uploads_free. */
 int meta_uploads_due(meta_t *m, int64_t now, int limit, meta_upload **out, int *n, cu_error *e);
-/* Ended uploads (cancelled or expired) whose data has not been removed yet: removal
+/* Ended uploads (cancelled, expired, deleted) whose data has not been removed yet: removal
  * failed or was cut short, and is to be tried again. Free with meta_uploads_free. */
 int meta_uploads_to_purge(meta_t *m, int limit, meta_upload **out, int *n, cu_error *e);
 /* Records that an ended upload's data is gone. */
 int meta_upload_mark_purged(meta_t *m, const char *id, cu_error *e);
+/* Completed files (never partial uploads), newest completion first. */
+int meta_files_list(meta_t *m, const meta_file_query *q, meta_upload **out, int *n, cu_error *e);
 /* Webhook deliveries due at now (at most limit). Free with meta_webhooks_free. */
 int meta_webhooks_due(meta_t *m, int64_t now, int limit, meta_webhook **out, int *n, cu_error *e);
 /* When the next undelivered webhook is due (CU_ENOTFOUND when none). */

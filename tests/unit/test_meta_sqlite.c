@@ -7,6 +7,7 @@
 
 #include "base/log.h"
 #include "meta/meta.h"
+#include "meta/migrations.h"
 #include "unit_helpers.h"
 
 #include <stdio.h>
@@ -84,6 +85,16 @@ static void create(fixture *f, const meta_upload *u)
     }
     cu_error err;
     assert_cu_ok(meta_upload_create(f->meta, u, parts, 3, &err), err);
+}
+
+/* An upload's parts, in order (its record read with them is dropped). */
+static int parts_list(meta_t *m, const char *id, meta_part **parts, int *n, cu_error *err)
+{
+    meta_upload u;
+    int rc = meta_upload_with_parts(m, id, &u, parts, n, err);
+    if (rc == 0)
+        meta_upload_clear(&u);
+    return rc;
 }
 
 static upload_state state_of(fixture *f, const char *id)
@@ -166,7 +177,7 @@ static void test_parts_list(void **state)
 
     meta_part *parts = NULL;
     int n = -1;
-    assert_cu_ok(meta_parts_list(f->meta, u.id, &parts, &n, &err), err);
+    assert_cu_ok(parts_list(f->meta, u.id, &parts, &n, &err), err);
     assert_int_equal(n, 3);
     for (int i = 0; i < 3; i++) {
         assert_int_equal(parts[i].part, i);
@@ -190,9 +201,9 @@ static void test_parts_list(void **state)
     /* Unknown uploads have no parts. */
     char other[CU_UUID_LEN + 1];
     util_uuid_v4(other);
-    assert_cu_ok(meta_parts_list(f->meta, other, &parts, &n, &err), err);
+    assert_cu_fails(parts_list(f->meta, other, &parts, &n, &err), CU_ENOTFOUND, err);
     assert_int_equal(n, 0);
-    meta_parts_free(parts, n);
+    assert_null(parts);
 }
 
 static void test_part_mark_uploaded(void **state)
@@ -205,22 +216,21 @@ static void test_part_mark_uploaded(void **state)
     const char *sum2 = "2222222222222222222222222222222222222222222222222222222222222222";
 
     int uploaded = -1;
-    assert_cu_ok(meta_part_mark_uploaded(f->meta, u.id, 1, 1024, sum1, "etag-1", &uploaded, &err),
-                 err);
+    assert_cu_ok(meta_part_store(f->meta, u.id, 1, 1024, sum1, "etag-1", &uploaded, &err), err);
     assert_int_equal(uploaded, 1);
-    assert_cu_ok(meta_part_mark_uploaded(f->meta, u.id, 2, 952, sum2, NULL, &uploaded, &err), err);
+    assert_cu_ok(meta_part_store(f->meta, u.id, 2, 952, sum2, NULL, &uploaded, &err), err);
     assert_int_equal(uploaded, 2);
     assert_int_equal(uploaded_of(f, u.id), 2);
 
     /* A second mark of the same part is a conflict and counts nothing. */
     uploaded = -1;
-    assert_cu_fails(meta_part_mark_uploaded(f->meta, u.id, 1, 1024, sum2, NULL, &uploaded, &err),
+    assert_cu_fails(meta_part_store(f->meta, u.id, 1, 1024, sum2, NULL, &uploaded, &err),
                     CU_ECONFLICT, err);
     assert_int_equal(uploaded_of(f, u.id), 2);
 
     meta_part *parts = NULL;
     int n = 0;
-    assert_cu_ok(meta_parts_list(f->meta, u.id, &parts, &n, &err), err);
+    assert_cu_ok(parts_list(f->meta, u.id, &parts, &n, &err), err);
     assert_int_equal(n, 3);
     assert_int_equal(parts[0].state, PART_PENDING);
     assert_string_equal(parts[0].checksum_sha256, "");
@@ -235,7 +245,7 @@ static void test_part_mark_uploaded(void **state)
     /* Not while the upload is no longer pending. */
     assert_cu_ok(meta_upload_transition(f->meta, u.id, UPLOAD_PENDING, UPLOAD_FINALIZING, &err),
                  err);
-    assert_cu_fails(meta_part_mark_uploaded(f->meta, u.id, 0, 1024, sum1, NULL, &uploaded, &err),
+    assert_cu_fails(meta_part_store(f->meta, u.id, 0, 1024, sum1, NULL, &uploaded, &err),
                     CU_ECONFLICT, err);
     meta_part p0;
     assert_cu_ok(meta_part_get(f->meta, u.id, 0, &p0, &err), err);
@@ -244,7 +254,7 @@ static void test_part_mark_uploaded(void **state)
     assert_int_equal(uploaded_of(f, u.id), 2);
 
     /* Nor for an unknown upload or part. */
-    assert_cu_fails(meta_part_mark_uploaded(f->meta, "nope", 0, 1, sum1, NULL, &uploaded, &err),
+    assert_cu_fails(meta_part_store(f->meta, "nope", 0, 1, sum1, NULL, &uploaded, &err),
                     CU_ECONFLICT, err);
 }
 
@@ -404,11 +414,10 @@ static void test_upload_end(void **state)
     meta_upload u = new_upload();
     create(f, &u);
     int uploaded;
-    assert_cu_ok(
-        meta_part_mark_uploaded(f->meta, u.id, 0, 1024,
-                                "1111111111111111111111111111111111111111111111111111111111111111",
-                                NULL, &uploaded, &err),
-        err);
+    assert_cu_ok(meta_part_store(f->meta, u.id, 0, 1024,
+                                 "1111111111111111111111111111111111111111111111111111111111111111",
+                                 NULL, &uploaded, &err),
+                 err);
 
     assert_cu_fails(meta_upload_end(f->meta, u.id, UPLOAD_FINALIZING, UPLOAD_CANCELLED, &err),
                     CU_ECONFLICT, err);
@@ -422,7 +431,7 @@ static void test_upload_end(void **state)
     meta_upload_clear(&got);
     meta_part *parts = NULL;
     int n = -1;
-    assert_cu_ok(meta_parts_list(f->meta, u.id, &parts, &n, &err), err);
+    assert_cu_ok(parts_list(f->meta, u.id, &parts, &n, &err), err);
     assert_int_equal(n, 0); /* parts and their token digests are gone */
     meta_parts_free(parts, n);
     meta_part p;
@@ -479,14 +488,10 @@ static void test_migrates_version_1(void **state)
     char *old_path = path_join(f->dir, "v1.db");
     sqlite3 *db = NULL;
     assert_int_equal(sqlite3_open(old_path, &db), SQLITE_OK);
+    assert_int_equal(meta_sqlite_migrations[0].version, 1);
+    assert_int_equal(sqlite3_exec(db, meta_sqlite_migrations[0].sql, NULL, NULL, NULL), SQLITE_OK);
     assert_int_equal(
         sqlite3_exec(db,
-                     "CREATE TABLE uploads (id TEXT PRIMARY KEY, protocol TEXT NOT NULL, "
-                     "filename TEXT NOT NULL, total_size INTEGER NOT NULL, chunk_size INTEGER "
-                     "NOT NULL, total_parts INTEGER NOT NULL, uploaded_parts INTEGER NOT NULL "
-                     "DEFAULT 0, state TEXT NOT NULL, checksum_sha256 TEXT, webhook_url TEXT, "
-                     "storage_ref TEXT, final_path TEXT, created_at INTEGER NOT NULL, "
-                     "expires_at INTEGER NOT NULL, completed_at INTEGER);"
                      "INSERT INTO uploads VALUES ('0b0b0b0b-0000-4000-8000-000000000001', "
                      "'seed', 'old.bin', 5, 5, 1, 0, 'cancelled', NULL, NULL, NULL, NULL, 1, 2, "
                      "NULL);"
@@ -568,8 +573,7 @@ static void test_persists_across_reopen(void **state)
     create(f, &u);
     int uploaded;
     const char *sum = "abababababababababababababababababababababababababababababababab";
-    assert_cu_ok(meta_part_mark_uploaded(f->meta, u.id, 2, 952, sum, "ref-2", &uploaded, &err),
-                 err);
+    assert_cu_ok(meta_part_store(f->meta, u.id, 2, 952, sum, "ref-2", &uploaded, &err), err);
     meta_close(f->meta);
     f->meta = NULL;
 
@@ -589,7 +593,7 @@ static void test_persists_across_reopen(void **state)
     free(p.storage_ref);
 
     /* And it keeps working. */
-    assert_cu_ok(meta_part_mark_uploaded(f->meta, u.id, 0, 1024, sum, NULL, &uploaded, &err), err);
+    assert_cu_ok(meta_part_store(f->meta, u.id, 0, 1024, sum, NULL, &uploaded, &err), err);
     assert_int_equal(uploaded, 2);
 }
 

@@ -5,7 +5,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "core/token.h"
+#include "api/token.h"
 
 #include <openssl/evp.h>
 #include <openssl/hmac.h>

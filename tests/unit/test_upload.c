@@ -1,4 +1,5 @@
-/* test_upload.c - the upload service with a real SQLite store and local storage. */
+/* test_upload.c - the engine, with a real SQLite store and local storage (wrapped in the
+ * fault layer of fault.h, which does nothing until a test asks it to fail). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -7,35 +8,60 @@
 
 #include "base/config.h"
 #include "base/log.h"
-#include "core/token.h"
-#include "core/upload.h"
 #include "base/util.h"
+#include "core/upload.h"
+#include "fault.h"
 #include "unit_helpers.h"
 
+#include <openssl/evp.h>
 #include <openssl/sha.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
-#define SECRET "upload-test-secret-0123456789abcdef"
 #define CHUNK 1024
+
+typedef struct {
+    upload_event_kind kinds[256];
+    int slots[256];
+    bool webhook[256];
+    int n;
+} event_log;
 
 typedef struct {
     char *dir;
     char *root;
     cu_config cfg;
+    fault_ctl faults;
     meta_t *meta;
     storage_t *storage;
+    upload_locks *locks; /* when a test brings its own */
     upload_service *svc;
-    int webhooks_queued;
+    event_log events;
+    int staged_before; /* staging files before a fault scenario ran */
 } fixture;
 
-static void on_queued(void *ctx)
+static void on_event(void *ctx, const upload_event *ev)
 {
-    ((fixture *)ctx)->webhooks_queued++;
+    event_log *log = ctx;
+    if (log->n < 256) {
+        log->kinds[log->n] = ev->kind;
+        log->slots[log->n] = ev->slot;
+        log->webhook[log->n] = ev->webhook_queued;
+        log->n++;
+    }
+}
+
+static void service_start(fixture *f)
+{
+    upload_deps deps = {.cfg = &f->cfg, .meta = f->meta, .storage = f->storage, .locks = f->locks};
+    f->svc = upload_service_new(&deps);
+    assert_non_null(f->svc);
+    upload_observer o = {.on_event = on_event, .ctx = &f->events};
+    assert_int_equal(upload_observe(f->svc, &o), 0);
 }
 
 static int setup(void **state)
@@ -46,9 +72,10 @@ static int setup(void **state)
         return -1;
     f->root = path_join(f->dir, "store");
     char *db = path_join(f->dir, "meta.db");
-
-    const var env[] = {
-        {"API_KEY", "key"}, {"JWT_SECRET", SECRET}, {"DURABILITY", "none"}, {NULL, NULL}};
+    const var env[] = {{"API_KEY", "key"},
+                       {"JWT_SECRET", "upload-test-secret-0123456789abcdef"},
+                       {"DURABILITY", "none"},
+                       {NULL, NULL}};
     char cfg_err[256];
     if (config_load(&f->cfg, table_lookup, (void *)env, NULL, cfg_err, sizeof cfg_err) != 0) {
         print_error("config_load: %s\n", cfg_err);
@@ -58,30 +85,29 @@ static int setup(void **state)
     f->cfg.max_parts = 100;
     f->cfg.max_file_size = 0;
     f->cfg.upload_ttl_seconds = 3600;
-
     cu_error err = {0};
-    int rc = meta_sqlite_open(db, false, &f->meta, &err);
+    meta_t *meta;
+    storage_t *storage;
+    int rc = meta_sqlite_open(db, false, &meta, &err);
     free(db);
     if (rc == 0)
-        rc = storage_local_open(f->root, false, &f->storage, &err);
+        rc = storage_local_open(f->root, false, &storage, &err);
     if (rc != 0) {
         print_error("setup: %s\n", err.msg);
         return -1;
     }
-    upload_deps deps = {.cfg = &f->cfg,
-                        .meta = f->meta,
-                        .storage = f->storage,
-                        .on_webhook_queued = on_queued,
-                        .on_webhook_queued_ctx = f};
-    f->svc = upload_service_new(&deps);
+    f->meta = fault_meta_wrap(meta, &f->faults);
+    f->storage = fault_storage_wrap(storage, &f->faults);
+    service_start(f);
     *state = f;
-    return f->svc ? 0 : -1;
+    return 0;
 }
 
 static int teardown(void **state)
 {
     fixture *f = *state;
     upload_service_free(f->svc);
+    upload_locks_destroy(f->locks);
     storage_destroy(f->storage);
     meta_close(f->meta);
     config_free(&f->cfg);
@@ -97,77 +123,98 @@ static void fill(unsigned char *buf, size_t len, unsigned seed)
         buf[i] = (unsigned char)((i * 31 + seed * 17 + (i >> 7)) & 0xff);
 }
 
-static void init_upload(fixture *f, const char *name, int64_t total, const char *webhook,
-                        const char *checksum, upload_init_result *res)
+static void create_slots(fixture *f, const char *name, int64_t total, const char *webhook,
+                         const char *checksum, meta_upload *out)
 {
-    upload_init_request req = {.filename = name,
-                               .filename_len = strlen(name),
-                               .total_size = total,
-                               .webhook_url = webhook,
-                               .checksum_sha256 = checksum};
+    upload_create_request req = {.protocol = "seed",
+                                 .owner = "key",
+                                 .filename = name,
+                                 .filename_len = strlen(name),
+                                 .total_size = total,
+                                 .layout = UPLOAD_LAYOUT_SLOTS,
+                                 .webhook_url = webhook,
+                                 .checksum_sha256 = checksum};
     cu_error err;
-    assert_cu_ok(upload_init(f->svc, &req, res, &err), err);
+    assert_cu_ok(upload_create(f->svc, &req, out, &err), err);
 }
 
-/* Begins part n of res with its own token and the declared length. */
-static int begin(fixture *f, const upload_init_result *res, int n, const char *token,
-                 int64_t content_length, const unsigned char *digest, part_session **ps,
-                 cu_error *err)
+static void create_stream(fixture *f, const char *name, int64_t total, bool partial,
+                          meta_upload *out)
 {
-    part_request req = {.upload_id = res->upload.id,
-                        .part_number = n,
-                        .token = token,
-                        .content_length = content_length,
-                        .digest = digest};
+    upload_create_request req = {.protocol = "tus",
+                                 .owner = "key",
+                                 .filename = name,
+                                 .filename_len = strlen(name),
+                                 .total_size = total,
+                                 .layout = UPLOAD_LAYOUT_STREAM,
+                                 .partial = partial};
+    cu_error err;
+    assert_cu_ok(upload_create(f->svc, &req, out, &err), err);
+}
+
+/* Writes slot n of u from data (the whole file's bytes); returns the first failing step's
+ * code (0 when stored). */
+static int write_slot(fixture *f, const meta_upload *u, int n, const unsigned char *data,
+                      upload_write_result *out, cu_error *err)
+{
+    int64_t size = upload_slot_size(u, n);
+    upload_write_request req = {.id = u->id, .slot = n, .length = size};
+    upload_write *w = NULL;
     memset(err, 0, sizeof *err);
-    return upload_part_begin(f->svc, &req, ps, err);
-}
-
-/* Sends part n of res (bytes data + n*CHUNK) whole; returns the rc of the first step that
- * failed (0 when stored). */
-static int send_part(fixture *f, const upload_init_result *res, int n, const unsigned char *data,
-                     part_result *out, cu_error *err)
-{
-    int64_t size = upload_part_size(res->upload.total_size, CHUNK, n);
-    part_session *ps = NULL;
-    int rc = begin(f, res, n, res->tokens[n], size, NULL, &ps, err);
+    int rc = upload_write_begin(f->svc, &req, &w, err);
     if (rc)
         return rc;
-    const unsigned char *p = data + (int64_t)n * CHUNK;
+    const unsigned char *p = data + (int64_t)n * u->chunk_size;
     int64_t half = size / 2;
-    rc = upload_part_write(ps, p, (size_t)half, err);
+    rc = upload_write_data(w, p, (size_t)half, err);
     if (rc == 0)
-        rc = upload_part_write(ps, p + half, (size_t)(size - half), err);
+        rc = upload_write_data(w, p + half, (size_t)(size - half), err);
     if (rc) {
-        upload_part_abandon(ps);
+        upload_write_abort(w);
         return rc;
     }
-    part_result ignored;
-    return upload_part_end(ps, out ? out : &ignored, err);
+    upload_write_result ignored;
+    rc = upload_write_end(w, out ? out : &ignored, err);
+    if (rc == 0 && !out)
+        upload_write_result_clear(&ignored);
+    return rc;
 }
 
-static void send_all(fixture *f, const upload_init_result *res, const unsigned char *data)
+static void write_all_slots(fixture *f, const meta_upload *u, const unsigned char *data)
 {
     cu_error err;
-    for (int i = res->upload.total_parts - 1; i >= 0; i--)
-        assert_cu_ok(send_part(f, res, i, data, NULL, &err), err);
+    for (int i = u->total_parts - 1; i >= 0; i--)
+        assert_cu_ok(write_slot(f, u, i, data, NULL, &err), err);
 }
 
-static void expect_status(fixture *f, const char *id, upload_state state, int uploaded)
+/* Appends len bytes of data at offset as one write. */
+static int append(fixture *f, const char *id, int64_t offset, const unsigned char *data, size_t len,
+                  upload_write_result *out, cu_error *err)
+{
+    upload_write_request req = {.id = id, .offset = offset, .length = (int64_t)len};
+    upload_write *w = NULL;
+    memset(err, 0, sizeof *err);
+    int rc = upload_write_begin(f->svc, &req, &w, err);
+    if (rc)
+        return rc;
+    rc = upload_write_data(w, data, len, err);
+    if (rc) {
+        upload_write_abort(w);
+        return rc;
+    }
+    upload_write_result ignored;
+    rc = upload_write_end(w, out ? out : &ignored, err);
+    if (rc == 0 && !out)
+        upload_write_result_clear(&ignored);
+    return rc;
+}
+
+static meta_upload reload(fixture *f, const char *id)
 {
     meta_upload u;
-    meta_part *parts = NULL;
-    int n = 0;
     cu_error err;
-    assert_cu_ok(upload_status(f->svc, id, &u, &parts, &n, &err), err);
-    assert_int_equal(u.state, state);
-    assert_int_equal(u.uploaded_parts, uploaded);
-    int counted = 0;
-    for (int i = 0; i < n; i++)
-        counted += parts[i].state == PART_UPLOADED;
-    assert_int_equal(counted, uploaded);
-    meta_parts_free(parts, n);
-    meta_upload_clear(&u);
+    assert_cu_ok(upload_get(f->svc, id, NULL, &u, &err), err);
+    return u;
 }
 
 static char *staging_of(fixture *f, const char *id)
@@ -177,553 +224,934 @@ static char *staging_of(fixture *f, const char *id)
     return path_join(f->root, rel);
 }
 
-static void test_part_size(void **state)
+static void assert_file(const char *path, const unsigned char *data, size_t len)
+{
+    size_t got_len = 0;
+    unsigned char *got = file_read(path, &got_len);
+    assert_non_null(got);
+    assert_int_equal(got_len, len);
+    assert_memory_equal(got, data, len);
+    free(got);
+}
+
+static int count_events(const fixture *f, upload_event_kind kind)
+{
+    int n = 0;
+    for (int i = 0; i < f->events.n; i++)
+        n += f->events.kinds[i] == kind;
+    return n;
+}
+
+/* ---- slots ---- */
+
+static void test_slot_arithmetic(void **state)
 {
     (void)state;
-    assert_int_equal(upload_part_size(2500, 1024, 0), 1024);
-    assert_int_equal(upload_part_size(2500, 1024, 1), 1024);
-    assert_int_equal(upload_part_size(2500, 1024, 2), 452);
-    assert_int_equal(upload_part_size(2048, 1024, 1), 1024);
-    assert_int_equal(upload_part_size(1, 1024, 0), 1);
-    /* 10 GiB in 50 MiB parts: 205 parts, the last one 40 MiB; no 32-bit overflow. */
-    assert_int_equal(upload_part_size(10737418240, 52428800, 0), 52428800);
-    assert_int_equal(upload_part_size(10737418240, 52428800, 204), 41943040);
-    assert_int_equal(upload_part_size((int64_t)1 << 42, (int64_t)4096 << 20, 1023),
-                     (int64_t)4096 << 20);
+    assert_int_equal(upload_slot_count(0, 10, false), 0);
+    assert_int_equal(upload_slot_count(10, 10, false), 1);
+    assert_int_equal(upload_slot_count(11, 10, false), 2);
+    /* flow.js: the last chunk takes the remainder (up to twice the size less one). */
+    assert_int_equal(upload_slot_count(19, 10, true), 1);
+    assert_int_equal(upload_slot_count(20, 10, true), 2);
+    assert_int_equal(upload_slot_count(5, 10, true), 1);
+    meta_upload u = {
+        .layout = UPLOAD_LAYOUT_SLOTS, .total_size = 2500, .chunk_size = 1000, .total_parts = 2};
+    assert_int_equal(upload_slot_size(&u, 0), 1000);
+    assert_int_equal(upload_slot_size(&u, 1), 1500);
+    u.total_parts = 3;
+    assert_int_equal(upload_slot_size(&u, 2), 500);
 }
 
-static void test_init(void **state)
+static void test_create_and_status(void **state)
 {
     fixture *f = *state;
-    upload_init_result res;
-    init_upload(f, "videos/2024/movie.mp4", 2500, NULL, NULL, &res);
-    const meta_upload *u = &res.upload;
-    assert_true(util_is_uuid(u->id));
-    assert_string_equal(u->filename, "videos/2024/movie.mp4");
-    assert_int_equal(u->total_size, 2500);
-    assert_int_equal(u->chunk_size, CHUNK);
-    assert_int_equal(u->total_parts, 3);
-    assert_int_equal(u->state, UPLOAD_PENDING);
-    int64_t now = (int64_t)time(NULL);
-    assert_in_range(u->expires_at - u->created_at, 3599, 3600);
-    assert_in_range(u->created_at, now - 5, now + 1);
-
-    /* Each token verifies and authorizes exactly its part and size until expires_at. */
-    for (int i = 0; i < 3; i++) {
-        assert_non_null(res.tokens[i]);
-        token_claims c;
-        cu_error err;
-        assert_cu_ok(token_verify(SECRET, res.tokens[i], &c, &err), err);
-        assert_string_equal(c.upload_id, u->id);
-        assert_int_equal(c.part_number, i);
-        assert_int_equal(c.expected_size, i == 2 ? 452 : 1024);
-        assert_int_equal(c.exp, u->expires_at);
-        for (int j = 0; j < i; j++)
-            assert_string_not_equal(res.tokens[i], res.tokens[j]);
-    }
-
-    /* Recorded, with its parts, and its staging file reserved. */
-    expect_status(f, u->id, UPLOAD_PENDING, 0);
-    char *staging = staging_of(f, u->id);
+    meta_upload u;
+    create_slots(f, "videos/2024/movie.mp4", 3 * CHUNK - 72, "https://example.com/hook", NULL, &u);
+    assert_true(util_is_uuid(u.id));
+    assert_string_equal(u.protocol, "seed");
+    assert_string_equal(u.owner, "key");
+    assert_int_equal(u.total_parts, 3);
+    assert_int_equal(u.chunk_size, CHUNK);
+    assert_int_equal(u.state, UPLOAD_PENDING);
+    assert_true(u.expires_at - u.created_at >= 3599);
+    char *staging = staging_of(f, u.id);
     struct stat st;
     assert_int_equal(stat(staging, &st), 0);
-    assert_int_equal(st.st_size, 2500);
+    assert_int_equal(st.st_size, 3 * CHUNK - 72); /* preallocated */
     free(staging);
-    upload_init_result_clear(&res);
+    assert_int_equal(f->events.n, 1);
+    assert_int_equal(f->events.kinds[0], UPLOAD_EVENT_CREATED);
 
-    /* An exact multiple of the chunk size has no short last part. */
-    init_upload(f, "b.bin", 2048, NULL, NULL, &res);
-    assert_int_equal(res.upload.total_parts, 2);
-    upload_init_result_clear(&res);
+    meta_upload got;
+    meta_part *parts = NULL;
+    int n = 0;
+    cu_error err;
+    assert_cu_ok(upload_status(f->svc, u.id, NULL, &got, &parts, &n, &err), err);
+    assert_int_equal(n, 3);
+    assert_int_equal(parts[2].size, CHUNK - 72);
+    assert_string_equal(got.webhook_url, "https://example.com/hook");
+    meta_parts_free(parts, n);
+    meta_upload_clear(&got);
+    /* Another owner does not see it; the unbound caller (the API key) does. */
+    assert_cu_fails(upload_status(f->svc, u.id, "someone-else", &got, &parts, &n, &err),
+                    CU_ENOTFOUND, err);
+    assert_cu_fails(upload_get(f->svc, u.id, "someone-else", &got, &err), CU_ENOTFOUND, err);
+    assert_cu_ok(upload_get(f->svc, u.id, "key", &got, &err), err);
+    meta_upload_clear(&got);
+    meta_upload_clear(&u);
 }
 
-static void test_init_refusals(void **state)
+static void test_create_refusals(void **state)
 {
     fixture *f = *state;
-    upload_init_result res;
     cu_error err;
-    upload_init_request req = {.filename = "../x", .filename_len = 4, .total_size = 1};
-    assert_cu_fails(upload_init(f->svc, &req, &res, &err), CU_EINVAL, err);
-    req = (upload_init_request){.filename = "a", .filename_len = 1, .total_size = -1};
-    assert_cu_fails(upload_init(f->svc, &req, &res, &err), CU_EINVAL, err);
-    req.total_size = 1;
-    req.webhook_url = "ftp://example.invalid/";
-    assert_cu_fails(upload_init(f->svc, &req, &res, &err), CU_EINVAL, err);
+    meta_upload u;
+    upload_create_request req = {.protocol = "seed", .layout = UPLOAD_LAYOUT_SLOTS};
+#define REFUSE(name, total, code)                                                                  \
+    do {                                                                                           \
+        req.filename = name;                                                                       \
+        req.filename_len = strlen(name);                                                           \
+        req.total_size = total;                                                                    \
+        assert_cu_fails(upload_create(f->svc, &req, &u, &err), code, err);                         \
+        assert_cu_fails(upload_validate(f->svc, &req, &err), code, err);                           \
+    } while (0)
+    REFUSE("../x", 10, CU_EINVAL);
+    REFUSE("", 10, CU_EINVAL);
+    REFUSE("ok.bin", -5, CU_EINVAL);
+    REFUSE("ok.bin", -1, CU_EINVAL);              /* only a stream may leave its size for later */
+    REFUSE("ok.bin", 100 * CHUNK + 1, CU_EINVAL); /* 101 parts of at most 100 */
+    REFUSE("ok.bin", INT64_MAX, CU_EINVAL);       /* no overflow on the way */
+    assert_non_null(strstr(err.msg, "largest file is"));
+    f->cfg.max_file_size = 50;
+    REFUSE("ok.bin", 51, CU_ETOOLARGE);
+    f->cfg.max_file_size = 0;
+    req.webhook_url = "ftp://example.com/";
+    REFUSE("ok.bin", 10, CU_EINVAL);
     req.webhook_url = NULL;
     req.checksum_sha256 = "abc";
-    assert_cu_fails(upload_init(f->svc, &req, &res, &err), CU_EINVAL, err);
+    REFUSE("ok.bin", 10, CU_EINVAL);
     req.checksum_sha256 = NULL;
-
-    /* More than max_parts parts: refused, naming the largest size allowed. */
-    req.total_size = 100 * CHUNK + 1;
-    assert_cu_fails(upload_init(f->svc, &req, &res, &err), CU_EINVAL, err);
-    assert_non_null(strstr(err.msg, "102400"));
-    req.total_size = 100 * CHUNK;
-    assert_cu_ok(upload_init(f->svc, &req, &res, &err), err);
-    assert_int_equal(res.upload.total_parts, 100);
-    upload_init_result_clear(&res);
-
-    f->cfg.max_file_size = 5000;
-    req.total_size = 5001;
-    assert_cu_fails(upload_init(f->svc, &req, &res, &err), CU_ETOOLARGE, err);
-    req.total_size = 5000;
-    assert_cu_ok(upload_init(f->svc, &req, &res, &err), err);
-    upload_init_result_clear(&res);
-
-    /* Nothing was left behind by the refusals: only the two accepted staging files. */
+#undef REFUSE
     char *staging = path_join(f->root, ".staging");
-    assert_int_equal(dir_count(staging), 2);
+    assert_int_equal(dir_count(staging), 0); /* nothing staged */
     free(staging);
+    assert_int_equal(f->events.n, 0);
 }
 
-static void test_part_begin_errors(void **state)
+static void test_slots_any_order_then_complete(void **state)
 {
     fixture *f = *state;
-    upload_init_result a, b;
-    init_upload(f, "a.bin", 2500, NULL, NULL, &a);
-    init_upload(f, "b.bin", 2500, NULL, NULL, &b);
-    part_session *ps = NULL;
+    enum { TOTAL = 3 * CHUNK - 72 };
+    unsigned char data[TOTAL];
+    fill(data, TOTAL, 1);
+    meta_upload u;
+    create_slots(f, "dir/a.bin", TOTAL, "https://example.com/hook", NULL, &u);
+    upload_write_result res;
     cu_error err;
-
-    assert_int_equal(begin(f, &a, 0, NULL, CHUNK, NULL, &ps, &err), CU_EAUTH);
-    assert_null(ps);
-    assert_int_equal(begin(f, &a, 0, "", CHUNK, NULL, &ps, &err), CU_EAUTH);
-    assert_int_equal(begin(f, &a, 0, "not-a-token", CHUNK, NULL, &ps, &err), CU_EAUTH);
-    /* Another upload's token for the same part number. */
-    assert_int_equal(begin(f, &a, 0, b.tokens[0], CHUNK, NULL, &ps, &err), CU_EAUTH);
-    /* This upload's token for another part. */
-    assert_int_equal(begin(f, &a, 1, a.tokens[0], CHUNK, NULL, &ps, &err), CU_EAUTH);
-    /* Out of range. */
-    assert_int_equal(begin(f, &a, 3, a.tokens[0], CHUNK, NULL, &ps, &err), CU_EINVAL);
-    assert_int_equal(begin(f, &a, -1, a.tokens[0], CHUNK, NULL, &ps, &err), CU_EINVAL);
-    /* Content-Length. */
-    assert_int_equal(begin(f, &a, 0, a.tokens[0], CHUNK + 1, NULL, &ps, &err), CU_ETOOLARGE);
-    assert_int_equal(begin(f, &a, 0, a.tokens[0], CHUNK - 1, NULL, &ps, &err), CU_EINVAL);
-    assert_int_equal(begin(f, &a, 2, a.tokens[2], 453, NULL, &ps, &err), CU_ETOOLARGE);
-    assert_int_equal(begin(f, &a, 2, a.tokens[2], 0, NULL, &ps, &err), CU_EINVAL);
-    assert_null(ps);
-
-    /* A token signed with the right secret for the right claims, but not issued by init. */
-    token_claims c = {.part_number = 0, .expected_size = CHUNK, .exp = a.upload.expires_at + 1};
-    snprintf(c.upload_id, sizeof c.upload_id, "%s", a.upload.id);
-    char *forged = token_issue(SECRET, &c);
-    assert_int_equal(begin(f, &a, 0, forged, CHUNK, NULL, &ps, &err), CU_EAUTH);
-    free(forged);
-
-    /* An unknown upload. */
-    upload_init_result ghost = a;
-    util_uuid_v4(ghost.upload.id);
-    c.exp = a.upload.expires_at;
-    snprintf(c.upload_id, sizeof c.upload_id, "%s", ghost.upload.id);
-    char *ghost_token = token_issue(SECRET, &c);
-    assert_int_equal(begin(f, &ghost, 0, ghost_token, CHUNK, NULL, &ps, &err), CU_ENOTFOUND);
-    free(ghost_token);
-
-    /* One request per part at a time; other parts are not held up. */
-    part_session *first = NULL, *other = NULL;
-    assert_cu_ok(begin(f, &a, 0, a.tokens[0], CHUNK, NULL, &first, &err), err);
-    assert_non_null(first);
-    assert_int_equal(begin(f, &a, 0, a.tokens[0], CHUNK, NULL, &ps, &err), CU_ECONFLICT);
-    assert_null(ps);
-    assert_int_equal(begin(f, &a, 0, a.tokens[0], -1, NULL, &ps, &err), CU_ECONFLICT);
-    assert_cu_ok(begin(f, &a, 1, a.tokens[1], -1, NULL, &other, &err), err); /* chunked */
-    assert_cu_ok(begin(f, &b, 0, b.tokens[0], CHUNK, NULL, &ps, &err), err); /* same part of b */
-    upload_part_abandon(ps);
-    upload_part_abandon(other);
-
-    static unsigned char data[2500];
-    fill(data, sizeof data, 3);
-    assert_cu_ok(upload_part_write(first, data, CHUNK, &err), err);
-    part_result r;
-    assert_cu_ok(upload_part_end(first, &r, &err), err);
-    assert_string_equal(r.upload_id, a.upload.id);
-    assert_int_equal(r.part_number, 0);
-    assert_int_equal(r.uploaded_parts, 1);
-    assert_int_equal(r.total_parts, 3);
+    assert_cu_ok(write_slot(f, &u, 2, data, &res, &err), err);
+    assert_int_equal(res.slot, 2);
+    assert_int_equal(res.bytes, CHUNK - 72);
+    assert_int_equal(res.upload.uploaded_parts, 1);
     char want[65];
-    util_sha256_hex(data, CHUNK, want);
-    assert_string_equal(r.checksum_sha256, want);
-
-    /* Already uploaded. */
-    assert_int_equal(begin(f, &a, 0, a.tokens[0], CHUNK, NULL, &ps, &err), CU_ECONFLICT);
-    assert_null(ps);
-    expect_status(f, a.upload.id, UPLOAD_PENDING, 1);
-
-    upload_init_result_clear(&a);
-    upload_init_result_clear(&b);
-}
-
-static void test_part_digest(void **state)
-{
-    fixture *f = *state;
-    upload_init_result a;
-    init_upload(f, "d.bin", 2500, NULL, NULL, &a);
-    static unsigned char data[2500];
-    fill(data, sizeof data, 4);
-    unsigned char right[32], wrong[32];
-    SHA256(data, CHUNK, right);
-    memcpy(wrong, right, 32);
-    wrong[31] ^= 1;
-    part_session *ps = NULL;
-    cu_error err;
-
-    assert_cu_ok(begin(f, &a, 0, a.tokens[0], CHUNK, wrong, &ps, &err), err);
-    assert_cu_ok(upload_part_write(ps, data, CHUNK, &err), err);
-    part_result r;
-    assert_cu_fails(upload_part_end(ps, &r, &err), CU_EINVAL, err);
-    expect_status(f, a.upload.id, UPLOAD_PENDING, 0); /* the part stays pending */
-
-    /* And can be sent again, this time with the right digest. */
-    assert_cu_ok(begin(f, &a, 0, a.tokens[0], CHUNK, right, &ps, &err), err);
-    assert_cu_ok(upload_part_write(ps, data, CHUNK, &err), err);
-    assert_cu_ok(upload_part_end(ps, &r, &err), err);
-    assert_int_equal(r.uploaded_parts, 1);
-    expect_status(f, a.upload.id, UPLOAD_PENDING, 1);
-    upload_init_result_clear(&a);
-}
-
-static void test_part_body_sizes(void **state)
-{
-    fixture *f = *state;
-    upload_init_result a;
-    init_upload(f, "s.bin", 2500, NULL, NULL, &a);
-    static unsigned char data[2500];
-    fill(data, sizeof data, 5);
-    part_session *ps = NULL;
-    cu_error err;
-    part_result r;
-
-    /* Chunked transfer (no Content-Length): more than the part is refused as it arrives. */
-    assert_cu_ok(begin(f, &a, 2, a.tokens[2], -1, NULL, &ps, &err), err);
-    assert_cu_ok(upload_part_write(ps, data + 2048, 400, &err), err);
-    assert_cu_fails(upload_part_write(ps, data + 2448, 53, &err), CU_ETOOLARGE, err);
-    upload_part_abandon(ps);
-    expect_status(f, a.upload.id, UPLOAD_PENDING, 0);
-
-    /* A body shorter than the part. */
-    assert_cu_ok(begin(f, &a, 2, a.tokens[2], -1, NULL, &ps, &err), err);
-    assert_cu_ok(upload_part_write(ps, data + 2048, 451, &err), err);
-    assert_cu_fails(upload_part_end(ps, &r, &err), CU_EINVAL, err);
-    expect_status(f, a.upload.id, UPLOAD_PENDING, 0);
-
-    /* Abandoned halfway (client gone): pending, the claim released, can be sent again. */
-    assert_cu_ok(begin(f, &a, 2, a.tokens[2], 452, NULL, &ps, &err), err);
-    assert_cu_ok(upload_part_write(ps, data + 2048, 100, &err), err);
-    upload_part_abandon(ps);
-    upload_part_abandon(NULL);
-    expect_status(f, a.upload.id, UPLOAD_PENDING, 0);
-    assert_cu_ok(send_part(f, &a, 2, data, &r, &err), err);
-    assert_int_equal(r.part_number, 2);
-    assert_int_equal(r.uploaded_parts, 1);
-    expect_status(f, a.upload.id, UPLOAD_PENDING, 1);
-    upload_init_result_clear(&a);
-}
-
-static void test_complete(void **state)
-{
-    fixture *f = *state;
-    enum { TOTAL = 2500 };
-    static unsigned char data[TOTAL];
-    fill(data, TOTAL, 6);
-    unsigned char md[32];
-    char sum[65];
-    SHA256(data, TOTAL, md);
-    util_hex(md, 32, sum);
-
-    upload_init_result a;
-    init_upload(f, "videos/2024/movie.mp4", TOTAL, "http://example.invalid/hook", sum, &a);
-    const char *id = a.upload.id;
-    cu_error err;
+    util_sha256_hex(data + 2 * CHUNK, CHUNK - 72, want);
+    assert_string_equal(res.checksum_sha256, want);
+    upload_write_result_clear(&res);
+    assert_cu_ok(write_slot(f, &u, 0, data, NULL, &err), err);
     meta_upload out;
-    part_result r;
-
-    assert_cu_ok(send_part(f, &a, 1, data, &r, &err), err);
-    assert_cu_fails(upload_complete(f->svc, id, &out, &err), CU_EINVAL, err);
-    assert_string_equal(err.msg, "Not all parts uploaded: 1/3 complete");
-    expect_status(f, id, UPLOAD_PENDING, 1);
-
-    assert_cu_ok(send_part(f, &a, 2, data, &r, &err), err);
-    assert_cu_fails(upload_complete(f->svc, id, &out, &err), CU_EINVAL, err);
-    assert_string_equal(err.msg, "Not all parts uploaded: 2/3 complete"); /* one short */
-    assert_cu_ok(send_part(f, &a, 0, data, &r, &err), err);
-    assert_int_equal(r.uploaded_parts, 3);
-    assert_int_equal(f->webhooks_queued, 0);
-
-    assert_cu_ok(upload_complete(f->svc, id, &out, &err), err);
+    assert_cu_fails(upload_complete(f->svc, u.id, NULL, &out, &err), CU_EINVAL, err);
+    assert_non_null(strstr(err.msg, "2/3"));
+    assert_cu_ok(write_slot(f, &u, 1, data, NULL, &err), err);
+    assert_cu_ok(upload_complete(f->svc, u.id, NULL, &out, &err), err);
     assert_int_equal(out.state, UPLOAD_COMPLETE);
-    char want[4096];
-    snprintf(want, sizeof want, "%s/files/videos/2024/%s_movie.mp4", f->root, id);
-    assert_string_equal(out.final_path, want);
-    assert_true(out.completed_at >= out.created_at);
-    assert_int_equal(out.total_size, TOTAL);
-    int64_t completed_at = out.completed_at;
-    meta_upload_clear(&out);
-
-    size_t len = 0;
-    unsigned char *content = file_read(want, &len);
-    assert_non_null(content);
-    assert_int_equal(len, TOTAL);
-    assert_memory_equal(content, data, TOTAL);
-    free(content);
-    char *staging = staging_of(f, id);
-    assert_false(path_exists(staging));
+    assert_file(out.final_path, data, TOTAL);
+    char *staging = staging_of(f, u.id);
+    assert_false(path_exists(staging)); /* moved, not copied */
     free(staging);
-
-    /* The webhook was queued (once) with the payload, and the deliverer was woken. */
-    assert_int_equal(f->webhooks_queued, 1);
-    meta_webhook *due = NULL;
-    int n = 0;
-    assert_cu_ok(meta_webhooks_due(f->meta, completed_at, 8, &due, &n, &err), err);
-    assert_int_equal(n, 1);
-    assert_string_equal(due[0].url, "http://example.invalid/hook");
-    assert_non_null(strstr(due[0].body, "\"upload.complete\""));
-    assert_non_null(strstr(due[0].body, id));
-    meta_webhooks_free(due, n);
-
-    /* Idempotent: the same answer again, nothing queued twice. */
-    assert_cu_ok(upload_complete(f->svc, id, &out, &err), err);
+    meta_upload_clear(&out);
+    /* Idempotent. */
+    assert_cu_ok(upload_complete(f->svc, u.id, NULL, &out, &err), err);
     assert_int_equal(out.state, UPLOAD_COMPLETE);
-    assert_string_equal(out.final_path, want);
-    assert_int_equal(out.completed_at, completed_at);
     meta_upload_clear(&out);
-    assert_int_equal(f->webhooks_queued, 1);
-    expect_status(f, id, UPLOAD_COMPLETE, 3);
-
-    /* No more parts, no cancel. */
-    part_session *ps = NULL;
-    assert_int_equal(begin(f, &a, 0, a.tokens[0], CHUNK, NULL, &ps, &err), CU_ECONFLICT);
-    assert_cu_fails(upload_cancel(f->svc, id, &err), CU_ECONFLICT, err);
-    upload_init_result_clear(&a);
-
-    /* Without a webhook_url nothing is queued. */
-    init_upload(f, "plain.bin", TOTAL, NULL, NULL, &a);
-    send_all(f, &a, data);
-    assert_cu_ok(upload_complete(f->svc, a.upload.id, &out, &err), err);
-    meta_upload_clear(&out);
-    assert_int_equal(f->webhooks_queued, 1);
-    upload_init_result_clear(&a);
+    assert_int_equal(count_events(f, UPLOAD_EVENT_PROGRESS), 3);
+    assert_int_equal(count_events(f, UPLOAD_EVENT_FINISHED), 1);
+    assert_true(f->events.webhook[f->events.n - 1]); /* with its webhook queued */
+    meta_webhook *hooks = NULL;
+    int n = 0;
+    assert_cu_ok(meta_webhooks_due(f->meta, INT64_MAX, 10, &hooks, &n, &err), err);
+    assert_int_equal(n, 1);
+    assert_non_null(strstr(hooks[0].body, u.id));
+    meta_webhooks_free(hooks, n);
+    meta_upload_clear(&u);
 }
+
+static void test_slot_write_refusals(void **state)
+{
+    fixture *f = *state;
+    enum { TOTAL = 2 * CHUNK };
+    unsigned char data[TOTAL];
+    fill(data, TOTAL, 2);
+    meta_upload u;
+    create_slots(f, "r.bin", TOTAL, NULL, NULL, &u);
+    cu_error err;
+    upload_write *w = NULL;
+    upload_write_request req = {.id = u.id, .slot = 2, .length = CHUNK};
+    assert_cu_fails(upload_write_begin(f->svc, &req, &w, &err), CU_EINVAL, err); /* range */
+    req.slot = 0;
+    req.length = CHUNK + 1;
+    assert_cu_fails(upload_write_begin(f->svc, &req, &w, &err), CU_ETOOLARGE, err);
+    req.length = CHUNK - 1;
+    assert_cu_fails(upload_write_begin(f->svc, &req, &w, &err), CU_EINVAL, err);
+    req.id = "00000000-0000-4000-8000-000000000000";
+    req.length = CHUNK;
+    assert_cu_fails(upload_write_begin(f->svc, &req, &w, &err), CU_ENOTFOUND, err);
+
+    /* A body longer than its slot is cut at the first extra byte. */
+    req.id = u.id;
+    req.length = -1; /* chunked: the size shows only as it arrives */
+    assert_cu_ok(upload_write_begin(f->svc, &req, &w, &err), err);
+    assert_cu_ok(upload_write_data(w, data, CHUNK, &err), err);
+    assert_cu_fails(upload_write_data(w, data, 1, &err), CU_ETOOLARGE, err);
+    upload_write_abort(w);
+    /* A short one is refused at its end and the slot stays pending. */
+    assert_cu_ok(upload_write_begin(f->svc, &req, &w, &err), err);
+    assert_cu_ok(upload_write_data(w, data, 10, &err), err);
+    upload_write_result res;
+    assert_cu_fails(upload_write_end(w, &res, &err), CU_EINVAL, err);
+    /* A digest that does not match: refused, still pending. */
+    req.digest_alg = UPLOAD_DIGEST_SHA256;
+    memset(req.digest, 0xab, sizeof req.digest);
+    assert_cu_ok(upload_write_begin(f->svc, &req, &w, &err), err);
+    assert_cu_ok(upload_write_data(w, data, CHUNK, &err), err);
+    assert_cu_fails(upload_write_end(w, &res, &err), CU_ECHECKSUM, err);
+    assert_non_null(strstr(err.msg, "Checksum mismatch for part 0"));
+    /* And with the right one it goes through. */
+    SHA256(data, CHUNK, req.digest);
+    assert_cu_ok(upload_write_begin(f->svc, &req, &w, &err), err);
+    assert_cu_ok(upload_write_data(w, data, CHUNK, &err), err);
+    assert_cu_ok(upload_write_end(w, &res, &err), err);
+    upload_write_result_clear(&res);
+    /* Stored once: the next write of the slot is a conflict. */
+    req.digest_alg = UPLOAD_DIGEST_NONE;
+    assert_cu_fails(upload_write_begin(f->svc, &req, &w, &err), CU_ECONFLICT, err);
+    assert_non_null(strstr(err.msg, "already uploaded"));
+    /* Two writers of one slot at once: the second is refused while the first holds it. */
+    req.slot = 1;
+    upload_write *w2 = NULL;
+    assert_cu_ok(upload_write_begin(f->svc, &req, &w, &err), err);
+    assert_cu_fails(upload_write_begin(f->svc, &req, &w2, &err), CU_ECONFLICT, err);
+    assert_non_null(strstr(err.msg, "being uploaded"));
+    upload_write_abort(w);
+    assert_cu_ok(upload_write_begin(f->svc, &req, &w2, &err), err); /* released */
+    upload_write_abort(w2);
+    /* Nothing may be written once the upload is cancelled. */
+    assert_cu_ok(upload_cancel(f->svc, u.id, NULL, &err), err);
+    assert_cu_fails(upload_write_begin(f->svc, &req, &w, &err), CU_ECONFLICT, err);
+    meta_upload_clear(&u);
+}
+
+/* A lock that makes the second taker of a claim wait until the first has let it go: the
+ * window in which a request that read the slot's state before claiming it would overwrite
+ * what the first one stored. */
+typedef struct {
+    upload_locks base;
+    upload_locks *inner;
+    pthread_mutex_t m;
+    pthread_cond_t c;
+    int acquired, released;
+} slow_locks;
+
+static int slow_acquire(upload_locks *base, const char *id, int slot, cu_error *err)
+{
+    slow_locks *l = (slow_locks *)base;
+    pthread_mutex_lock(&l->m);
+    if (++l->acquired == 2)
+        while (l->released < 1)
+            pthread_cond_wait(&l->c, &l->m);
+    pthread_mutex_unlock(&l->m);
+    return upload_lock_acquire(l->inner, id, slot, err);
+}
+
+static void slow_release(upload_locks *base, const char *id, int slot)
+{
+    slow_locks *l = (slow_locks *)base;
+    upload_lock_release(l->inner, id, slot);
+    pthread_mutex_lock(&l->m);
+    l->released++;
+    pthread_cond_broadcast(&l->c);
+    pthread_mutex_unlock(&l->m);
+}
+
+static void slow_destroy(upload_locks *base)
+{
+    slow_locks *l = (slow_locks *)base;
+    upload_locks_destroy(l->inner);
+    pthread_mutex_destroy(&l->m);
+    pthread_cond_destroy(&l->c);
+    free(l);
+}
+
+static const struct upload_lock_ops slow_ops = {
+    .acquire = slow_acquire, .release = slow_release, .destroy = slow_destroy};
+
+typedef struct {
+    fixture *f;
+    const meta_upload *u;
+    const unsigned char *data;
+    int rc;
+    cu_error err;
+} racer;
+
+static void *race_second(void *arg)
+{
+    racer *r = arg;
+    r->rc = write_slot(r->f, r->u, 0, r->data, NULL, &r->err);
+    return NULL;
+}
+
+static void test_claim_comes_before_the_state_read(void **state)
+{
+    fixture *f = *state;
+    upload_service_free(f->svc);
+    slow_locks *l = calloc(1, sizeof *l);
+    l->base.ops = &slow_ops;
+    l->inner = upload_locks_memory();
+    pthread_mutex_init(&l->m, NULL);
+    pthread_cond_init(&l->c, NULL);
+    f->locks = &l->base;
+    service_start(f);
+
+    unsigned char first[CHUNK], second[CHUNK];
+    fill(first, CHUNK, 3);
+    fill(second, CHUNK, 4);
+    meta_upload u;
+    create_slots(f, "race.bin", CHUNK, NULL, NULL, &u);
+    /* The first request claims the slot and is writing it ... */
+    upload_write_request req = {.id = u.id, .slot = 0, .length = CHUNK};
+    upload_write *w = NULL;
+    cu_error err;
+    assert_cu_ok(upload_write_begin(f->svc, &req, &w, &err), err);
+    assert_cu_ok(upload_write_data(w, first, CHUNK, &err), err);
+    /* ... when a retry arrives; its claim waits until the first is done. */
+    racer r = {.f = f, .u = &u, .data = second};
+    pthread_t t;
+    pthread_create(&t, NULL, race_second, &r);
+    usleep(100000);
+    upload_write_result res;
+    assert_cu_ok(upload_write_end(w, &res, &err), err);
+    upload_write_result_clear(&res);
+    pthread_join(t, NULL);
+    /* The retry found the slot stored: it wrote nothing. */
+    assert_int_equal(r.rc, CU_ECONFLICT);
+    assert_non_null(strstr(r.err.msg, "already uploaded"));
+    meta_upload out;
+    assert_cu_ok(upload_complete(f->svc, u.id, NULL, &out, &err), err);
+    assert_file(out.final_path, first, CHUNK);
+    meta_upload_clear(&out);
+    meta_upload_clear(&u);
+}
+
+/* Many writers racing for one slot with different bytes: exactly one stores it, and the
+ * file holds the bytes whose checksum was recorded. */
+typedef struct {
+    fixture *f;
+    const meta_upload *u;
+    unsigned char data[CHUNK];
+    int rc;
+    char sum[65];
+} stress_racer;
+
+static void *stress_write(void *arg)
+{
+    stress_racer *r = arg;
+    upload_write_result res;
+    cu_error err;
+    r->rc = write_slot(r->f, r->u, 0, r->data, &res, &err);
+    if (r->rc == 0) {
+        memcpy(r->sum, res.checksum_sha256, sizeof r->sum);
+        upload_write_result_clear(&res);
+    }
+    return NULL;
+}
+
+static void test_racing_writers_store_once(void **state)
+{
+    fixture *f = *state;
+    enum { RACERS = 4, ROUNDS = 40 };
+    for (int round = 0; round < ROUNDS; round++) {
+        meta_upload u;
+        create_slots(f, "stress.bin", CHUNK, NULL, NULL, &u);
+        stress_racer r[RACERS];
+        pthread_t t[RACERS];
+        for (int i = 0; i < RACERS; i++) {
+            memset(&r[i], 0, sizeof r[i]);
+            r[i].f = f;
+            r[i].u = &u;
+            fill(r[i].data, CHUNK, (unsigned)(round * RACERS + i));
+            pthread_create(&t[i], NULL, stress_write, &r[i]);
+        }
+        int stored = 0, winner = -1;
+        for (int i = 0; i < RACERS; i++) {
+            pthread_join(t[i], NULL);
+            if (r[i].rc == 0) {
+                stored++;
+                winner = i;
+            } else {
+                assert_int_equal(r[i].rc, CU_ECONFLICT);
+            }
+        }
+        assert_int_equal(stored, 1);
+        meta_part part;
+        cu_error err;
+        assert_cu_ok(upload_slot_get(f->svc, u.id, 0, &part, &err), err);
+        assert_string_equal(part.checksum_sha256, r[winner].sum);
+        free(part.storage_ref);
+        meta_upload out;
+        assert_cu_ok(upload_complete(f->svc, u.id, NULL, &out, &err), err);
+        assert_file(out.final_path, r[winner].data, CHUNK);
+        meta_upload_clear(&out);
+        meta_upload_clear(&u);
+    }
+}
+
+/* ---- streams ---- */
+
+static void test_stream_appends_and_completes(void **state)
+{
+    fixture *f = *state;
+    enum { TOTAL = 5000 };
+    unsigned char data[TOTAL];
+    fill(data, TOTAL, 5);
+    meta_upload u;
+    create_stream(f, "s/stream.bin", TOTAL, false, &u);
+    assert_int_equal(u.layout, UPLOAD_LAYOUT_STREAM);
+    assert_int_equal(u.total_parts, 0);
+    cu_error err;
+    upload_write_result res;
+    assert_cu_ok(append(f, u.id, 0, data, 1000, &res, &err), err);
+    assert_int_equal(res.upload.durable_offset, 1000);
+    assert_false(res.completed);
+    upload_write_result_clear(&res);
+    /* The client must say where it stands: elsewhere is a conflict. */
+    assert_cu_fails(append(f, u.id, 999, data + 999, 10, NULL, &err), CU_ECONFLICT, err);
+    assert_cu_fails(append(f, u.id, 1001, data + 1001, 10, NULL, &err), CU_ECONFLICT, err);
+    /* Past the declared end. */
+    assert_cu_fails(append(f, u.id, 1000, data, TOTAL, NULL, &err), CU_ETOOLARGE, err);
+    /* One writer at a time: a second concurrent write is locked out. */
+    upload_write_request req = {.id = u.id, .offset = 1000, .length = -1};
+    upload_write *w = NULL, *w2 = NULL;
+    assert_cu_ok(upload_write_begin(f->svc, &req, &w, &err), err);
+    assert_cu_fails(upload_write_begin(f->svc, &req, &w2, &err), CU_ELOCKED, err);
+    /* A write cut off mid-body keeps what arrived. */
+    assert_cu_ok(upload_write_data(w, data + 1000, 700, &err), err);
+    upload_write_abort(w);
+    meta_upload now = reload(f, u.id);
+    assert_int_equal(now.durable_offset, 1700);
+    meta_upload_clear(&now);
+    /* A write whose declared digest does not match keeps nothing. */
+    req.offset = 1700;
+    req.digest_alg = UPLOAD_DIGEST_SHA1;
+    memset(req.digest, 0, sizeof req.digest);
+    assert_cu_ok(upload_write_begin(f->svc, &req, &w, &err), err);
+    assert_cu_ok(upload_write_data(w, data + 1700, 300, &err), err);
+    assert_cu_fails(upload_write_end(w, &res, &err), CU_ECHECKSUM, err);
+    now = reload(f, u.id);
+    assert_int_equal(now.durable_offset, 1700);
+    meta_upload_clear(&now);
+    /* ... and one whose digest matches (MD5 here) is kept. */
+    req.digest_alg = UPLOAD_DIGEST_MD5;
+    EVP_Digest(data + 1700, 300, req.digest, NULL, EVP_md5(), NULL);
+    assert_cu_ok(upload_write_begin(f->svc, &req, &w, &err), err);
+    assert_cu_ok(upload_write_data(w, data + 1700, 300, &err), err);
+    assert_cu_ok(upload_write_end(w, &res, &err), err);
+    assert_int_equal(res.upload.durable_offset, 2000);
+    upload_write_result_clear(&res);
+    /* The last write fills it: the upload completes in the same request. */
+    assert_cu_ok(append(f, u.id, 2000, data + 2000, TOTAL - 2000, &res, &err), err);
+    assert_true(res.completed);
+    assert_int_equal(res.upload.state, UPLOAD_COMPLETE);
+    assert_file(res.upload.final_path, data, TOTAL);
+    upload_write_result_clear(&res);
+    assert_cu_fails(append(f, u.id, TOTAL, data, 1, NULL, &err), CU_ECONFLICT, err);
+    assert_int_equal(count_events(f, UPLOAD_EVENT_FINISHED), 1);
+    meta_upload_clear(&u);
+}
+
+static void test_stream_deferred_length(void **state)
+{
+    fixture *f = *state;
+    enum { TOTAL = 3000 };
+    unsigned char data[TOTAL];
+    fill(data, TOTAL, 6);
+    meta_upload u;
+    create_stream(f, "deferred.bin", -1, false, &u);
+    assert_int_equal(u.total_size, -1);
+    cu_error err;
+    assert_cu_ok(append(f, u.id, 0, data, 1000, NULL, &err), err);
+    meta_upload out;
+    assert_cu_fails(upload_complete(f->svc, u.id, NULL, &out, &err), CU_EINVAL, err);
+    assert_cu_fails(upload_declare_length(f->svc, u.id, 999, &err), CU_EINVAL, err);
+    assert_cu_ok(upload_declare_length(f->svc, u.id, TOTAL, &err), err);
+    assert_cu_ok(upload_declare_length(f->svc, u.id, TOTAL, &err), err); /* same again: fine */
+    assert_cu_fails(upload_declare_length(f->svc, u.id, TOTAL + 1, &err), CU_ECONFLICT, err);
+    upload_write_result res;
+    assert_cu_ok(append(f, u.id, 1000, data + 1000, TOTAL - 1000, &res, &err), err);
+    assert_true(res.completed);
+    assert_file(res.upload.final_path, data, TOTAL);
+    upload_write_result_clear(&res);
+    meta_upload_clear(&u);
+}
+
+static void test_concatenation(void **state)
+{
+    fixture *f = *state;
+    enum { A = 1500, B = 2048, C = 7 };
+    unsigned char data[A + B + C];
+    fill(data, sizeof data, 7);
+    meta_upload p[3];
+    const int sizes[3] = {A, B, C};
+    int at = 0;
+    const char *ids[3];
+    cu_error err;
+    for (int i = 0; i < 3; i++) {
+        create_stream(f, "", sizes[i], true, &p[i]);
+        ids[i] = p[i].id;
+        upload_write_result res;
+        assert_cu_ok(append(f, p[i].id, 0, data + at, (size_t)sizes[i], &res, &err), err);
+        assert_true(res.completed); /* a partial completes staged, as a source */
+        assert_null(strstr(res.upload.final_path ? res.upload.final_path : "", "files"));
+        upload_write_result_clear(&res);
+        at += sizes[i];
+    }
+    /* A partial upload is not a file. */
+    meta_upload out;
+    assert_cu_fails(upload_file_get(f->svc, p[0].id, NULL, &out, &err), CU_ENOTFOUND, err);
+    upload_create_request req = {.protocol = "tus",
+                                 .owner = "key",
+                                 .filename = "joined.bin",
+                                 .filename_len = 10,
+                                 .webhook_url = "https://example.com/hook"};
+    assert_cu_ok(upload_concat(f->svc, &req, ids, 3, &out, &err), err);
+    assert_int_equal(out.state, UPLOAD_COMPLETE);
+    assert_int_equal(out.total_size, A + B + C);
+    assert_file(out.final_path, data, sizeof data);
+    meta_upload got = reload(f, out.id);
+    assert_non_null(got.concat_of);
+    assert_non_null(strstr(got.concat_of, p[1].id));
+    meta_upload_clear(&got);
+    /* The pieces are gone from storage and from view. */
+    for (int i = 0; i < 3; i++) {
+        char *staging = staging_of(f, p[i].id);
+        assert_false(path_exists(staging));
+        free(staging);
+        got = reload(f, p[i].id);
+        assert_int_equal(got.state, UPLOAD_DELETED);
+        meta_upload_clear(&got);
+    }
+    meta_upload again;
+    assert_cu_fails(upload_concat(f->svc, &req, ids, 3, &again, &err), CU_EINVAL, err);
+    /* Only complete partial uploads can be joined. */
+    meta_upload unfinished, whole;
+    create_stream(f, "", 100, true, &unfinished);
+    create_slots(f, "whole.bin", 10, NULL, NULL, &whole);
+    const char *bad1[] = {unfinished.id};
+    assert_cu_fails(upload_concat(f->svc, &req, bad1, 1, &again, &err), CU_EINVAL, err);
+    assert_non_null(strstr(err.msg, "not complete"));
+    const char *bad2[] = {whole.id};
+    assert_cu_fails(upload_concat(f->svc, &req, bad2, 1, &again, &err), CU_EINVAL, err);
+    assert_non_null(strstr(err.msg, "not a partial"));
+    meta_upload_clear(&unfinished);
+    meta_upload_clear(&whole);
+    meta_upload_clear(&out);
+    for (int i = 0; i < 3; i++)
+        meta_upload_clear(&p[i]);
+}
+
+/* ---- finished files ---- */
+
+static void test_files(void **state)
+{
+    fixture *f = *state;
+    unsigned char data[3000];
+    fill(data, sizeof data, 8);
+    meta_upload files[4];
+    const char *names[4] = {"a/one.bin", "a/b/two.bin", "three.bin", "a/four.bin"};
+    cu_error err;
+    for (int i = 0; i < 4; i++) {
+        create_slots(f, names[i], 1000 + i, NULL, NULL, &files[i]);
+        write_all_slots(f, &files[i], data);
+        meta_upload out;
+        assert_cu_ok(upload_complete(f->svc, files[i].id, NULL, &out, &err), err);
+        meta_upload_clear(&out);
+        sleep(i == 1 ? 1 : 0); /* completion times differ, and some are equal */
+    }
+    meta_upload pending;
+    create_slots(f, "a/pending.bin", 10, NULL, NULL, &pending);
+
+    meta_upload got;
+    assert_cu_fails(upload_file_get(f->svc, pending.id, NULL, &got, &err), CU_ENOTFOUND, err);
+    assert_cu_ok(upload_file_get(f->svc, files[0].id, NULL, &got, &err), err);
+    storage_file_info info;
+    assert_cu_ok(upload_file_stat(f->svc, &got, &info, &err), err);
+    assert_int_equal(info.size, 1000);
+    storage_reader_t *r = NULL;
+    assert_cu_ok(upload_file_open(f->svc, &got, 100, 50, &r, &err), err);
+    unsigned char buf[64];
+    assert_int_equal(storage_read(r, buf, sizeof buf, &err), 50);
+    assert_memory_equal(buf, data + 100, 50);
+    assert_int_equal(storage_read(r, buf, sizeof buf, &err), 0);
+    storage_reader_close(r);
+    meta_upload_clear(&got);
+
+    /* Newest first; pages by cursor; a prefix is a directory. */
+    meta_upload *list = NULL;
+    int n = 0;
+    meta_file_query q = {.limit = 10};
+    assert_cu_ok(upload_files_list(f->svc, &q, &list, &n, &err), err);
+    assert_int_equal(n, 4);
+    for (int i = 1; i < n; i++)
+        assert_true(list[i - 1].completed_at >= list[i].completed_at);
+    char seen_last[CU_UUID_LEN + 1];
+    snprintf(seen_last, sizeof seen_last, "%s", list[1].id);
+    int64_t seen_time = list[1].completed_at;
+    char all[4][CU_UUID_LEN + 1];
+    for (int i = 0; i < 4; i++)
+        snprintf(all[i], sizeof all[i], "%s", list[i].id);
+    meta_uploads_free(list, n);
+    q.limit = 2;
+    q.after_time = seen_time;
+    q.after_id = seen_last;
+    assert_cu_ok(upload_files_list(f->svc, &q, &list, &n, &err), err);
+    assert_int_equal(n, 2);
+    assert_string_equal(list[0].id, all[2]);
+    assert_string_equal(list[1].id, all[3]);
+    meta_uploads_free(list, n);
+    meta_file_query in_a = {.limit = 10, .prefix = "a/"};
+    assert_cu_ok(upload_files_list(f->svc, &in_a, &list, &n, &err), err);
+    assert_int_equal(n, 3);
+    meta_uploads_free(list, n);
+    meta_file_query mine = {.limit = 10, .owner = "nobody"};
+    assert_cu_ok(upload_files_list(f->svc, &mine, &list, &n, &err), err);
+    assert_int_equal(n, 0);
+    meta_uploads_free(list, n);
+
+    /* Deleting: the record says so at once and the bytes leave storage. */
+    assert_cu_ok(upload_file_get(f->svc, files[2].id, NULL, &got, &err), err);
+    char *path = strdup(got.final_path);
+    meta_upload_clear(&got);
+    assert_true(path_exists(path));
+    assert_cu_ok(upload_file_delete(f->svc, files[2].id, NULL, &err), err);
+    assert_false(path_exists(path));
+    assert_cu_fails(upload_file_get(f->svc, files[2].id, NULL, &got, &err), CU_ENOTFOUND, err);
+    assert_cu_fails(upload_file_delete(f->svc, files[2].id, NULL, &err), CU_ENOTFOUND, err);
+    meta_part *parts;
+    assert_cu_fails(upload_status(f->svc, files[2].id, NULL, &got, &parts, &n, &err), CU_EGONE,
+                    err);
+    assert_cu_fails(upload_file_delete(f->svc, pending.id, NULL, &err), CU_ENOTFOUND, err);
+    assert_int_equal(count_events(f, UPLOAD_EVENT_TERMINATED), 1);
+    free(path);
+    meta_upload_clear(&pending);
+    for (int i = 0; i < 4; i++)
+        meta_upload_clear(&files[i]);
+}
+
+/* ---- completion, cancel, expiry ---- */
 
 static void test_complete_checksum_mismatch(void **state)
 {
     fixture *f = *state;
-    static unsigned char data[2500];
-    fill(data, sizeof data, 7);
-    const char *wrong = "0000000000000000000000000000000000000000000000000000000000000000";
-    upload_init_result a;
-    init_upload(f, "c.bin", sizeof data, NULL, wrong, &a);
-    send_all(f, &a, data);
-
-    cu_error err;
+    unsigned char data[1500];
+    fill(data, sizeof data, 9);
+    char wrong[65] = "0000000000000000000000000000000000000000000000000000000000000000";
+    meta_upload u;
+    create_slots(f, "sum.bin", sizeof data, NULL, wrong, &u);
+    write_all_slots(f, &u, data);
     meta_upload out;
-    assert_cu_fails(upload_complete(f->svc, a.upload.id, &out, &err), CU_ECHECKSUM, err);
-    char sum[65];
-    util_sha256_hex(data, sizeof data, sum);
-    assert_non_null(strstr(err.msg, sum)); /* both digests in the message */
-    assert_non_null(strstr(err.msg, wrong));
-    /* Still pending, every part intact, the data still staged. */
-    expect_status(f, a.upload.id, UPLOAD_PENDING, 3);
-    char *staging = staging_of(f, a.upload.id);
-    size_t len = 0;
-    unsigned char *content = file_read(staging, &len);
-    assert_non_null(content);
-    assert_int_equal(len, sizeof data);
-    assert_memory_equal(content, data, sizeof data);
-    free(content);
-    free(staging);
-    assert_cu_fails(upload_complete(f->svc, a.upload.id, &out, &err), CU_ECHECKSUM, err);
-    upload_init_result_clear(&a);
+    cu_error err;
+    assert_cu_fails(upload_complete(f->svc, u.id, NULL, &out, &err), CU_ECHECKSUM, err);
+    meta_upload now = reload(f, u.id);
+    assert_int_equal(now.state, UPLOAD_PENDING); /* every part stays */
+    assert_int_equal(now.uploaded_parts, 2);
+    meta_upload_clear(&now);
+    meta_upload_clear(&u);
+    char right[65];
+    util_sha256_hex(data, sizeof data, right);
+    create_slots(f, "sum2.bin", sizeof data, NULL, right, &u);
+    write_all_slots(f, &u, data);
+    assert_cu_ok(upload_complete(f->svc, u.id, NULL, &out, &err), err);
+    meta_upload_clear(&out);
+    meta_upload_clear(&u);
 }
 
-static void test_cancel(void **state)
+static void test_cancel_and_expiry(void **state)
 {
     fixture *f = *state;
-    static unsigned char data[2500];
-    fill(data, sizeof data, 8);
-    upload_init_result a;
-    init_upload(f, "x.bin", sizeof data, NULL, NULL, &a);
+    meta_upload a, short_lived, long_lived;
+    create_slots(f, "a.bin", 10, NULL, NULL, &a);
     cu_error err;
-    assert_cu_ok(send_part(f, &a, 0, data, NULL, &err), err);
-
-    assert_cu_ok(upload_cancel(f->svc, a.upload.id, &err), err);
-    char *staging = staging_of(f, a.upload.id);
-    assert_false(path_exists(staging)); /* the data is removed */
-    free(staging);
-
-    part_session *ps = NULL;
-    assert_int_equal(begin(f, &a, 1, a.tokens[1], CHUNK, NULL, &ps, &err), CU_ECONFLICT);
-    assert_null(ps);
-    meta_upload u;
-    meta_part *parts = NULL;
-    int n = 0;
-    assert_cu_fails(upload_status(f->svc, a.upload.id, &u, &parts, &n, &err), CU_EGONE, err);
-    assert_string_equal(err.msg, "Upload was cancelled");
-    assert_null(parts);
-    assert_cu_fails(upload_complete(f->svc, a.upload.id, &u, &err), CU_ECONFLICT, err);
-    assert_cu_fails(upload_cancel(f->svc, a.upload.id, &err), CU_ECONFLICT, err);
-    upload_init_result_clear(&a);
-}
-
-/* When removing an ended upload's data fails, the record remembers, and the next expiry
- * sweep removes it. */
-static void test_failed_removal_is_retried(void **state)
-{
-    fixture *f = *state;
-    upload_init_result a;
-    init_upload(f, "x.bin", 10, NULL, NULL, &a);
-    char *staging = staging_of(f, a.upload.id);
-    /* A directory where the staging file was: unlink() fails with EISDIR. */
-    assert_int_equal(unlink(staging), 0);
-    assert_int_equal(mkdir(staging, 0700), 0);
-
-    cu_error err;
-    assert_cu_ok(upload_cancel(f->svc, a.upload.id, &err), err); /* the client is answered */
-    assert_true(path_exists(staging));
-    meta_upload *left = NULL;
-    int n = -1;
-    assert_cu_ok(meta_uploads_to_purge(f->meta, 10, &left, &n, &err), err);
-    assert_int_equal(n, 1);
-    meta_uploads_free(left, n);
-
-    /* Storage recovers (here: a plain file again); the sweep removes it and records that. */
-    assert_int_equal(rmdir(staging), 0);
-    FILE *fp = fopen(staging, "w");
-    assert_non_null(fp);
-    fclose(fp);
-    int expired = -1;
-    assert_cu_ok(upload_expire_due(f->svc, &expired, &err), err);
-    assert_int_equal(expired, 0);
+    assert_cu_ok(upload_cancel(f->svc, a.id, NULL, &err), err);
+    char *staging = staging_of(f, a.id);
     assert_false(path_exists(staging));
-    assert_cu_ok(meta_uploads_to_purge(f->meta, 10, &left, &n, &err), err);
-    assert_int_equal(n, 0);
-    meta_uploads_free(left, n);
     free(staging);
-    upload_init_result_clear(&a);
-}
-
-static void test_expiry(void **state)
-{
-    fixture *f = *state;
-    upload_init_result short_lived, long_lived;
-    f->cfg.upload_ttl_seconds = 1;
-    init_upload(f, "short.bin", 100, NULL, NULL, &short_lived);
-    f->cfg.upload_ttl_seconds = 3600;
-    init_upload(f, "long.bin", 100, NULL, NULL, &long_lived);
-    sleep(2);
-
-    cu_error err;
-    part_session *ps = NULL;
-    assert_int_equal(begin(f, &short_lived, 0, short_lived.tokens[0], 100, NULL, &ps, &err),
-                     CU_EGONE);
-    meta_upload u;
+    meta_upload out;
     meta_part *parts = NULL;
     int n = 0;
-    /* Past its expiry it is gone even before the reaper runs. */
-    assert_cu_fails(upload_status(f->svc, short_lived.upload.id, &u, &parts, &n, &err), CU_EGONE,
-                    err);
+    assert_cu_fails(upload_status(f->svc, a.id, NULL, &out, &parts, &n, &err), CU_EGONE, err);
+    assert_string_equal(err.msg, "Upload was cancelled");
+    assert_cu_fails(upload_complete(f->svc, a.id, NULL, &out, &err), CU_ECONFLICT, err);
+    assert_cu_fails(upload_cancel(f->svc, a.id, NULL, &err), CU_ECONFLICT, err);
 
+    f->cfg.upload_ttl_seconds = 1;
+    create_slots(f, "short.bin", 100, NULL, NULL, &short_lived);
+    f->cfg.upload_ttl_seconds = 3600;
+    create_slots(f, "long.bin", 100, NULL, NULL, &long_lived);
+    sleep(2);
+    upload_write_request req = {.id = short_lived.id, .slot = 0, .length = 100};
+    upload_write *w;
+    assert_cu_fails(upload_write_begin(f->svc, &req, &w, &err), CU_EGONE, err);
+    assert_cu_fails(upload_status(f->svc, short_lived.id, NULL, &out, &parts, &n, &err), CU_EGONE,
+                    err);
     int expired = -1;
     assert_cu_ok(upload_expire_due(f->svc, &expired, &err), err);
     assert_int_equal(expired, 1);
-    assert_cu_fails(upload_status(f->svc, short_lived.upload.id, &u, &parts, &n, &err), CU_EGONE,
-                    err);
-    assert_string_equal(err.msg, "Upload expired");
-    char *staging = staging_of(f, short_lived.upload.id);
+    staging = staging_of(f, short_lived.id);
     assert_false(path_exists(staging));
     free(staging);
-    assert_cu_fails(upload_complete(f->svc, short_lived.upload.id, &u, &err), CU_EGONE, err);
-    assert_cu_fails(upload_cancel(f->svc, short_lived.upload.id, &err), CU_EGONE, err);
-
-    /* The other one is untouched; a second sweep finds nothing. */
-    expect_status(f, long_lived.upload.id, UPLOAD_PENDING, 0);
+    assert_cu_fails(upload_complete(f->svc, short_lived.id, NULL, &out, &err), CU_EGONE, err);
     assert_cu_ok(upload_expire_due(f->svc, &expired, &err), err);
     assert_int_equal(expired, 0);
-
-    upload_init_result_clear(&short_lived);
-    upload_init_result_clear(&long_lived);
+    assert_int_equal(count_events(f, UPLOAD_EVENT_EXPIRED), 1);
+    assert_int_equal(count_events(f, UPLOAD_EVENT_TERMINATED), 1);
+    meta_upload now = reload(f, long_lived.id);
+    assert_int_equal(now.state, UPLOAD_PENDING);
+    meta_upload_clear(&now);
+    meta_upload_clear(&a);
+    meta_upload_clear(&short_lived);
+    meta_upload_clear(&long_lived);
 }
 
-static void test_empty_upload(void **state)
-{
-    fixture *f = *state;
-    upload_init_result a;
-    init_upload(f, "dir/empty.bin", 0, NULL, NULL, &a);
-    assert_int_equal(a.upload.total_parts, 0);
-    expect_status(f, a.upload.id, UPLOAD_PENDING, 0);
-
-    cu_error err;
-    meta_upload out;
-    assert_cu_ok(upload_complete(f->svc, a.upload.id, &out, &err), err);
-    assert_int_equal(out.state, UPLOAD_COMPLETE);
-    struct stat st;
-    assert_int_equal(stat(out.final_path, &st), 0);
-    assert_true(S_ISREG(st.st_mode));
-    assert_int_equal(st.st_size, 0);
-    char want[4096];
-    snprintf(want, sizeof want, "%s/files/dir/%s_empty.bin", f->root, a.upload.id);
-    assert_string_equal(out.final_path, want);
-    meta_upload_clear(&out);
-    upload_init_result_clear(&a);
-
-    /* With the SHA-256 of nothing as its checksum. */
-    init_upload(f, "e2.bin", 0, NULL,
-                "E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855", &a);
-    assert_cu_ok(upload_complete(f->svc, a.upload.id, &out, &err), err);
-    assert_int_equal(out.state, UPLOAD_COMPLETE);
-    meta_upload_clear(&out);
-    upload_init_result_clear(&a);
-}
-
-static void test_unknown_upload(void **state)
-{
-    fixture *f = *state;
-    char id[CU_UUID_LEN + 1];
-    util_uuid_v4(id);
-    cu_error err;
-    meta_upload u;
-    meta_part *parts = NULL;
-    int n = 0;
-    assert_cu_fails(upload_status(f->svc, id, &u, &parts, &n, &err), CU_ENOTFOUND, err);
-    assert_cu_fails(upload_complete(f->svc, id, &u, &err), CU_ENOTFOUND, err);
-    assert_cu_fails(upload_cancel(f->svc, id, &err), CU_ENOTFOUND, err);
-    assert_string_equal(upload_storage_name(f->svc), "local");
-}
-
-/* Storage refusing the move (a file where a directory must go) is an error the client
- * sees, and the upload goes back to pending, complete-able once the way is clear. */
 static void test_complete_blocked_by_file(void **state)
 {
     fixture *f = *state;
-    upload_init_result a;
-    init_upload(f, "evil/x.bin", 0, NULL, NULL, &a);
+    meta_upload u;
+    create_slots(f, "evil/x.bin", 0, NULL, NULL, &u);
     char *blocker = path_join(f->root, "files/evil");
-    FILE *fp = fopen(blocker, "w");
-    assert_non_null(fp);
-    fclose(fp);
-
+    assert_int_equal(file_write(blocker, "", 0), 0);
     cu_error err;
     meta_upload out;
-    assert_cu_fails(upload_complete(f->svc, a.upload.id, &out, &err), CU_ECONFLICT, err);
-    expect_status(f, a.upload.id, UPLOAD_PENDING, 0);
-
+    assert_cu_fails(upload_complete(f->svc, u.id, NULL, &out, &err), CU_ECONFLICT, err);
+    meta_upload now = reload(f, u.id);
+    assert_int_equal(now.state, UPLOAD_PENDING); /* back to the client, intact */
+    meta_upload_clear(&now);
     assert_int_equal(unlink(blocker), 0);
-    assert_cu_ok(upload_complete(f->svc, a.upload.id, &out, &err), err);
+    assert_cu_ok(upload_complete(f->svc, u.id, NULL, &out, &err), err);
     assert_int_equal(out.state, UPLOAD_COMPLETE);
-    assert_non_null(out.final_path);
     meta_upload_clear(&out);
     free(blocker);
-    upload_init_result_clear(&a);
+    meta_upload_clear(&u);
 }
 
-/* Sizes near INT64_MAX must be refused as too many parts, not overflow. */
-static void test_init_huge_size(void **state)
+/* ---- every half-way failure ---- */
+
+/* What a scenario does, run once to count its calls and then once per call to fail it. */
+typedef enum { SC_CREATE, SC_SLOT, SC_STREAM, SC_COMPLETE, SC_CANCEL, SC_EXPIRE } scenario;
+
+static const char *const scenario_names[] = {"create",   "slot write", "stream write",
+                                             "complete", "cancel",     "expire"};
+
+enum { FT = 2 * CHUNK + 10 };
+
+/* Brings up what the scenario starts from (not counted), then runs it (counted). */
+static int run_scenario(fixture *f, scenario sc, const unsigned char *data, meta_upload *u,
+                        cu_error *err)
+{
+    int saved = f->faults.fail_at;
+    f->faults.fail_at = 0;
+    switch (sc) {
+    case SC_CREATE:
+        break;
+    case SC_SLOT:
+    case SC_COMPLETE:
+    case SC_CANCEL:
+        create_slots(f, "fault/f.bin", FT, "https://example.com/h", NULL, u);
+        if (sc == SC_COMPLETE)
+            write_all_slots(f, u, data);
+        break;
+    case SC_STREAM:
+        create_stream(f, "fault/s.bin", FT, false, u);
+        break;
+    case SC_EXPIRE: {
+        upload_create_request req = {.protocol = "seed",
+                                     .filename = "fault/e.bin",
+                                     .filename_len = 11,
+                                     .total_size = FT,
+                                     .layout = UPLOAD_LAYOUT_SLOTS,
+                                     .expires_at = (int64_t)util_now() - 10};
+        assert_cu_ok(upload_create(f->svc, &req, u, err), *err);
+        break;
+    }
+    }
+    char *dir = path_join(f->root, ".staging");
+    f->staged_before = dir_count(dir);
+    free(dir);
+    f->faults.calls = 0;
+    f->faults.fail_at = saved;
+    f->faults.failed[0] = '\0';
+    switch (sc) {
+    case SC_CREATE: {
+        upload_create_request req = {.protocol = "seed",
+                                     .filename = "fault/c.bin",
+                                     .filename_len = 11,
+                                     .total_size = FT,
+                                     .layout = UPLOAD_LAYOUT_SLOTS};
+        return upload_create(f->svc, &req, u, err);
+    }
+    case SC_SLOT:
+        return write_slot(f, u, 1, data, NULL, err);
+    case SC_STREAM:
+        return append(f, u->id, 0, data, FT, NULL, err);
+    case SC_COMPLETE: {
+        meta_upload out;
+        int rc = upload_complete(f->svc, u->id, NULL, &out, err);
+        if (rc == 0)
+            meta_upload_clear(&out);
+        return rc;
+    }
+    case SC_CANCEL:
+        return upload_cancel(f->svc, u->id, NULL, err);
+    case SC_EXPIRE: {
+        int expired;
+        return upload_expire_due(f->svc, &expired, err);
+    }
+    }
+    return -1;
+}
+
+/* After a failure, the record and the data agree, and the next request repairs or reports:
+ * retrying the operation (or the reaper's next sweep) reaches the state a clean run reaches. */
+static void check_consistent(fixture *f, scenario sc, const unsigned char *data, meta_upload *u)
+{
+    cu_error err;
+    f->faults.fail_at = 0;
+    if (sc == SC_CREATE) {
+        /* Either no record and nothing staged, or a whole upload. */
+        char *dir = path_join(f->root, ".staging");
+        int staged = dir_count(dir);
+        free(dir);
+        if (u->id[0]) {
+            meta_upload now = reload(f, u->id);
+            assert_int_equal(now.state, UPLOAD_PENDING);
+            meta_upload_clear(&now);
+            meta_upload_clear(u);
+        } else {
+            if (staged != f->staged_before)
+                print_error("create: %d staged after a failure in %s, %d before\n", staged,
+                            f->faults.failed, f->staged_before);
+            assert_int_equal(staged, f->staged_before);
+        }
+        return;
+    }
+    meta_upload now = reload(f, u->id);
+    char *staging = staging_of(f, u->id);
+    switch (sc) {
+    case SC_SLOT: {
+        assert_int_equal(now.state, UPLOAD_PENDING);
+        meta_part part;
+        assert_cu_ok(upload_slot_get(f->svc, u->id, 1, &part, &err), err);
+        free(part.storage_ref);
+        if (part.state == PART_PENDING) /* the retry stores it */
+            assert_cu_ok(write_slot(f, u, 1, data, NULL, &err), err);
+        /* Finish the upload: the stored bytes must be the right ones. */
+        assert_cu_ok(write_slot(f, u, 0, data, NULL, &err), err);
+        assert_cu_ok(write_slot(f, u, 2, data, NULL, &err), err);
+        meta_upload out;
+        assert_cu_ok(upload_complete(f->svc, u->id, NULL, &out, &err), err);
+        assert_file(out.final_path, data, FT);
+        meta_upload_clear(&out);
+        break;
+    }
+    case SC_STREAM: {
+        /* Whatever the failure, the durable offset is a true prefix; resume from it. */
+        int64_t at = now.durable_offset;
+        if (now.state == UPLOAD_PENDING && at < FT)
+            assert_cu_ok(append(f, u->id, at, data + at, (size_t)(FT - at), NULL, &err), err);
+        meta_upload out;
+        assert_cu_ok(upload_complete(f->svc, u->id, NULL, &out, &err), err);
+        assert_file(out.final_path, data, FT);
+        meta_upload_clear(&out);
+        break;
+    }
+    case SC_COMPLETE: {
+        assert_true(now.state == UPLOAD_PENDING || now.state == UPLOAD_FINALIZING ||
+                    now.state == UPLOAD_COMPLETE);
+        meta_upload out;
+        assert_cu_ok(upload_complete(f->svc, u->id, NULL, &out, &err), err);
+        assert_file(out.final_path, data, FT);
+        assert_false(path_exists(staging));
+        meta_upload_clear(&out);
+        /* Exactly one webhook, whatever happened on the way. */
+        meta_webhook *hooks = NULL;
+        int n = 0;
+        assert_cu_ok(meta_webhooks_due(f->meta, INT64_MAX, 100, &hooks, &n, &err), err);
+        int mine = 0;
+        for (int i = 0; i < n; i++)
+            mine += !strcmp(hooks[i].upload_id, u->id);
+        assert_int_equal(mine, 1);
+        meta_webhooks_free(hooks, n);
+        break;
+    }
+    case SC_CANCEL:
+    case SC_EXPIRE:
+        if (now.state == UPLOAD_PENDING) { /* the end was not recorded: the data is intact */
+            assert_true(path_exists(staging));
+            if (sc == SC_CANCEL) /* the client's retry */
+                assert_cu_ok(upload_cancel(f->svc, u->id, NULL, &err), err);
+        }
+        /* The reaper's next sweep ends what is due and removes what an earlier removal left. */
+        int expired;
+        assert_cu_ok(upload_expire_due(f->svc, &expired, &err), err);
+        meta_upload_clear(&now);
+        now = reload(f, u->id);
+        assert_int_equal(now.state, sc == SC_CANCEL ? UPLOAD_CANCELLED : UPLOAD_EXPIRED);
+        assert_false(path_exists(staging));
+        meta_upload *left = NULL;
+        int n = 0;
+        assert_cu_ok(meta_uploads_to_purge(f->meta, 100, &left, &n, &err), err);
+        assert_int_equal(n, 0);
+        meta_uploads_free(left, n);
+        break;
+    case SC_CREATE:
+        break;
+    }
+    free(staging);
+    meta_upload_clear(&now);
+    meta_upload_clear(u);
+}
+
+static void test_every_halfway_failure(void **state)
 {
     fixture *f = *state;
-    upload_init_request req = {.filename = "h.bin", .filename_len = 5, .total_size = INT64_MAX};
-    upload_init_result res;
-    cu_error err;
-    assert_cu_fails(upload_init(f->svc, &req, &res, &err), CU_EINVAL, err);
-    assert_non_null(strstr(err.msg, "largest file is"));
+    unsigned char data[FT];
+    fill(data, FT, 11);
+    for (scenario sc = SC_CREATE; sc <= SC_EXPIRE; sc++) {
+        meta_upload u = {0};
+        cu_error err;
+        f->faults.fail_at = 0;
+        assert_cu_ok(run_scenario(f, sc, data, &u, &err), err);
+        int calls = f->faults.calls;
+        assert_true(calls > 0);
+        check_consistent(f, sc, data, &u);
+        for (int k = 1; k <= calls; k++) {
+            memset(&u, 0, sizeof u);
+            f->faults.fail_at = k;
+            int rc = run_scenario(f, sc, data, &u, &err);
+            if (rc == 0 && f->faults.failed[0] == '\0')
+                print_error("%s: call %d of %d was never made\n", scenario_names[sc], k, calls);
+            if (rc != 0) /* every refusal says what failed */
+                assert_true(err.msg[0] != '\0');
+            check_consistent(f, sc, data, &u);
+        }
+        f->faults.fail_at = 0;
+    }
 }
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -731,21 +1159,21 @@ static void test_init_huge_size(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_part_size),
-        T(test_init),
-        T(test_init_refusals),
-        T(test_part_begin_errors),
-        T(test_part_digest),
-        T(test_part_body_sizes),
-        T(test_complete),
+        cmocka_unit_test(test_slot_arithmetic),
+        T(test_create_and_status),
+        T(test_create_refusals),
+        T(test_slots_any_order_then_complete),
+        T(test_slot_write_refusals),
+        T(test_claim_comes_before_the_state_read),
+        T(test_racing_writers_store_once),
+        T(test_stream_appends_and_completes),
+        T(test_stream_deferred_length),
+        T(test_concatenation),
+        T(test_files),
         T(test_complete_checksum_mismatch),
-        T(test_cancel),
-        T(test_expiry),
-        T(test_failed_removal_is_retried),
-        T(test_empty_upload),
-        T(test_unknown_upload),
+        T(test_cancel_and_expiry),
         T(test_complete_blocked_by_file),
-        T(test_init_huge_size),
+        T(test_every_halfway_failure),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

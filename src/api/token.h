@@ -3,8 +3,8 @@
  * A part token is an HS256 JWT with the claims upload_id, part_number, expected_size and
  * exp, signed with JWT_SECRET. The server also keeps each issued token's SHA-256, so that
  * only tokens it issued are accepted even if the secret once leaked. */
-#ifndef CU_TOKEN_H
-#define CU_TOKEN_H
+#ifndef CU_API_TOKEN_H
+#define CU_API_TOKEN_H
 
 #include "base/error.h"
 

@@ -1,5 +1,5 @@
 /* token.c - part tokens on top of libjwt. */
-#include "core/token.h"
+#include "api/token.h"
 
 #include <errno.h>
 #include <stdbool.h>
