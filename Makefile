@@ -44,8 +44,10 @@ test-asan: $(BUILD_ASAN)/Makefile
 	  LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j 2
 
-bench: deps all
+bench: all
+	@./scripts/install-deps.sh --bench
 	@./bench/bench.sh
+	@./bench/http_bench.py
 
 format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')

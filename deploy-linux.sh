@@ -201,6 +201,7 @@ WorkingDirectory=$REPO_DIR
 ExecStart=$SCRIPT --run
 Restart=always
 RestartSec=5
+LimitNOFILE=65536
 StandardOutput=append:$STDOUT_LOG
 StandardError=append:$STDERR_LOG
 

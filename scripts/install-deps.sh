@@ -23,8 +23,8 @@ BUILD_PKGS=(
 # backend; Node.js for the S3 test server, s3rver, installed from the npm registry by
 # `make test`) and smbclient as an independent SMB client.
 TEST_PKGS=(samba smbclient nodejs)
-# Needed only by the benchmarks (nginx is the reference server).
-BENCH_PKGS=(nginx-light)
+# Needed only by the benchmarks (nginx is the reference server; wrk makes request load).
+BENCH_PKGS=(nginx-light wrk)
 
 prog=${0##*/}
 

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #define EXIT_CONFIG 2
 
@@ -75,6 +76,26 @@ static char *read_dotenv(void)
     return text;
 }
 
+/* Every connection is a descriptor (and S3 spools, SMB and SQLite take more): raise the
+ * soft limit to the hard one, and say so when even that is below what MAX_CONNECTIONS
+ * needs. */
+static void raise_file_limit(const cu_config *cfg)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    rlim_t want = (rlim_t)cfg->max_connections * 2 + 256;
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want)
+        log_warn("the limit on open files is %llu; MAX_CONNECTIONS=%d needs about %llu (raise it "
+                 "with ulimit -n or LimitNOFILE= in the service)",
+                 (unsigned long long)rl.rlim_cur, cfg->max_connections, (unsigned long long)want);
+}
+
 static int serve(void)
 {
     cu_config cfg;
@@ -90,6 +111,7 @@ static int serve(void)
     log_set_level(cfg.log_level);
     if (cfg.warnings[0])
         log_warn("%s", cfg.warnings);
+    raise_file_limit(&cfg);
     int status = 1;
     meta_t *meta = NULL;
     storage_t *storage = NULL;
