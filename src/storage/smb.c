@@ -39,6 +39,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -233,16 +234,17 @@ static int run_op(smb_storage *s, smb_op op, void *arg)
     return err;
 }
 
+/* What an operation on one file needs. */
 typedef struct {
-    const char *url; /* the staging file */
-    int64_t size;
-    const char *key; /* finish: where it goes */
-} staging_op;
+    const char *url;
+    int64_t size;    /* create, declare_length: the file's size */
+    const char *key; /* finish: where the staging file goes */
+} file_op;
 
 static int create_op(smb_storage *s, SMBCCTX *c, void *arg)
 {
     (void)s;
-    staging_op *op = arg;
+    file_op *op = arg;
     int err = 0;
     SMBCFILE *f = smbc_getFunctionOpen(c)(c, op->url, O_WRONLY | O_CREAT | O_EXCL, 0640);
     if (!f)
@@ -263,40 +265,65 @@ static int smb_stage_create(storage_t *base, const storage_upload *u, char **sto
     (void)storage_ref;
     char url[SMB_URL_MAX];
     staging_url(s, u->id, url);
-    staging_op op = {.url = url, .size = u->total_size};
+    file_op op = {.url = url, .size = u->total_size};
     int err = run_op(s, create_op, &op);
     return err ? smb_fail(e, err, "creating the staging file", u->id) : 0;
 }
-/* Opens the staging file of id on a pooled context, positioned at offset (caller holds
- * s->lock). A pooled connection may have died since its last use (NAS restarted): then one
- * more try, on a fresh connection. Returns 0 or an errno value; on success *ctx and *file
- * are the caller's. */
-static int open_at(smb_storage *s, const char *id, int flags, int64_t offset, SMBCCTX **ctx,
+
+/* Opens url with context c, positioned at offset; returns 0 or an errno value. */
+static int open_file(SMBCCTX *c, const char *url, int flags, int64_t offset, SMBCFILE **file)
+{
+    SMBCFILE *f = smbc_getFunctionOpen(c)(c, url, flags, 0);
+    if (!f)
+        return errno ? errno : EIO;
+    /* SEEK_SET only sets libsmbclient's own offset: no round trip. */
+    if (smbc_getFunctionLseek(c)(c, f, offset, SEEK_SET) != offset) {
+        int err = errno ? errno : EIO;
+        smbc_getFunctionClose(c)(c, f);
+        return err;
+    }
+    *file = f;
+    return 0;
+}
+
+/* Opens url on a pooled context, positioned at offset (caller holds s->lock). A pooled
+ * connection may have died since its last use (NAS restarted): then one more try, on a
+ * fresh connection. Returns 0 or an errno value; on success *ctx and *file are the
+ * caller's. */
+static int open_at(smb_storage *s, const char *url, int flags, int64_t offset, SMBCCTX **ctx,
                    SMBCFILE **file)
 {
-    char url[SMB_URL_MAX];
-    staging_url(s, id, url);
-    int err = 0;
+    int err = ENOMEM;
     for (int attempt = 0; attempt < 2; attempt++) {
         SMBCCTX *c = ctx_get(s);
         if (!c)
             return ENOMEM;
-        SMBCFILE *f = smbc_getFunctionOpen(c)(c, url, flags, 0);
-        err = f ? 0 : errno;
-        if (f && smbc_getFunctionLseek(c)(c, f, offset, SEEK_SET) != offset)
-            err = errno ? errno : EIO;
+        err = open_file(c, url, flags, offset, file);
         if (!err) {
             *ctx = c;
-            *file = f;
             return 0;
         }
-        if (f)
-            smbc_getFunctionClose(c)(c, f);
         ctx_put(s, c, err);
         if (!connection_error(err))
             break;
     }
     return err;
+}
+
+/* Closes f and gives c back (thrown away after a connection error: err, or the close's);
+ * returns the close's errno value, or 0. */
+static int close_put(smb_storage *s, SMBCCTX *c, SMBCFILE *f, int err)
+{
+    pthread_mutex_lock(&s->lock);
+    int close_err = smbc_getFunctionClose(c)(c, f) != 0 ? (errno ? errno : EIO) : 0;
+    ctx_put(s, c, err ? err : close_err);
+    pthread_mutex_unlock(&s->lock);
+    return close_err;
+}
+
+static int gone(cu_error *e)
+{
+    return cu_fail(e, CU_EGONE, "The upload's data is gone (cancelled or expired)");
 }
 
 static int writer_new(smb_storage *s, const storage_upload *u, int64_t offset, int64_t end,
@@ -312,15 +339,15 @@ static int writer_new(smb_storage *s, const storage_upload *u, int64_t offset, i
         free(buf);
         return cu_fail_oom(e);
     }
+    char url[SMB_URL_MAX];
+    staging_url(s, u->id, url);
     pthread_mutex_lock(&s->lock);
-    int err = open_at(s, u->id, O_WRONLY, offset, &w->ctx, &w->file);
+    int err = open_at(s, url, O_WRONLY, offset, &w->ctx, &w->file);
     pthread_mutex_unlock(&s->lock);
     if (err) {
         free(w);
         free(buf);
-        if (err == ENOENT)
-            return cu_fail(e, CU_EGONE, "The upload's data is gone (cancelled or expired)");
-        return smb_fail(e, err, "opening the staging file", u->id);
+        return err == ENOENT ? gone(e) : smb_fail(e, err, "opening the staging file", u->id);
     }
     w->base.ops = &smb_writer_ops;
     w->s = s;
@@ -338,6 +365,16 @@ static int smb_writer_open(storage_t *base, const storage_upload *u, int64_t off
                            storage_writer_t **out, cu_error *e)
 {
     return writer_new((smb_storage *)base, u, offset, offset + length, false, out, e);
+}
+
+static int smb_append_open(storage_t *base, const storage_upload *u, int64_t offset,
+                           storage_writer_t **out, cu_error *e)
+{
+    int64_t end = u->total_size >= 0 ? u->total_size : INT64_MAX;
+    if (offset > end)
+        return cu_fail(e, CU_EINVAL, "Offset %lld is past the end of the upload",
+                       (long long)offset);
+    return writer_new((smb_storage *)base, u, offset, end, true, out, e);
 }
 
 /* Sends the buffer as one write and waits for the server's acknowledgement. Returns 0 or
@@ -387,16 +424,9 @@ static int smb_writer_write(storage_writer_t *base, const void *buf, size_t len,
     return 0;
 }
 
-/* Closes the file and gives the context back (thrown away after a connection error);
- * returns the close's errno value, or 0. */
 static int writer_free(smb_writer *w, int err)
 {
-    int close_err = 0;
-    pthread_mutex_lock(&w->s->lock);
-    if (smbc_getFunctionClose(w->ctx)(w->ctx, w->file) != 0)
-        close_err = errno ? errno : EIO;
-    ctx_put(w->s, w->ctx, err ? err : close_err);
-    pthread_mutex_unlock(&w->s->lock);
+    int close_err = close_put(w->s, w->ctx, w->file, err);
     free(w->buf);
     free(w);
     return close_err;
@@ -430,55 +460,9 @@ static void smb_writer_abort(storage_writer_t *base)
     writer_free(w, w->err);
 }
 
-static int smb_stage_sha256(storage_t *base, const storage_upload *u, unsigned char out[32],
-                            cu_error *e)
-{
-    smb_storage *s = (smb_storage *)base;
-    char url[SMB_URL_MAX];
-    staging_url(s, u->id, url);
-    size_t cap = 1 << 20;
-    unsigned char *buf = malloc(cap);
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    int err = 0;
-    pthread_mutex_lock(&s->lock);
-    SMBCCTX *c = ctx_get(s);
-    SMBCFILE *f = c && buf && md ? smbc_getFunctionOpen(c)(c, url, O_RDONLY, 0) : NULL;
-    if (!f)
-        err = errno ? errno : ENOMEM;
-    pthread_mutex_unlock(&s->lock);
-    if (!f || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
-        err = err ? err : EIO;
-    } else {
-        /* The lock is taken per read, so uploads go on while a large file is hashed. */
-        for (int64_t left = u->total_size; left > 0 && !err;) {
-            pthread_mutex_lock(&s->lock);
-            ssize_t n =
-                smbc_getFunctionRead(c)(c, f, buf, left < (int64_t)cap ? (size_t)left : cap);
-            int read_err = n < 0 ? errno : EIO;
-            pthread_mutex_unlock(&s->lock);
-            if (n <= 0)
-                err = read_err;
-            else {
-                EVP_DigestUpdate(md, buf, (size_t)n);
-                left -= n;
-            }
-        }
-        if (!err)
-            EVP_DigestFinal_ex(md, out, NULL);
-    }
-    pthread_mutex_lock(&s->lock);
-    if (f)
-        smbc_getFunctionClose(c)(c, f);
-    ctx_put(s, c, err);
-    pthread_mutex_unlock(&s->lock);
-    EVP_MD_CTX_free(md);
-    free(buf);
-    return err ? smb_fail(e, err, "reading the staging file", u->id) : 0;
-}
-
 static int finish_op(smb_storage *s, SMBCCTX *c, void *arg)
 {
-    staging_op *op = arg;
+    file_op *op = arg;
     char to[SMB_URL_MAX];
     url_of(s, op->key, to);
     const char *slash = strrchr(op->key, '/');
@@ -507,7 +491,7 @@ static int smb_finish(storage_t *base, const storage_upload *u, const storage_ch
     (void)chunks, (void)nchunks;
     char url[SMB_URL_MAX];
     staging_url(s, u->id, url);
-    staging_op op = {.url = url, .key = u->key};
+    file_op op = {.url = url, .key = u->key};
     int err = run_op(s, finish_op, &op);
     if (err == ENOTDIR || err == EEXIST)
         return cu_fail(e, CU_ECONFLICT,
@@ -518,16 +502,20 @@ static int smb_finish(storage_t *base, const storage_upload *u, const storage_ch
     size_t len = strlen(s->host) + strlen(s->share) + strlen(s->path) + strlen(u->key) + 16;
     *final_path = malloc(len);
     if (!*final_path)
-        return cu_fail(e, CU_EIO, "Out of memory");
+        return cu_fail_oom(e);
     snprintf(*final_path, len, "smb://%s/%s/%s%s%s", s->host, s->share, s->path,
              *s->path ? "/" : "", u->key);
     return 0;
 }
-static int abort_op(smb_storage *s, SMBCCTX *c, void *arg)
+
+/* Unlinks op->url; a missing file is not an error. */
+static int unlink_op(smb_storage *s, SMBCCTX *c, void *arg)
 {
     (void)s;
-    staging_op *op = arg;
-    return smbc_getFunctionUnlink(c)(c, op->url) != 0 && errno != ENOENT ? errno : 0;
+    file_op *op = arg;
+    if (smbc_getFunctionUnlink(c)(c, op->url) == 0 || errno == ENOENT || errno == ENOTDIR)
+        return 0;
+    return errno;
 }
 
 static int smb_abort(storage_t *base, const storage_upload *u, cu_error *e)
@@ -535,10 +523,202 @@ static int smb_abort(storage_t *base, const storage_upload *u, cu_error *e)
     smb_storage *s = (smb_storage *)base;
     char url[SMB_URL_MAX];
     staging_url(s, u->id, url);
-    staging_op op = {.url = url};
-    int err = run_op(s, abort_op, &op);
+    file_op op = {.url = url};
+    int err = run_op(s, unlink_op, &op);
     return err ? smb_fail(e, err, "removing the staging file", u->id) : 0;
 }
+
+/* ---- capabilities ---- */
+
+/* Reads go straight into the caller's buffer, one smbc_read (one round trip, under the
+ * lock) per call: no memory of their own, and no descriptor to hand out. */
+typedef struct {
+    struct storage_reader base;
+    smb_storage *s;
+    SMBCCTX *ctx; /* borrowed from the pool for the reader's life */
+    SMBCFILE *file;
+    int64_t offset, end;
+    int err; /* the first failed read's errno value */
+} smb_reader;
+
+static const struct storage_reader_ops smb_reader_ops;
+
+/* A reader of [offset, offset + length) of url; returns 0 or an errno value. */
+static int reader_open(smb_storage *s, const char *url, int64_t offset, int64_t length,
+                       smb_reader **out)
+{
+    smb_reader *r = calloc(1, sizeof *r);
+    if (!r)
+        return ENOMEM;
+    pthread_mutex_lock(&s->lock);
+    int err = open_at(s, url, O_RDONLY, offset, &r->ctx, &r->file);
+    pthread_mutex_unlock(&s->lock);
+    if (err) {
+        free(r);
+        return err;
+    }
+    r->base.ops = &smb_reader_ops;
+    r->s = s;
+    r->offset = offset;
+    r->end = offset + length;
+    *out = r;
+    return 0;
+}
+
+static ssize_t smb_read(storage_reader_t *base, void *buf, size_t cap, cu_error *e)
+{
+    smb_reader *r = (smb_reader *)base;
+    if ((int64_t)cap > r->end - r->offset)
+        cap = (size_t)(r->end - r->offset);
+    if (cap == 0)
+        return 0;
+    if (r->err)
+        return smb_fail(e, r->err, "reading a file", "-");
+    pthread_mutex_lock(&r->s->lock);
+    ssize_t n = smbc_getFunctionRead(r->ctx)(r->ctx, r->file, buf, cap);
+    int err = n < 0 ? errno : 0;
+    pthread_mutex_unlock(&r->s->lock);
+    if (n < 0)
+        return smb_fail(e, r->err = err ? err : EIO, "reading a file", "-");
+    if (n == 0)
+        return cu_fail(e, CU_EIO, "The file is shorter than recorded");
+    assert((size_t)n <= cap);
+    r->offset += n;
+    return n;
+}
+
+static void smb_reader_close(storage_reader_t *base)
+{
+    smb_reader *r = (smb_reader *)base;
+    close_put(r->s, r->ctx, r->file, r->err);
+    free(r);
+}
+
+static const struct storage_reader_ops smb_reader_ops = {.read = smb_read,
+                                                         .close = smb_reader_close};
+
+static int final_fail(cu_error *e, int err, const char *what, const char *key)
+{
+    if (err == ENOENT || err == ENOTDIR)
+        return cu_fail(e, CU_ENOTFOUND, "File not found in storage");
+    return smb_fail(e, err, what, key);
+}
+
+typedef struct {
+    const char *url;
+    struct stat st;
+} stat_op_arg;
+
+static int stat_op(smb_storage *s, SMBCCTX *c, void *arg)
+{
+    (void)s;
+    stat_op_arg *op = arg;
+    return smbc_getFunctionStat(c)(c, op->url, &op->st) == 0 ? 0 : errno;
+}
+
+static int smb_stat(storage_t *base, const char *key, storage_file_info *out, cu_error *e)
+{
+    smb_storage *s = (smb_storage *)base;
+    char url[SMB_URL_MAX];
+    url_of(s, key, url);
+    stat_op_arg op = {.url = url};
+    int err = run_op(s, stat_op, &op);
+    if (!err && !S_ISREG(op.st.st_mode))
+        err = ENOENT;
+    if (err)
+        return final_fail(e, err, "reading a file's size", key);
+    out->size = op.st.st_size;
+    out->mtime = op.st.st_mtime;
+    return 0;
+}
+
+static int smb_read_open(storage_t *base, const char *key, int64_t offset, int64_t length,
+                         storage_reader_t **out, cu_error *e)
+{
+    smb_storage *s = (smb_storage *)base;
+    char url[SMB_URL_MAX];
+    url_of(s, key, url);
+    smb_reader *r = NULL;
+    int err = reader_open(s, url, offset, length, &r);
+    if (err)
+        return final_fail(e, err, "opening a file", key);
+    *out = &r->base;
+    return 0;
+}
+
+static int smb_stage_sha256(storage_t *base, const storage_upload *u, unsigned char out[32],
+                            cu_error *e)
+{
+    smb_storage *s = (smb_storage *)base;
+    assert(u->total_size >= 0);
+    char url[SMB_URL_MAX];
+    staging_url(s, u->id, url);
+    size_t cap = 1 << 20;
+    unsigned char *buf = malloc(cap);
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    if (!buf || !md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
+        EVP_MD_CTX_free(md);
+        free(buf);
+        return cu_fail_oom(e);
+    }
+    smb_reader *r = NULL;
+    int err = reader_open(s, url, 0, u->total_size, &r);
+    int rc = err == ENOENT ? gone(e)
+             : err         ? smb_fail(e, err, "opening the staging file", u->id)
+                           : 0;
+    /* The lock is taken per read, so uploads go on while a large file is hashed. */
+    for (ssize_t n = 1; rc == 0 && n > 0;) {
+        n = smb_read(&r->base, buf, cap, e);
+        if (n < 0)
+            rc = (int)n;
+        else
+            EVP_DigestUpdate(md, buf, (size_t)n);
+    }
+    if (rc == 0)
+        EVP_DigestFinal_ex(md, out, NULL);
+    if (r)
+        smb_reader_close(&r->base);
+    EVP_MD_CTX_free(md);
+    free(buf);
+    return rc;
+}
+
+static int smb_remove(storage_t *base, const char *key, cu_error *e)
+{
+    smb_storage *s = (smb_storage *)base;
+    char url[SMB_URL_MAX];
+    url_of(s, key, url);
+    file_op op = {.url = url};
+    int err = run_op(s, unlink_op, &op);
+    return err ? smb_fail(e, err, "removing a file", key) : 0;
+}
+
+static int truncate_op(smb_storage *s, SMBCCTX *c, void *arg)
+{
+    (void)s;
+    file_op *op = arg;
+    SMBCFILE *f = NULL;
+    int err = open_file(c, op->url, O_WRONLY, 0, &f);
+    if (err)
+        return err;
+    if (smbc_getFunctionFtruncate(c)(c, f, op->size) != 0)
+        err = errno ? errno : EIO;
+    if (smbc_getFunctionClose(c)(c, f) != 0 && !err)
+        err = errno ? errno : EIO;
+    return err;
+}
+
+static int smb_declare_length(storage_t *base, const storage_upload *u, int64_t total_size,
+                              cu_error *e)
+{
+    smb_storage *s = (smb_storage *)base;
+    char url[SMB_URL_MAX];
+    staging_url(s, u->id, url);
+    file_op op = {.url = url, .size = total_size};
+    int err = run_op(s, truncate_op, &op);
+    return err == ENOENT ? gone(e) : err ? smb_fail(e, err, "sizing the staging file", u->id) : 0;
+}
+
 static void smb_destroy(storage_t *base)
 {
     smb_storage *s = (smb_storage *)base;
@@ -559,6 +739,11 @@ static void smb_destroy(storage_t *base)
 static const struct storage_writer_ops smb_writer_ops = {
     .write = smb_writer_write, .finish = smb_writer_finish, .abort = smb_writer_abort};
 
+static const struct storage_read_ops smb_read_ops = {
+    .zero_copy = false, .stat = smb_stat, .open = smb_read_open};
+static const struct storage_remove_ops smb_remove_ops = {.remove = smb_remove};
+static const struct storage_defer_ops smb_defer_ops = {.declare_length = smb_declare_length};
+static const struct storage_append_ops smb_append_ops = {.open = smb_append_open};
 static const struct storage_stage_read_ops smb_stage_read_ops = {.sha256 = smb_stage_sha256};
 
 static const struct storage_ops smb_ops = {
@@ -600,6 +785,10 @@ int storage_smb_open(const storage_smb_options *o, storage_t **out, cu_error *er
         return cu_fail(err, CU_EIO, "Out of memory");
     s->base.ops = &smb_ops;
     s->base.name = "smb";
+    s->base.read = &smb_read_ops;
+    s->base.remove = &smb_remove_ops;
+    s->base.defer = &smb_defer_ops;
+    s->base.append = &smb_append_ops;
     s->base.stage_read = &smb_stage_read_ops;
     /* What Windows, and so most NAS firmware, refuses in a name; "name:x" would even open an
      * alternate data stream on a Windows server. */

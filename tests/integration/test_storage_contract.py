@@ -11,7 +11,7 @@ import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import REPO, SANITIZER_MARKERS, base_env  # noqa: E402
+from harness import REPO, SANITIZER_MARKERS, SmbServer, base_env  # noqa: E402
 
 CONTRACT = os.environ.get("CU_CONTRACT_BINARY") or os.path.join(REPO, "build", "storage_contract")
 
@@ -41,6 +41,14 @@ class StorageContractTest(unittest.TestCase):
                                              "DURABILITY": durability})
                     self.assertIn("local storage: read, zero-copy read, remove, concatenate, "
                                   "deferred length, append, read staging", out)
+
+    def test_smb(self):
+        smb = SmbServer()
+        self.addCleanup(smb.destroy)
+        smb.start()
+        env = {k: v for k, v in smb.server_env("contract").items() if v is not None}
+        out = self.run_contract(env)
+        self.assertIn("smb storage: read, remove, deferred length, append, read staging", out)
 
 
 if __name__ == "__main__":
