@@ -719,6 +719,92 @@ static int smb_declare_length(storage_t *base, const storage_upload *u, int64_t 
     return err == ENOENT ? gone(e) : err ? smb_fail(e, err, "sizing the staging file", u->id) : 0;
 }
 
+/* Concatenation copies on the server: smbc splice is FSCTL_SRV_COPYCHUNK_WRITE (SMB2+),
+ * so the bytes never reach this process. Against a server without it (it answers
+ * STATUS_INVALID_DEVICE_REQUEST), libsmbclient itself falls back to reading and writing
+ * through a 1 MiB buffer (cli_splice_fallback): bounded memory, only slower. Both files
+ * must be open on one context. A splice is one synchronous call under the lock, so it goes
+ * in pieces and the lock is free in between for the parts of other uploads in flight. 16
+ * MiB is the most one copychunk request may copy on Samba and Windows (their total limit),
+ * about 10 ms here; pieces of 8, 32 or 128 MiB copied 512 MiB at the same 1.5-1.9 GB/s. */
+#define SMB_SPLICE_PIECE ((int64_t)16 << 20)
+
+static int splice_go_on(off_t n, void *priv)
+{
+    (void)n, (void)priv;
+    return 1;
+}
+
+/* Copies len bytes of src (from 0) to dst at `at` with c, piece by piece; returns 0 or an
+ * errno value. */
+static int splice_all(smb_storage *s, SMBCCTX *c, SMBCFILE *src, SMBCFILE *dst, int64_t at,
+                      int64_t len)
+{
+    for (int64_t done = 0; done < len;) {
+        int64_t piece = len - done < SMB_SPLICE_PIECE ? len - done : SMB_SPLICE_PIECE;
+        pthread_mutex_lock(&s->lock);
+        off_t n = -1;
+        if (smbc_getFunctionLseek(c)(c, src, done, SEEK_SET) == done &&
+            smbc_getFunctionLseek(c)(c, dst, at + done, SEEK_SET) == at + done)
+            n = smbc_getFunctionSplice(c)(c, src, dst, piece, splice_go_on, NULL);
+        int err = n < 0 ? (errno ? errno : EIO) : 0;
+        pthread_mutex_unlock(&s->lock);
+        if (err)
+            return err;
+        if (n != piece)
+            return EIO; /* the source is shorter than recorded */
+        done += n;
+    }
+    return 0;
+}
+
+static int smb_concat(storage_t *base, const storage_upload *dst, const storage_source *srcs, int n,
+                      storage_written *out, cu_error *e)
+{
+    smb_storage *s = (smb_storage *)base;
+    char url[SMB_URL_MAX];
+    staging_url(s, dst->id, url);
+    SMBCCTX *c = NULL;
+    SMBCFILE *to = NULL;
+    pthread_mutex_lock(&s->lock);
+    int err = open_at(s, url, O_RDWR, 0, &c, &to);
+    pthread_mutex_unlock(&s->lock);
+    if (err)
+        return err == ENOENT ? gone(e) : smb_fail(e, err, "opening the staging file", dst->id);
+    int rc = 0;
+    int64_t at = 0;
+    for (int i = 0; rc == 0 && i < n; i++) {
+        const storage_upload *u = &srcs[i].upload;
+        assert(u->total_size >= 0);
+        SMBCFILE *from = NULL;
+        staging_url(s, u->id, url);
+        pthread_mutex_lock(&s->lock);
+        err = open_file(c, url, O_RDONLY, 0, &from);
+        pthread_mutex_unlock(&s->lock);
+        if (err == ENOENT) {
+            rc = cu_fail(e, CU_EGONE, "The data of upload %s is gone", u->id);
+            break;
+        }
+        if (!err)
+            err = splice_all(s, c, from, to, at, u->total_size);
+        if (from) {
+            pthread_mutex_lock(&s->lock);
+            smbc_getFunctionClose(c)(c, from);
+            pthread_mutex_unlock(&s->lock);
+        }
+        if (err)
+            rc = smb_fail(e, err, "concatenating uploads", dst->id);
+        at += u->total_size;
+    }
+    /* The close is where the server reports a failed write-behind. */
+    int close_err = close_put(s, c, to, err);
+    if (rc == 0 && close_err)
+        rc = smb_fail(e, close_err, "concatenating uploads", dst->id);
+    if (rc == 0)
+        out->durable = at;
+    return rc;
+}
+
 static void smb_destroy(storage_t *base)
 {
     smb_storage *s = (smb_storage *)base;
@@ -742,6 +828,7 @@ static const struct storage_writer_ops smb_writer_ops = {
 static const struct storage_read_ops smb_read_ops = {
     .zero_copy = false, .stat = smb_stat, .open = smb_read_open};
 static const struct storage_remove_ops smb_remove_ops = {.remove = smb_remove};
+static const struct storage_concat_ops smb_concat_ops = {.concat = smb_concat};
 static const struct storage_defer_ops smb_defer_ops = {.declare_length = smb_declare_length};
 static const struct storage_append_ops smb_append_ops = {.open = smb_append_open};
 static const struct storage_stage_read_ops smb_stage_read_ops = {.sha256 = smb_stage_sha256};
@@ -787,6 +874,7 @@ int storage_smb_open(const storage_smb_options *o, storage_t **out, cu_error *er
     s->base.name = "smb";
     s->base.read = &smb_read_ops;
     s->base.remove = &smb_remove_ops;
+    s->base.concat = &smb_concat_ops;
     s->base.defer = &smb_defer_ops;
     s->base.append = &smb_append_ops;
     s->base.stage_read = &smb_stage_read_ops;

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -46,9 +47,23 @@ class StorageContractTest(unittest.TestCase):
         smb = SmbServer()
         self.addCleanup(smb.destroy)
         smb.start()
+        before = smb.profile()
         env = {k: v for k, v in smb.server_env("contract").items() if v is not None}
         out = self.run_contract(env)
-        self.assertIn("smb storage: read, remove, deferred length, append, read staging", out)
+        self.assertIn("smb storage: read, remove, concatenate, deferred length, append, read "
+                      "staging", out)
+        # Concatenation copied on the server instead of reading the sources through the
+        # process: per source an FSCTL_SRV_REQUEST_RESUME_KEY and at least one
+        # FSCTL_SRV_COPYCHUNK_WRITE, SMB2 IOCTLs (test_concatenate has 3 sources; the rest
+        # of the suite sends one IOCTL, a copy through the process none more). smbd
+        # publishes its counters about once a second.
+        want = 2 * 3
+        deadline = time.time() + 10
+        ioctls = 0
+        while ioctls < want and time.time() < deadline:
+            time.sleep(0.2)
+            ioctls = smb.profile()["smb2_ioctl_count"] - before["smb2_ioctl_count"]
+        self.assertGreaterEqual(ioctls, want, "no server-side copy: %d SMB2 IOCTLs" % ioctls)
 
 
 if __name__ == "__main__":
