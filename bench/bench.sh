@@ -14,6 +14,8 @@
 #   BENCH_S3_ONLY=1       only the S3 section (skips 1.-3. and 6.)
 #   BENCH_SKIP_SMB=1      skip the SMB section (6. below)
 #   BENCH_SMB_ONLY=1      only the SMB section (skips 1.-5.)
+#   BENCH_SMB_BEFORE=path another server binary (an older build) timed in the same SMB
+#                         rounds, for before/after figures on a machine others share
 #
 # Measures:
 #   1. wall time of uploading BENCH_SIZE_MB in 50 MiB parts, 4 curl PUTs at a time, to
@@ -48,6 +50,7 @@ SKIP_S3=${BENCH_SKIP_S3:-0}
 S3_ONLY=${BENCH_S3_ONLY:-0}
 SKIP_SMB=${BENCH_SKIP_SMB:-0}
 SMB_ONLY=${BENCH_SMB_ONLY:-0}
+SMB_BEFORE=${BENCH_SMB_BEFORE:-}
 [[ $NGINX_ONLY == 1 ]] && SKIP_S3=1 && SKIP_SMB=1
 [[ $S3_ONLY == 1 ]] && SKIP_SMB=1
 [[ $SMB_ONLY == 1 ]] && SKIP_S3=1
@@ -747,6 +750,11 @@ if [[ $NGINX_ONLY != 1 ]]; then
     # run a private copy: a rebuild during the bench must not change the binary under test
     cp "$BIN" "$WORK/chunked-uploader"
     BIN=$WORK/chunked-uploader
+fi
+if [[ -n $SMB_BEFORE && $SKIP_SMB != 1 ]]; then
+    [[ -x $SMB_BEFORE ]] || die "BENCH_SMB_BEFORE: $SMB_BEFORE is not an executable"
+    cp "$SMB_BEFORE" "$WORK/chunked-uploader-before"
+    SMB_BEFORE=$WORK/chunked-uploader-before
 fi
 need=$((SIZE + 2 * CHUNK))
 [[ $SKIP_4G == 1 ]] || need=$((4 * GIB + 2 * CHUNK))

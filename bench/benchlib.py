@@ -147,9 +147,12 @@ def cmd_summary(path):
                 print("  S3 CompleteMultipartUpload %s, direct (ms):    %s" % (name, ms_list("s3_direct_complete_" + key)))
         print("  chunked-uploader WARN/ERROR log lines in the S3 runs: %s" % one("s3_server_problems", "?"))
     if has_smb:
-        print("SMB (%s), rounds alternate smbclient put / ours:" % one("smbd_version"))
-        for k in ("smb_direct", "smb_ours"):
-            print("  %-11s %s" % (k, " ".join("%.3f" % v for v in nums(k)) or "n/a"))
+        before = nums("smb_before")
+        print("SMB (%s), rounds alternate smbclient put / %sours:"
+              % (one("smbd_version"), "before / " if before else ""))
+        for k in ("smb_direct", "smb_before", "smb_ours"):
+            if k != "smb_before" or before:
+                print("  %-11s %s" % (k, " ".join("%.3f" % v for v in nums(k)) or "n/a"))
         print("  complete in those rounds, ours (ms): %s" % ms_list("smb_ours_complete"))
         print("  chunked-uploader WARN/ERROR log lines in the SMB runs: %s" % one("smb_server_problems", "?"))
     print()
@@ -205,9 +208,13 @@ def cmd_summary(path):
                   % (name, len(ours_l), mo, ref))
     smbd, smbd_s = fmt_t(nums("smb_direct"))
     smbo, smbo_s = fmt_t(nums("smb_ours"))
+    smbb, smbb_s = fmt_t(nums("smb_before"))
     if has_smb:
         print("| SMB reference: `smbclient put` of the whole file to a private smbd, %.0f MiB, median of %s "
               "| %s | | |" % (mib, rounds, smbd_s))
+        if smbb is not None and smbd:
+            print("| `BENCH_SMB_BEFORE` (an older build), `STORAGE_BACKEND=smb`, the same rounds "
+                  "| %s = **%.2f × smbclient** | | |" % (smbb_s, smbb / smbd))
         if smbo is not None and smbd:
             r = smbo / smbd
             print("| chunked-uploader `STORAGE_BACKEND=smb` to the same smbd, init + %s parts of 50 MiB "
@@ -221,6 +228,8 @@ def cmd_summary(path):
         print("ours_none/nginx  = %s   (goal ≤ 1.0)" % ("%.3f" % (no / ngx) if no else "n/a"))
     if s3d and s3o:
         print("ours_s3/direct_s3 = %.3f" % (s3o / s3d))
+    if smbd and smbb:
+        print("before_smb/smbclient = %.3f" % (smbb / smbd))
     if smbd and smbo:
         print("ours_smb/smbclient = %.3f   (goal ≤ 1.2)" % (smbo / smbd))
 

@@ -5,7 +5,8 @@
 # benchlib.py smbd: its own smb.conf on a free loopback port, one share on real disk under
 # $WORK) receives the same BENCH_SIZE_MB file, rounds alternating:
 #   - smbclient put of the whole file (Samba's own client: the reference), and
-#   - chunked-uploader STORAGE_BACKEND=smb: init + 50 MiB parts 4 at a time + complete.
+#   - chunked-uploader STORAGE_BACKEND=smb: init + 50 MiB parts 4 at a time + complete
+#     (and the same with BENCH_SMB_BEFORE, an older build, when given).
 # Both go to the same share; every result is checked on the share's directory: its size, and
 # its SHA-256 in the first round.
 
@@ -68,9 +69,9 @@ smbclient_run() {
     RUN_T=$(elapsed "$t0" "$t1")
 }
 
-# ours_smb_run VERIFY_SHA -> sets RUN_T and COMPLETE_TIME
+# ours_smb_run VERIFY_SHA [BINARY] -> sets RUN_T and COMPLETE_TIME
 ours_smb_run() {
-    local verify=$1 path
+    local verify=$1 BIN=${2:-$BIN} path  # start_server runs $BIN
     start_server fsync srv-smb STORAGE_BACKEND=smb SMB_HOST=127.0.0.1 SMB_PORT="$SMB_PORT" \
         SMB_USER="$SMB_USER" SMB_PASS="$SMB_PASS" SMB_SHARE="$SMB_SHARE" SMB_PATH=bench
     timed_upload "$SRV_DIR/run"
@@ -98,6 +99,11 @@ smb_section() {
         smbclient_run "$r" "$verify"
         result smb_direct "$RUN_T"
         log "round $r/$ROUNDS smbclient put: $RUN_T s"
+        if [[ -n $SMB_BEFORE ]]; then
+            ours_smb_run "$verify" "$SMB_BEFORE"
+            result smb_before "$RUN_T"
+            log "round $r/$ROUNDS SMB before:    $RUN_T s"
+        fi
         ours_smb_run "$verify"
         result smb_ours "$RUN_T"
         result smb_ours_complete "$COMPLETE_TIME"
