@@ -903,9 +903,11 @@ class SmbServer(object):
             return -1, "smbclient timed out after %ss" % timeout
         return p.returncode, p.stdout.decode("utf-8", "replace")
 
-    def profile(self):
+    def profile(self, settle=1.5):
         """smbd's request counters (smbstatus --profile; smb.conf has them counted), as
-        {name: int}: smb2_write_count, smb2_write_inbytes, smb2_ioctl_count, ..."""
+        {name: int}: smb2_write_count, smb2_write_inbytes, smb2_ioctl_count, ... Each smbd
+        publishes its counters one second after a request, hence the wait (settle s)."""
+        time.sleep(settle)
         p = subprocess.run([smb_tool("smbstatus"), "-s", self.conf, "--profile"],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30,
                            env=dict(base_env(), PATH=SMB_TOOL_PATH), stdin=subprocess.DEVNULL)
