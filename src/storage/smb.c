@@ -16,16 +16,25 @@
  * left holding a handle of a context someone else freed.
  *
  * Where the time went (512 MiB in 50 MiB parts, 4 in parallel, against smbclient put to the
- * same smbd): each body piece the HTTP layer handed over (~128 KiB) became one smbc_write,
- * that is one synchronous round trip under the lock plus a fresh tevent loop (epoll_create,
- * fcntl, epoll_ctl: 4,200 of each per upload, strace -c), so the four parts took turns at
- * small writes and the server thread waited on the lock for most of the upload. Writers now
- * gather pieces into SMB_WRITE_BUFFER writes. The rest is CPU on this 2-core machine: per
- * 512 MiB, SHA-256 of the parts 0.35 s, the kernel's copies in from curl and out to smbd
- * 0.34 s, curl 0.35 s, smbd 0.56 s (perf), where smbclient put needs only the last two.
- * Nothing else was left to gain: the connection is already SMB3_11 with signing only for
- * the session setup and no encryption (smbstatus), and libsmb2, whose async API would let
- * writes overlap without the lock, is not packaged in Debian 12. */
+ * same smbd; bench/smb.sh): each body piece the HTTP layer handed over (~128 KiB) became
+ * one smbc_write, that is one synchronous round trip under the lock plus a fresh tevent
+ * loop (epoll_create, fcntl, epoll_ctl: 4,200 of each per upload, strace -c), so the four
+ * parts took turns at small writes. Writers now gather pieces into SMB_WRITE_BUFFER writes
+ * (with smbd on tmpfs: 2.1 s before, 1.3 s after). What is left:
+ *  - one request in flight at a time, because of the lock. smbclient put keeps several
+ *    writes outstanding, so smbd receives the next while its aio threads copy the last
+ *    into the page cache; here the lock is held while smbd copies (that copy alone took
+ *    0.1 to 1.4 s per 512 MiB in this VM, perf), which is why with the share on disk the
+ *    writes' size hardly matters and smbclient stays 2-4 times faster. Only concurrent
+ *    calls would help: Samba's thread hooks set from here (libsamba-util's
+ *    smb_thread_set_functions, what the unexported smbc_thread_posix() is for) come too
+ *    late, smbc_new_context crashed on a talloc stack key made before them; and libsmb2,
+ *    whose async API needs no lock, is not in Debian 12.
+ *  - CPU on a 2-core machine that also runs curl and smbd: per 512 MiB, SHA-256 of the
+ *    parts 0.35 s, the kernel's copies in from curl and out to smbd 0.34 s, curl 0.35 s,
+ *    smbd 0.56 s (perf); smbclient put costs its own sending (about curl's) and smbd's.
+ * The protocol has nothing to give: the connection is SMB3_11, signed only at session
+ * setup, unencrypted (smbstatus), and writes go out at Samba's 8 MiB maximum or below. */
 #include "storage/storage.h"
 
 #include "base/log.h"
