@@ -11,7 +11,11 @@
 #   BENCH_NGINX_ONLY=1    only the nginx reference (no server binary needed)
 #   BENCH_BIN=path        server binary (default build/chunked-uploader)
 #   BENCH_SKIP_S3=1       skip the S3 section (4.-5. below)
-#   BENCH_S3_ONLY=1       only the S3 section (skips 1.-3.)
+#   BENCH_S3_ONLY=1       only the S3 section (skips 1.-3. and 6.)
+#   BENCH_SKIP_SMB=1      skip the SMB section (6. below)
+#   BENCH_SMB_ONLY=1      only the SMB section (skips 1.-5.)
+#   BENCH_SMB_BEFORE=path another server binary (an older build) timed in the same SMB
+#                         rounds, for before/after figures on a machine others share
 #
 # Measures:
 #   1. wall time of uploading BENCH_SIZE_MB in 50 MiB parts, 4 curl PUTs at a time, to
@@ -26,6 +30,10 @@
 #      data on real disk under /var/tmp
 #   5. S3: latency of POST complete for 1 GiB and 4 GiB uploads, beside s3rver's own
 #      CompleteMultipartUpload time for the same upload sent directly
+#   6. SMB: wall time of `smbclient put` of the whole file to a private smbd (the integration
+#      tests' smb.conf, share on real disk under /var/tmp) and of the same upload through
+#      chunked-uploader with STORAGE_BACKEND=smb to the same smbd, rounds alternating
+#      (bench/smb.sh); goal ours/smbclient <= 1.2
 # Every upload's result is checked (size; SHA-256 of the whole file once per variant).
 set -Eeuo pipefail
 
@@ -40,7 +48,12 @@ SKIP_4G=${BENCH_SKIP_4G:-0}
 NGINX_ONLY=${BENCH_NGINX_ONLY:-0}
 SKIP_S3=${BENCH_SKIP_S3:-0}
 S3_ONLY=${BENCH_S3_ONLY:-0}
-[[ $NGINX_ONLY == 1 ]] && SKIP_S3=1
+SKIP_SMB=${BENCH_SKIP_SMB:-0}
+SMB_ONLY=${BENCH_SMB_ONLY:-0}
+SMB_BEFORE=${BENCH_SMB_BEFORE:-}
+[[ $NGINX_ONLY == 1 ]] && SKIP_S3=1 && SKIP_SMB=1
+[[ $S3_ONLY == 1 ]] && SKIP_SMB=1
+[[ $SMB_ONLY == 1 ]] && SKIP_S3=1
 
 CHUNK_MB=50
 CHUNK=$((CHUNK_MB * 1048576))
@@ -62,6 +75,9 @@ S3_REGION=us-east-1
 S3_KEY_ID=BENCHACCESSKEY
 S3_SECRET=""
 S3C=()         # curl command line for signed requests to s3rver
+
+# shellcheck source=bench/smb.sh
+source "$BENCH_DIR/smb.sh"
 
 log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
@@ -107,6 +123,7 @@ cleanup() {
     stop_server
     stop_nginx
     stop_s3rver
+    stop_smbd
     [[ -n $WORK && -d $WORK ]] && rm -rf -- "$WORK"
     [[ -n $SRC_DIR && -d $SRC_DIR ]] && rm -rf -- "$SRC_DIR"
     exit "$rc"
@@ -370,28 +387,34 @@ server_complete() {
     [[ $code == 200 ]] || server_fail "complete answered $code: $(head -c 300 "$dir/complete.json")"
 }
 
+# check_file PATH TOTAL VERIFY_SHA FAIL: PATH has TOTAL bytes (and, with VERIFY_SHA, the
+# source's content); FAIL (die or server_fail) says what is wrong otherwise
+check_file() {
+    local path=$1 total=$2 verify=$3 fail=$4 got
+    [[ -f $path ]] || "$fail" "final file '$path' does not exist"
+    got=$(stat -c %s "$path")
+    [[ $got == "$total" ]] || "$fail" "final file $path has $got bytes, expected $total"
+    if ((verify)); then
+        got=$(sha256sum "$path" | cut -d' ' -f1)
+        [[ $got == "$SRC_SHA" ]] || "$fail" "final file $path sha256 $got != source $SRC_SHA"
+    fi
+}
+
 # verify_final OUTDIR TOTAL VERIFY_SHA: sets FINAL_PATH
 verify_final() {
-    local dir=$1 total=$2 verify=$3 status path got
+    local dir=$1 total=$2 verify=$3 status path
     status=$("$PY" -I -S "$LIB" field "$dir/complete.json" status)
     [[ $status == complete ]] || server_fail "complete reply status '$status': $(head -c 300 "$dir/complete.json")"
     path=$("$PY" -I -S "$LIB" field "$dir/complete.json" final_path)
     [[ $path == /* ]] || path=$SRV_DIR/$path
-    [[ -f $path ]] || server_fail "final file '$path' (from complete reply) does not exist"
-    got=$(stat -c %s "$path")
-    [[ $got == "$total" ]] || server_fail "final file $path has $got bytes, expected $total"
-    if ((verify)); then
-        got=$(sha256sum "$path" | cut -d' ' -f1)
-        [[ $got == "$SRC_SHA" ]] || server_fail "final file sha256 $got != source $SRC_SHA"
-    fi
+    check_file "$path" "$total" "$verify" server_fail
     FINAL_PATH=$path
 }
 
-# ours_run DURABILITY VERIFY_SHA -> sets RUN_T (wall seconds)
-ours_run() {
-    local durability=$1 verify=$2 dir t0 t1
-    start_server "$durability" "srv-$durability"
-    dir=$SRV_DIR/run
+# timed_upload OUTDIR: the source through the running server (init, parts PAR at a time,
+# complete), timed; sets RUN_T (wall seconds) and COMPLETE_TIME
+timed_upload() {
+    local dir=$1 t0 t1
     mkdir -p "$dir"
     sync
     t0=$EPOCHREALTIME
@@ -399,10 +422,17 @@ ours_run() {
     server_parts "$PAR" "$dir"
     server_complete "$dir"
     t1=$EPOCHREALTIME
-    verify_final "$dir" "$SIZE" "$verify"
+    RUN_T=$(elapsed "$t0" "$t1")
+}
+
+# ours_run DURABILITY VERIFY_SHA -> sets RUN_T (wall seconds)
+ours_run() {
+    local durability=$1 verify=$2
+    start_server "$durability" "srv-$durability"
+    timed_upload "$SRV_DIR/run"
+    verify_final "$SRV_DIR/run" "$SIZE" "$verify"
     stop_server
     rm -rf "$SRV_DIR"
-    RUN_T=$(elapsed "$t0" "$t1")
 }
 
 peak_rss() {
@@ -706,11 +736,13 @@ s3_section() {
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROUNDS must be a positive integer"
 [[ $SIZE_MB =~ ^[1-9][0-9]*$ ]] || die "BENCH_SIZE_MB must be a positive integer"
 [[ $S3_ONLY == 1 && $SKIP_S3 == 1 ]] && die "BENCH_S3_ONLY=1 with BENCH_SKIP_S3=1 (or BENCH_NGINX_ONLY=1) leaves nothing to run"
+[[ $SMB_ONLY == 1 && $SKIP_SMB == 1 ]] && die "BENCH_SMB_ONLY=1 with BENCH_SKIP_SMB=1 (or BENCH_NGINX_ONLY=1, BENCH_S3_ONLY=1) leaves nothing to run"
 install_deps
 if [[ $NGINX_ONLY != 1 ]]; then
     [[ -x $BIN ]] || die "$BIN not found; run make first"
 fi
 [[ $SKIP_S3 == 1 ]] || s3_setup_deps
+[[ $SKIP_SMB == 1 ]] || smb_setup_deps
 
 WORK=$(mktemp -d /var/tmp/cu-bench.XXXXXX)
 RESULTS=$WORK/results.txt
@@ -718,6 +750,11 @@ if [[ $NGINX_ONLY != 1 ]]; then
     # run a private copy: a rebuild during the bench must not change the binary under test
     cp "$BIN" "$WORK/chunked-uploader"
     BIN=$WORK/chunked-uploader
+fi
+if [[ -n $SMB_BEFORE && $SKIP_SMB != 1 ]]; then
+    [[ -x $SMB_BEFORE ]] || die "BENCH_SMB_BEFORE: $SMB_BEFORE is not an executable"
+    cp "$SMB_BEFORE" "$WORK/chunked-uploader-before"
+    SMB_BEFORE=$WORK/chunked-uploader-before
 fi
 need=$((SIZE + 2 * CHUNK))
 [[ $SKIP_4G == 1 ]] || need=$((4 * GIB + 2 * CHUNK))
@@ -740,7 +777,7 @@ result nginx_version "$(nginx -v 2>&1 | sed 's/.*: //')"
 result src_fs "$(findmnt -n -o FSTYPE -T "$SRC_DIR" 2>/dev/null || echo '?')"
 result dst_fs "$(findmnt -n -o FSTYPE,SOURCE -T "$WORK" 2>/dev/null | tr -s ' ' || echo '?')"
 
-if [[ $S3_ONLY != 1 ]]; then
+if [[ $S3_ONLY != 1 && $SMB_ONLY != 1 ]]; then
     start_nginx
     for ((r = 1; r <= ROUNDS; r++)); do
         verify=0
@@ -770,6 +807,11 @@ fi
 if [[ $SKIP_S3 != 1 ]]; then
     log "S3: straight to s3rver vs chunked-uploader STORAGE_BACKEND=s3, $ROUNDS rounds"
     s3_section
+fi
+
+if [[ $SKIP_SMB != 1 ]]; then
+    log "SMB: smbclient put vs chunked-uploader STORAGE_BACKEND=smb, $ROUNDS rounds"
+    smb_section
 fi
 
 "$PY" "$LIB" summary "$RESULTS"

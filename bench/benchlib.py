@@ -9,12 +9,17 @@ Subcommands:
                                     lines "n token file", print the file_id
   field JSON KEY                    print one top-level field of a JSON file
   summary RESULTS                   print the report for a results file
+  smbd DIR                          run the integration tests' private smbd (SmbServer) in
+                                    DIR, print "ready PORT USER PASSWORD SHARE SHARE_DIR",
+                                    stop it and remove DIR on SIGTERM
 """
 import json
 import os
+import signal
 import socket
 import statistics
 import sys
+import time
 
 
 def die(msg):
@@ -65,6 +70,26 @@ def cmd_field(path, key):
     print("" if v is None else v)
 
 
+def cmd_smbd(directory):
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                    "tests", "integration"))
+    from harness import SmbServer  # the tests' smbd: same smb.conf, same checks
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
+    signal.signal(signal.SIGINT, lambda *_: stopping.append(1))
+    smb = SmbServer(tmpdir=directory)
+    try:
+        smb.start()
+        print("ready %d %s %s %s %s" % (smb.port, smb.user, smb.password, smb.share, smb.share_dir),
+              flush=True)
+        while not stopping and smb.running():
+            time.sleep(0.2)
+        if not smb.running():
+            die("smbd exited: %s" % smb.log_tail(10))
+    finally:
+        smb.destroy()
+
+
 def read_results(path):
     res = {}
     with open(path, encoding="utf-8") as f:
@@ -98,8 +123,10 @@ def cmd_summary(path):
         return "PASS" if b else "FAIL"
 
     has_s3 = bool(nums("s3_direct") or nums("s3_ours"))
+    has_smb = bool(nums("smb_direct") or nums("smb_ours"))
+    only_other = has_s3 or has_smb  # a run of the S3 or SMB section alone
     print()
-    if ngx is not None or not has_s3:
+    if ngx is not None or not only_other:
         print("Raw runs (wall seconds, rounds alternate nginx / fsync / none):")
         for k in ("nginx", "ours_fsync", "ours_none"):
             print("  %-11s %s" % (k, " ".join("%.3f" % v for v in nums(k)) or "n/a"))
@@ -119,6 +146,15 @@ def cmd_summary(path):
                 print("  S3 complete %s, ours (ms):                     %s" % (name, ms_list("complete_s3_" + key)))
                 print("  S3 CompleteMultipartUpload %s, direct (ms):    %s" % (name, ms_list("s3_direct_complete_" + key)))
         print("  chunked-uploader WARN/ERROR log lines in the S3 runs: %s" % one("s3_server_problems", "?"))
+    if has_smb:
+        before = nums("smb_before")
+        print("SMB (%s), rounds alternate smbclient put / %sours:"
+              % (one("smbd_version"), "before / " if before else ""))
+        for k in ("smb_direct", "smb_before", "smb_ours"):
+            if k != "smb_before" or before:
+                print("  %-11s %s" % (k, " ".join("%.3f" % v for v in nums(k)) or "n/a"))
+        print("  complete in those rounds, ours (ms): %s" % ms_list("smb_ours_complete"))
+        print("  chunked-uploader WARN/ERROR log lines in the SMB runs: %s" % one("smb_server_problems", "?"))
     print()
     print("%s, %s, %s; source %s, target %s"
           % (one("machine"), one("kernel"), one("nginx_version"), one("src_fs"), one("dst_fs")))
@@ -126,7 +162,7 @@ def cmd_summary(path):
     print("| Measurement | Result | Goal | |")
     print("|---|---|---|---|")
     label = "%.0f MiB in %s parts of 50 MiB, 4 parallel curl PUTs, median of %s" % (mib, nparts, rounds)
-    if ngx is not None or not has_s3:
+    if ngx is not None or not only_other:
         print("| nginx `dav_methods PUT` (reference), %s | %s | | |" % (label, ngx_s))
     if fs is not None or no is not None:
         for name, val, val_s, goal in (("fsync", fs, fs_s, 1.25), ("none", no, no_s, 1.0)):
@@ -170,23 +206,44 @@ def cmd_summary(path):
                    % (statistics.median(direct_l) * 1000)) if direct_l else ""
             print("| `complete` latency on S3, %s upload (median of %d) | %.1f ms%s | | |"
                   % (name, len(ours_l), mo, ref))
+    smbd, smbd_s = fmt_t(nums("smb_direct"))
+    smbo, smbo_s = fmt_t(nums("smb_ours"))
+    smbb, smbb_s = fmt_t(nums("smb_before"))
+    if has_smb:
+        print("| SMB reference: `smbclient put` of the whole file to a private smbd, %.0f MiB, median of %s "
+              "| %s | | |" % (mib, rounds, smbd_s))
+        if smbb is not None and smbd:
+            print("| `BENCH_SMB_BEFORE` (an older build), `STORAGE_BACKEND=smb`, the same rounds "
+                  "| %s = **%.2f × smbclient** | | |" % (smbb_s, smbb / smbd))
+        if smbo is not None and smbd:
+            r = smbo / smbd
+            print("| chunked-uploader `STORAGE_BACKEND=smb` to the same smbd, init + %s parts of 50 MiB "
+                  "(4 parallel curl PUTs) + complete | %s = **%.2f × smbclient** | ≤ 1.20 × smbclient | %s |"
+                  % (nparts, smbo_s, r, ok(r <= 1.2)))
+        else:
+            print("| chunked-uploader `STORAGE_BACKEND=smb` to the same smbd | %s | ≤ 1.20 × smbclient | |" % smbo_s)
     print()
     if ngx and (fs or no):
         print("ours_fsync/nginx = %s   (goal ≤ 1.25)" % ("%.3f" % (fs / ngx) if fs else "n/a"))
         print("ours_none/nginx  = %s   (goal ≤ 1.0)" % ("%.3f" % (no / ngx) if no else "n/a"))
     if s3d and s3o:
         print("ours_s3/direct_s3 = %.3f" % (s3o / s3d))
+    if smbd and smbb:
+        print("before_smb/smbclient = %.3f" % (smbb / smbd))
+    if smbd and smbo:
+        print("ours_smb/smbclient = %.3f   (goal ≤ 1.2)" % (smbo / smbd))
 
 
 def main(argv):
     if len(argv) < 2:
-        die("usage: benchlib.py freeport|init-parse|field|summary ...")
+        die("usage: benchlib.py freeport|init-parse|field|summary|smbd ...")
     cmd, args = argv[1], argv[2:]
     table = {
         "freeport": (cmd_freeport, 0),
         "init-parse": (cmd_init_parse, 3),
         "field": (cmd_field, 2),
         "summary": (cmd_summary, 1),
+        "smbd": (cmd_smbd, 1),
     }
     if cmd not in table or len(args) != table[cmd][1]:
         die("bad arguments: %s" % " ".join(argv[1:]))

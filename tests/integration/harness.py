@@ -745,6 +745,8 @@ class SmbServer(object):
             "printing = bsd",
             "printcap name = /dev/null",
             "disable spoolss = yes",
+            # Counts SMB2 requests (smbstatus --profile): how the server's writes arrive.
+            "smbd profiling level = count",
             "",
             "[%s]" % self.share,
             "path = %s" % self.share_dir,
@@ -900,6 +902,24 @@ class SmbServer(object):
         except subprocess.TimeoutExpired:
             return -1, "smbclient timed out after %ss" % timeout
         return p.returncode, p.stdout.decode("utf-8", "replace")
+
+    def profile(self, settle=1.5):
+        """smbd's request counters (smbstatus --profile; smb.conf has them counted), as
+        {name: int}: smb2_write_count, smb2_write_inbytes, smb2_ioctl_count, ... Each smbd
+        publishes its counters one second after a request, hence the wait (settle s)."""
+        time.sleep(settle)
+        p = subprocess.run([smb_tool("smbstatus"), "-s", self.conf, "--profile"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30,
+                           env=dict(base_env(), PATH=SMB_TOOL_PATH), stdin=subprocess.DEVNULL)
+        out = p.stdout.decode("utf-8", "replace")
+        if p.returncode != 0:
+            raise AssertionError("smbstatus --profile failed (%d): %s" % (p.returncode, out[-1000:]))
+        counts = {}
+        for line in out.splitlines():
+            name, sep, value = line.partition(":")
+            if sep and value.strip().isdigit():
+                counts[name.strip()] = int(value)
+        return counts
 
     def fetch(self, remote_path):
         """A file's bytes read back over SMB with smbclient (not from the disk)."""

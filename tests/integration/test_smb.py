@@ -178,6 +178,30 @@ class SmbFlowTest(SmbTestCase):
         self.assertError(srv.put_part_raw(fid, 1, tokens[1], parts[1]), 409)
         self.assertShareFile(path, data)
 
+    def test_parts_reach_the_share_in_large_writes(self):
+        """The HTTP layer hands a body over in pieces of tens of KiB; the writer gathers them,
+        so an 8 MiB part reaches smbd in a few large SMB2 WRITEs (each one round trip under
+        the one libsmbclient lock), not in hundreds of small ones."""
+        smb_path = "bigwrites"
+        srv = self.start_smb_server(smb_path, env={"CHUNK_SIZE_MB": "8"})
+        data = os.urandom(8 * CHUNK + 4321)
+        init = self.assertOk(srv.init("big.bin", len(data)))
+        self.assertEqual(init["total_parts"], 2)
+        tokens = [p["token"] for p in init["parts"]]
+        before = self.smb.profile()
+        j = self.assertOk(srv.put_part(init["file_id"], 0, tokens[0], data[:8 * CHUNK]))
+        self.assertEqual(j["checksum_sha256"], sha256_hex(data[:8 * CHUNK]))
+        after = self.smb.profile()
+        sent = after["smb2_write_inbytes"] - before["smb2_write_inbytes"]
+        self.assertGreaterEqual(sent, 8 * CHUNK, "smbd counted fewer bytes written than the part has")
+        writes = after["smb2_write_count"] - before["smb2_write_count"]
+        self.assertLessEqual(writes, 8, "an 8 MiB part took %d SMB2 WRITEs (%d bytes each on average)"
+                             % (writes, sent // max(writes, 1)))
+        self.assertOk(srv.put_part(init["file_id"], 1, tokens[1], data[8 * CHUNK:]))
+        c = self.assertOk(srv.complete(init["file_id"]))
+        self.assertShareFile(self.assertSmbComplete(c, init["file_id"], "big.bin", len(data), "", smb_path),
+                             data)
+
     def test_complete_twice(self):
         smb_path = "twice"
         srv = self.start_smb_server(smb_path)
@@ -323,6 +347,7 @@ class SmbFlowTest(SmbTestCase):
         fid = init["file_id"]
         tokens = [p["token"] for p in init["parts"]]
         self.assertOk(srv.put_part(fid, 0, tokens[0], parts[0]))
+        before = self.smb.profile()
 
         # part 1: the client goes away after 60 % of the body
         c = RawConn(srv.port)
@@ -343,6 +368,10 @@ class SmbFlowTest(SmbTestCase):
             r = self.put_retrying_409(srv, fid, n, tokens[n], parts[n])
             j = self.assertOk(r, "(part %d after resume)" % n)
             self.assertEqual(j["checksum_sha256"], sha256_hex(parts[n]))
+        # The connection the dropped request wrote on was fine: it went back to the pool
+        # and carried the resumed parts, no new SMB session was needed.
+        sessions = self.smb.profile()["smb2_sesssetup_count"] - before["smb2_sesssetup_count"]
+        self.assertEqual(sessions, 0, "SMB sessions set up after a client hung up mid-part")
         c = self.assertOk(srv.complete(fid))
         path = self.assertSmbComplete(c, fid, "big.bin", len(data), "resume", smb_path)
         self.assertShareFile(path, data)

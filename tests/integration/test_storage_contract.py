@@ -11,7 +11,7 @@ import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import REPO, SANITIZER_MARKERS, base_env  # noqa: E402
+from harness import REPO, SANITIZER_MARKERS, SmbServer, base_env  # noqa: E402
 
 CONTRACT = os.environ.get("CU_CONTRACT_BINARY") or os.path.join(REPO, "build", "storage_contract")
 
@@ -42,6 +42,21 @@ class StorageContractTest(unittest.TestCase):
                     self.assertIn("local storage: read, zero-copy read, remove, concatenate, "
                                   "deferred length, append, read staging", out)
 
+    def test_smb(self):
+        smb = SmbServer()
+        self.addCleanup(smb.destroy)
+        smb.start()
+        before = smb.profile()
+        env = {k: v for k, v in smb.server_env("contract").items() if v is not None}
+        out = self.run_contract(env)
+        self.assertIn("smb storage: read, remove, concatenate, deferred length, append, read "
+                      "staging", out)
+        # Concatenation copied on the server instead of reading the sources through the
+        # process: per source an FSCTL_SRV_REQUEST_RESUME_KEY and at least one
+        # FSCTL_SRV_COPYCHUNK_WRITE, SMB2 IOCTLs (test_concatenate has 3 sources; the rest
+        # of the suite sends one IOCTL, a copy through the process none more).
+        ioctls = smb.profile()["smb2_ioctl_count"] - before["smb2_ioctl_count"]
+        self.assertGreaterEqual(ioctls, 2 * 3, "no server-side copy: %d SMB2 IOCTLs" % ioctls)
 
 if __name__ == "__main__":
     unittest.main()
