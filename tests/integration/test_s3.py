@@ -152,6 +152,31 @@ class LauncherTest(S3TestCase):
             s3.client(secret="wrong").list_objects(b)
         self.assertEqual(cm.exception.code, "SignatureDoesNotMatch")
 
+    def test_stats_count_connections_and_requests(self):
+        before = self.s3.stats()
+        c = self.s3.client()
+        c.list_objects(self.s3.bucket)
+        c.list_multipart_uploads(self.s3.bucket)
+        after = self.s3.stats()
+        # check.js runs once per call: a new connection each time
+        self.assertEqual(after["requests"] - before["requests"], 2, (before, after))
+        self.assertEqual(after["connections"] - before["connections"], 2, (before, after))
+        self.assertGreaterEqual(after["accepted"] - before["accepted"], 2, (before, after))
+
+    def test_long_etags_mapped_back_at_complete(self):
+        s3 = self.start_s3(long_etags=1500)
+        c, b = s3.client(), s3.bucket
+        p1, p2 = os.urandom(S3_CHUNK), os.urandom(100)
+        uid = c.create_multipart_upload(b, "long.bin")
+        e1, e2 = c.upload_part(b, "long.bin", uid, 1, p1), c.upload_part(b, "long.bin", uid, 2, p2)
+        self.assertEqual(len(e1), 1500)
+        self.assertTrue(e1.startswith(md5_etag(p1)[:-1]) and "&" in e1 and "<" in e1, e1[:80])
+        with self.assertRaises(S3Error) as cm:  # an ETag cut short is not the part's
+            c.complete_multipart_upload(b, "long.bin", uid, [e1[:255] + '"', e2])
+        self.assertEqual(cm.exception.code, "InvalidPart")
+        c.complete_multipart_upload(b, "long.bin", uid, [e1, e2])
+        self.assertEqual(c.get_object(b, "long.bin"), p1 + p2)
+
     def test_slow_ms_delays_upload_part(self):
         slow = self.start_s3(slow_ms=1500)
         c = slow.client()

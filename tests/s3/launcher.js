@@ -14,8 +14,15 @@
 //
 // usage: node launcher.js --port P --dir D --bucket B --access-key K --secret S
 //                         [--region us-east-1] [--session-token T] [--slow-ms N] [--fail-parts N]
+//                         [--long-etags N]
 // --slow-ms N delays every UploadPart answer by N ms (a slow backend); --fail-parts N answers
-// the first N UploadPart requests 503 SlowDown (a throttling backend).
+// the first N UploadPart requests 503 SlowDown (a throttling backend); --long-etags N gives
+// every part an ETag of N characters (S3-compatible stores may send long ones), with
+// characters XML must escape, and maps them back to s3rver's when the client lists them in
+// CompleteMultipartUpload (so an ETag the client cut or mangled is refused as InvalidPart).
+// GET /_launcher/stats (unsigned, not S3) answers {"accepted": TCP connections accepted,
+// "connections": of those, the ones that carried S3 requests, "requests": S3 requests}: what a
+// client's connection reuse is measured by.
 // Prints "ready" on stdout once listening; one line per request on stderr; exits 0 on SIGTERM.
 'use strict';
 
@@ -33,8 +40,8 @@ const opt = { region: 'us-east-1', slowMs: 0 };
 const argv = process.argv.slice(2);
 for (let i = 0; i < argv.length; i += 2) {
   const name = argv[i].replace(/^--/, '').replace(/-(.)/g, (_, c) => c.toUpperCase());
-  if (!['port', 'dir', 'bucket', 'accessKey', 'secret', 'region', 'sessionToken', 'slowMs', 'failParts'].includes(name) || argv[i + 1] === undefined) {
-    console.error('usage: launcher.js --port P --dir D --bucket B --access-key K --secret S [--region R] [--session-token T] [--slow-ms N] [--fail-parts N]');
+  if (!['port', 'dir', 'bucket', 'accessKey', 'secret', 'region', 'sessionToken', 'slowMs', 'failParts', 'longEtags'].includes(name) || argv[i + 1] === undefined) {
+    console.error('usage: launcher.js --port P --dir D --bucket B --access-key K --secret S [--region R] [--session-token T] [--slow-ms N] [--fail-parts N] [--long-etags N]');
     process.exit(2);
   }
   opt[name] = argv[i + 1];
@@ -44,6 +51,7 @@ for (const k of ['port', 'dir', 'bucket', 'accessKey', 'secret']) {
 }
 opt.slowMs = Number(opt.slowMs) || 0;
 opt.failParts = Number(opt.failParts) || 0;
+opt.longEtags = Number(opt.longEtags) || 0;
 const OWNER = { id: String(AWSAccount.DUMMY_ACCOUNT.id), name: AWSAccount.DUMMY_ACCOUNT.displayName };
 const MIN_PART = 5 * 1024 * 1024;
 
@@ -297,11 +305,32 @@ async function checkComplete(bucket, key, q, body) {
   });
 }
 
+// ------------------------------------------------------------------ long ETags (--long-etags N)
+const realEtagOf = new Map(); // long ETag as sent (quotes included) -> s3rver's ETag
+
+// The long ETag standing for s3rver's etag ("<md5>"): the md5, then filler with & < > ' (legal
+// in an HTTP entity tag, reserved in XML) up to opt.longEtags characters, quoted.
+function longEtag(etag) {
+  const md5 = String(etag).replace(/"/g, '');
+  const filler = "-a&b<c>d'e".repeat(Math.ceil(opt.longEtags / 10));
+  const long = '"' + (md5 + filler).slice(0, Math.max(opt.longEtags - 2, md5.length)) + '"';
+  realEtagOf.set(long, '"' + md5 + '"');
+  return long;
+}
+
+// A CompleteMultipartUpload body with every long ETag the client echoed back as s3rver's own.
+function realEtags(body) {
+  return Buffer.from(body.toString('utf8').replace(/<ETag>([\s\S]*?)<\/ETag>/g, (all, v) => {
+    const real = realEtagOf.get(xmlUnesc(v).trim());
+    return real ? el('ETag', real) : all;
+  }));
+}
+
 // ------------------------------------------------------------------ forwarding to s3rver
 const upstreamAgent = new http.Agent({ keepAlive: true, maxSockets: 256 });
 let upstreamPort;
 
-function forward(req, res, body, delayMs) {
+function forward(req, res, body, delayMs, mapHeaders = h => h) {
   return new Promise(resolve => {
     const headers = { ...req.headers };
     delete headers.expect; // answered here already
@@ -314,7 +343,7 @@ function forward(req, res, body, delayMs) {
         if (delayMs) await sleep(delayMs);
         const h = { ...ures.headers };
         delete h.connection; delete h['keep-alive']; delete h['transfer-encoding'];
-        res.writeHead(ures.statusCode, h);
+        res.writeHead(ures.statusCode, mapHeaders(h));
         ures.pipe(res);
         ures.on('end', () => resolve(ures.statusCode));
         ures.on('error', () => { res.destroy(); resolve(502); });
@@ -345,6 +374,11 @@ async function handle(req, res, expectContinue) {
   const segs = rawPath.split('/').slice(1);
   const bucket = decode(segs[0] || ''), key = segs.slice(1).map(decode).join('/');
   let status = 0, note = '';
+  stats.requests++;
+  if (!req.socket.carriedS3) {
+    req.socket.carriedS3 = true;
+    stats.connections++;
+  }
   try {
     await verifySignature(req, rawPath, query);
     if (expectContinue) res.writeContinue();
@@ -378,8 +412,10 @@ async function handle(req, res, expectContinue) {
           throw new S3Err(503, 'SlowDown', 'Please reduce your request rate.');
         }
       }
+      if (isComplete && opt.longEtags) body = realEtags(body);
       if (isComplete) { await requireBucket(bucket); await checkComplete(bucket, key, query, body); }
-      status = await forward(req, res, body, isUploadPart ? opt.slowMs : 0);
+      const mapHeaders = h => (isUploadPart && opt.longEtags && h.etag ? { ...h, etag: longEtag(h.etag) } : h);
+      status = await forward(req, res, body, isUploadPart ? opt.slowMs : 0, mapHeaders);
     }
   } catch (e) {
     if (!(e instanceof S3Err)) e = new S3Err(500, 'InternalError', String(e && e.stack || e));
@@ -389,6 +425,19 @@ async function handle(req, res, expectContinue) {
   process.stderr.write(`${new Date().toISOString()} ${req.method} ${req.url} ${status}${note}\n`);
 }
 
+// ------------------------------------------------------------------ stats (GET /_launcher/stats)
+const stats = { accepted: 0, connections: 0, requests: 0 };
+
+function route(req, res, expectContinue) {
+  if (req.method === 'GET' && req.url === '/_launcher/stats') {
+    const body = JSON.stringify(stats);
+    res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) });
+    res.end(body);
+    return;
+  }
+  handle(req, res, expectContinue);
+}
+
 // ------------------------------------------------------------------ start / stop
 async function main() {
   AWSAccount.DUMMY_ACCOUNT.createKeyPair(opt.accessKey, opt.secret); // s3rver checks the key id only
@@ -396,8 +445,9 @@ async function main() {
     vhostBuckets: false, configureBuckets: [{ name: opt.bucket }] });
   upstreamPort = (await s3rver.run()).port;
 
-  const server = http.createServer((req, res) => handle(req, res, false));
-  server.on('checkContinue', (req, res) => handle(req, res, true));
+  const server = http.createServer((req, res) => route(req, res, false));
+  server.on('checkContinue', (req, res) => route(req, res, true));
+  server.on('connection', () => { stats.accepted++; });
   server.on('clientError', (err, sock) => sock.destroy());
   server.keepAliveTimeout = 30000;
   await new Promise((resolve, reject) => server.once('error', reject).listen(Number(opt.port), '127.0.0.1', resolve));
