@@ -385,6 +385,41 @@ class S3BackendTest(S3TestCase):
         self.assertSpoolEmpty(srv, "after expiry")
 
 
+class S3ConnectionTest(S3TestCase):
+
+    def test_connections_reused_across_requests_and_threads(self):
+        """16 parts sent by 4 client threads, each part on its own HTTP connection to the server
+        (so its own server thread): S3 sees far fewer TCP connections than requests."""
+        s3 = self.start_s3()
+        srv = self.start_s3_server(s3)
+        name = "conn/many.bin"
+        data = os.urandom(15 * S3_CHUNK + 1000)
+        before = s3.stats()
+        init = self.s3_init_ok(srv, name, data)
+        self.s3_upload_all(srv, init, data, threads=4)
+        self.assertOk(srv.complete(init["file_id"], timeout=120))
+        after = s3.stats()
+        requests = after["requests"] - before["requests"]
+        connections = after["connections"] - before["connections"]
+        print("\nS3: %d requests over %d connections" % (requests, connections), file=sys.stderr)
+        self.assertEqual(requests, 18)  # CreateMultipartUpload, 16 parts, Complete
+        self.assertLessEqual(connections, 5, "%d connections for %d requests: not reused"
+                             % (connections, requests))
+        self.assertS3Object(s3, self.s3_key(init, name), data)
+
+    def test_long_etags_echoed_exactly(self):
+        """An S3-compatible store whose ETags are 1,500 characters long (with characters XML
+        escapes): CompleteMultipartUpload names every part by its whole ETag."""
+        s3 = self.start_s3(long_etags=1500)
+        srv = self.start_s3_server(s3)
+        name = "long/etags.bin"
+        data = os.urandom(3 * S3_CHUNK + 4321)
+        init = self.s3_init_ok(srv, name, data)
+        self.s3_upload_all(srv, init, data)
+        self.s3_complete_ok(srv, s3, init, name, data)
+        self.assertNoMultipartUploads(s3, msg="after complete")
+
+
 class S3PrefixTest(S3TestCase):
 
     def test_prefix(self):
