@@ -185,6 +185,19 @@ static CURLcode conn_perform(s3_conn *c)
     return res;
 }
 
+/* Waits `seconds` on the monotonic clock, to an absolute deadline: a change of the wall clock
+ * cannot stretch or shorten the wait, and a signal (EINTR) resumes it instead of ending it. */
+static void sleep_monotonic(double seconds)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    int64_t ns = until.tv_nsec + (int64_t)(seconds * 1e9);
+    until.tv_sec += (time_t)(ns / 1000000000);
+    until.tv_nsec = (long)(ns % 1000000000);
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, NULL) == EINTR)
+        continue;
+}
+
 /* ---- requests ---- */
 
 /* A response body's destination when it is file data (a ranged GET into a spool file). */
@@ -511,7 +524,7 @@ static int s3_request(s3_storage *s, const s3_req *q, s3_reply *r)
         double delay = backoff_seconds(attempt);
         log_warn("s3: %s %s: %s %s; retrying in %.2f s", q->method, q->url, r->code, r->message,
                  delay);
-        usleep((useconds_t)(delay * 1e6));
+        sleep_monotonic(delay);
     }
 }
 

@@ -3,6 +3,7 @@ with AWS's signer; ListMultipartUploads, ListParts and AbortMultipartUpload adde
 API reference). Results are read back with an independent client (the AWS SDK for
 JavaScript, tests/s3/check.js), byte for byte."""
 
+import datetime
 import hashlib
 import http.client
 import os
@@ -506,6 +507,12 @@ class S3RetryTest(S3TestCase):
         self.assertOk(srv.put_part(init["file_id"], 0, init["parts"][0]["token"], data, timeout=60))
         log = self.upload_log(s3)
         self.assertEqual([l.endswith("503 SlowDown") for l in log], [True, True, False], "\n".join(log))
+        # The launcher logs each answer when sent: the gaps are at least the backoff (0.25 s,
+        # then 0.5 s).
+        when = [datetime.datetime.strptime(l.split(" ", 1)[0], "%Y-%m-%dT%H:%M:%S.%fZ").timestamp()
+                for l in log]
+        self.assertGreaterEqual(when[1] - when[0], 0.24, "\n".join(log))
+        self.assertGreaterEqual(when[2] - when[1], 0.49, "\n".join(log))
         self.assertSpoolEmpty(srv, "after a retried part")
         self.s3_complete_ok(srv, s3, init, "retry/me.bin", data)
         self.assertNoMultipartUploads(s3)
