@@ -8,18 +8,22 @@
 //        ListMultipartUploads  GET    /<bucket>?uploads
 //        ListParts             GET    /<bucket>/<key>?uploadId=X
 //        AbortMultipartUpload  DELETE /<bucket>/<key>?uploadId=X
+//        UploadPartCopy        PUT    /<bucket>/<key>?partNumber=N&uploadId=X  x-amz-copy-source
 //      and the checks s3rver skips on UploadPart / CompleteMultipartUpload
-//      (NoSuchUpload, part number 1..10000, InvalidPartOrder, InvalidPart, EntityTooSmall),
+//      (NoSuchUpload, part number 1..10000, InvalidPartOrder, InvalidPart, EntityTooSmall)
+//      and on GetObject (If-Match: 412 PreconditionFailed),
 //   3. forwards everything else to s3rver unchanged.
 //
 // usage: node launcher.js --port P --dir D --bucket B --access-key K --secret S
 //                         [--region us-east-1] [--session-token T] [--slow-ms N] [--fail-parts N]
-//                         [--long-etags N]
+//                         [--long-etags N] [--cut-gets N]
 // --slow-ms N delays every UploadPart answer by N ms (a slow backend); --fail-parts N answers
 // the first N UploadPart requests 503 SlowDown (a throttling backend); --long-etags N gives
 // every part an ETag of N characters (S3-compatible stores may send long ones), with
 // characters XML must escape, and maps them back to s3rver's when the client lists them in
-// CompleteMultipartUpload (so an ETag the client cut or mangled is refused as InvalidPart).
+// CompleteMultipartUpload (so an ETag the client cut or mangled is refused as InvalidPart);
+// --cut-gets N closes the connection of each of the first N GetObject answers after 1 MiB of
+// its body (a network that breaks off long downloads).
 // GET /_launcher/stats (unsigned, not S3) answers {"accepted": TCP connections accepted,
 // "connections": of those, the ones that carried S3 requests, "requests": S3 requests}: what a
 // client's connection reuse is measured by.
@@ -40,8 +44,8 @@ const opt = { region: 'us-east-1', slowMs: 0 };
 const argv = process.argv.slice(2);
 for (let i = 0; i < argv.length; i += 2) {
   const name = argv[i].replace(/^--/, '').replace(/-(.)/g, (_, c) => c.toUpperCase());
-  if (!['port', 'dir', 'bucket', 'accessKey', 'secret', 'region', 'sessionToken', 'slowMs', 'failParts', 'longEtags'].includes(name) || argv[i + 1] === undefined) {
-    console.error('usage: launcher.js --port P --dir D --bucket B --access-key K --secret S [--region R] [--session-token T] [--slow-ms N] [--fail-parts N] [--long-etags N]');
+  if (!['port', 'dir', 'bucket', 'accessKey', 'secret', 'region', 'sessionToken', 'slowMs', 'failParts', 'longEtags', 'cutGets'].includes(name) || argv[i + 1] === undefined) {
+    console.error('usage: launcher.js --port P --dir D --bucket B --access-key K --secret S [--region R] [--session-token T] [--slow-ms N] [--fail-parts N] [--long-etags N] [--cut-gets N]');
     process.exit(2);
   }
   opt[name] = argv[i + 1];
@@ -52,6 +56,8 @@ for (const k of ['port', 'dir', 'bucket', 'accessKey', 'secret']) {
 opt.slowMs = Number(opt.slowMs) || 0;
 opt.failParts = Number(opt.failParts) || 0;
 opt.longEtags = Number(opt.longEtags) || 0;
+opt.cutGets = Number(opt.cutGets) || 0;
+const CUT_AFTER = 1024 * 1024;
 const OWNER = { id: String(AWSAccount.DUMMY_ACCOUNT.id), name: AWSAccount.DUMMY_ACCOUNT.displayName };
 const MIN_PART = 5 * 1024 * 1024;
 
@@ -278,6 +284,50 @@ async function abortMultipartUpload(req, res, bucket, key, q) {
   sendXml(req, res, 204, '');
 }
 
+function checkPartNumber(query) {
+  const n = Number(query.partNumber);
+  if (!Number.isInteger(n) || n < 1 || n > 10000 || !/^\d+$/.test(query.partNumber)) {
+    throw new S3Err(400, 'InvalidArgument', 'Part number must be an integer between 1 and 10000, inclusive',
+      { ArgumentName: 'partNumber', ArgumentValue: String(query.partNumber) });
+  }
+}
+
+// UploadPartCopy: https://docs.aws.amazon.com/AmazonS3/latest/API/API_UploadPartCopy.html
+// The part is written where s3rver keeps parts (<n> and <n>.md5), from s3rver's object file.
+async function uploadPartCopy(req, res, bucket, key, q) {
+  await requireBucket(bucket);
+  const up = await requireUpload(bucket, key, q.uploadId);
+  const source = decode(String(req.headers['x-amz-copy-source'])).replace(/^\//, '');
+  const slash = source.indexOf('/');
+  const srcBucket = slash < 0 ? source : source.slice(0, slash), srcKey = slash < 0 ? '' : source.slice(slash + 1);
+  await requireBucket(srcBucket);
+  const segs = srcKey.split('/'), leaf = segs.pop();
+  const objectPath = path.join(bucketDir(srcBucket), ...segs, leaf + '._S3rver_object');
+  const st = srcKey && !srcKey.split('/').includes('..') ? await fs.promises.stat(objectPath).catch(() => null) : null;
+  if (!st) throw new S3Err(404, 'NoSuchKey', 'The specified key does not exist.', { Key: srcKey });
+  let first = 0, last = st.size - 1;
+  const rangeHeader = req.headers['x-amz-copy-source-range'];
+  if (rangeHeader !== undefined) {
+    const m = /^bytes=(\d+)-(\d+)$/.exec(String(rangeHeader));
+    if (!m) throw new S3Err(400, 'InvalidArgument', 'The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy');
+    if (st.size <= MIN_PART) throw new S3Err(400, 'InvalidRequest', 'The specified copy source is not supported as a byte-range copy source.');
+    [first, last] = [Number(m[1]), Number(m[2])];
+    if (first > last || last >= st.size) {
+      throw new S3Err(416, 'InvalidRange', 'The requested range is not satisfiable', { RangeRequested: String(rangeHeader), ActualObjectSize: String(st.size) });
+    }
+  }
+  const data = await new Promise((resolve, reject) => {
+    const chunks = [];
+    fs.createReadStream(objectPath, { start: first, end: last }).on('data', c => chunks.push(c)).on('end', () => resolve(Buffer.concat(chunks))).on('error', reject);
+  });
+  const partPath = path.join(up.dir, String(Number(q.partNumber)));
+  const md5 = crypto.createHash('md5').update(data).digest('hex');
+  await fs.promises.writeFile(partPath, data);
+  await fs.promises.writeFile(partPath + '.md5', md5);
+  const etag = opt.longEtags ? longEtag('"' + md5 + '"') : '"' + md5 + '"';
+  sendXml(req, res, 200, el('CopyPartResult', [el('LastModified', isoTime(new Date())), el('ETag', etag)]));
+}
+
 // CompleteMultipartUpload's checks: https://docs.aws.amazon.com/AmazonS3/latest/API/API_CompleteMultipartUpload.html
 async function checkComplete(bucket, key, q, body) {
   const up = await requireUpload(bucket, key, q.uploadId);
@@ -326,11 +376,38 @@ function realEtags(body) {
   }));
 }
 
+// ------------------------------------------------------------------ GetObject If-Match
+const hasQuery = q => Object.keys(q).length > 0;
+
+// The object's ETag as s3rver gives it (a HEAD of the same key with the same credentials;
+// s3rver itself does not check SigV4), or null when there is none.
+function upstreamEtag(req) {
+  return new Promise(resolve => {
+    const headers = { ...req.headers };
+    delete headers.range; delete headers['if-match'];
+    const up = http.request({ host: '127.0.0.1', port: upstreamPort, method: 'HEAD', path: req.url, headers, agent: upstreamAgent },
+      ures => { ures.resume(); resolve(ures.statusCode === 200 ? ures.headers.etag : null); });
+    up.on('error', () => resolve(null));
+    up.end();
+  });
+}
+
+// https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetObject.html: If-Match another ETag -> 412.
+async function checkIfMatch(req) {
+  const want = String(req.headers['if-match']).trim();
+  const have = await upstreamEtag(req);
+  if (have !== null && want !== '*' && want.replace(/"/g, '') !== have.replace(/"/g, '')) {
+    throw new S3Err(412, 'PreconditionFailed', 'At least one of the pre-conditions you specified did not hold', { Condition: 'If-Match' });
+  }
+}
+
 // ------------------------------------------------------------------ forwarding to s3rver
 const upstreamAgent = new http.Agent({ keepAlive: true, maxSockets: 256 });
 let upstreamPort;
 
-function forward(req, res, body, delayMs, mapHeaders = h => h) {
+// Sends the request on to s3rver and its answer back: delayMs later, with the headers
+// mapHeaders makes of them, and cut off (connection closed) after cutAfter body bytes if set.
+function forward(req, res, body, { delayMs = 0, mapHeaders = h => h, cutAfter = 0 } = {}) {
   return new Promise(resolve => {
     const headers = { ...req.headers };
     delete headers.expect; // answered here already
@@ -344,7 +421,19 @@ function forward(req, res, body, delayMs, mapHeaders = h => h) {
         const h = { ...ures.headers };
         delete h.connection; delete h['keep-alive']; delete h['transfer-encoding'];
         res.writeHead(ures.statusCode, mapHeaders(h));
-        ures.pipe(res);
+        if (cutAfter) {
+          let sent = 0;
+          ures.on('data', chunk => {
+            if (sent < 0) return;
+            if (sent + chunk.length < cutAfter) { sent += chunk.length; res.write(chunk); return; }
+            res.write(chunk.subarray(0, cutAfter - sent), () => { res.destroy(); });
+            sent = -1;
+            ures.destroy();
+            resolve(ures.statusCode);
+          });
+        } else {
+          ures.pipe(res);
+        }
         ures.on('end', () => resolve(ures.statusCode));
         ures.on('error', () => { res.destroy(); resolve(502); });
       });
@@ -398,13 +487,10 @@ async function handle(req, res, expectContinue) {
     if (req.method === 'GET' && !key && 'uploads' in query) { await listMultipartUploads(req, res, bucket, query); status = 200; }
     else if (req.method === 'GET' && key && 'uploadId' in query) { await listParts(req, res, bucket, key, query); status = 200; }
     else if (req.method === 'DELETE' && key && 'uploadId' in query) { await abortMultipartUpload(req, res, bucket, key, query); status = 204; }
+    else if (isUploadPart && 'x-amz-copy-source' in req.headers) { checkPartNumber(query); await uploadPartCopy(req, res, bucket, key, query); status = 200; }
     else {
       if (isUploadPart) {
-        const n = Number(query.partNumber);
-        if (!Number.isInteger(n) || n < 1 || n > 10000 || !/^\d+$/.test(query.partNumber)) {
-          throw new S3Err(400, 'InvalidArgument', 'Part number must be an integer between 1 and 10000, inclusive',
-            { ArgumentName: 'partNumber', ArgumentValue: String(query.partNumber) });
-        }
+        checkPartNumber(query);
         await requireBucket(bucket);
         await requireUpload(bucket, key, query.uploadId);
         if (opt.failParts > 0) {
@@ -414,8 +500,12 @@ async function handle(req, res, expectContinue) {
       }
       if (isComplete && opt.longEtags) body = realEtags(body);
       if (isComplete) { await requireBucket(bucket); await checkComplete(bucket, key, query, body); }
+      const isGetObject = req.method === 'GET' && key && !hasQuery(query);
+      if (isGetObject && req.headers['if-match'] !== undefined) await checkIfMatch(req);
+      let cutAfter = 0;
+      if (isGetObject && opt.cutGets > 0) { opt.cutGets--; cutAfter = CUT_AFTER; note = ' cut'; }
       const mapHeaders = h => (isUploadPart && opt.longEtags && h.etag ? { ...h, etag: longEtag(h.etag) } : h);
-      status = await forward(req, res, body, isUploadPart ? opt.slowMs : 0, mapHeaders);
+      status = await forward(req, res, body, { delayMs: isUploadPart ? opt.slowMs : 0, mapHeaders, cutAfter });
     }
   } catch (e) {
     if (!(e instanceof S3Err)) e = new S3Err(500, 'InternalError', String(e && e.stack || e));
