@@ -25,11 +25,13 @@
 #include "base/util.h"
 
 #include <assert.h>
+#include <ctype.h>
 #include <curl/curl.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -62,8 +64,9 @@ typedef struct {
                        "https://<bucket>.s3.<region>.amazonaws.com" */
     char *endpoint; /* for messages */
     char *bucket;
-    char *prefix;       /* "" or "some/prefix/" */
-    char *userpwd;      /* "<access key>:<secret>" */
+    char *prefix;  /* "" or "some/prefix/" */
+    char *userpwd; /* "<access key>:<secret>" */
+    char *region;
     char *token_header; /* "x-amz-security-token: ..." or NULL */
     char sigv4[128];
     char *spool_dir;
@@ -190,6 +193,72 @@ static void sleep_monotonic(double seconds)
         continue;
 }
 
+/* ---- a growable buffer for request bodies built from S3's own strings ---- */
+
+typedef struct {
+    char *data;
+    size_t len, cap;
+    bool failed; /* an allocation failed: data is incomplete */
+} s3_buf;
+
+static void buf_add(s3_buf *b, const char *p, size_t n)
+{
+    if (b->failed)
+        return;
+    if (n >= b->cap - b->len || !b->data) {
+        size_t cap = b->cap ? b->cap : 1024;
+        while (cap - b->len <= n) {
+            if (cap > SIZE_MAX / 2) {
+                b->failed = true;
+                return;
+            }
+            cap *= 2;
+        }
+        char *data = realloc(b->data, cap);
+        if (!data) {
+            b->failed = true;
+            return;
+        }
+        b->data = data;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+    assert(b->len < b->cap);
+}
+
+static void buf_addf(s3_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void buf_addf(s3_buf *b, const char *fmt, ...)
+{
+    char small[128];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(small, sizeof small, fmt, ap);
+    va_end(ap);
+    assert(n >= 0 && (size_t)n < sizeof small); /* only short numbers and tags go through here */
+    buf_add(b, small, (size_t)n);
+}
+
+/* Appends s with the five characters XML reserves as entities, so S3 reads back s exactly. */
+static void buf_add_xml(s3_buf *b, const char *s)
+{
+    for (const char *p = s; *p;) {
+        size_t plain = strcspn(p, "&<>\"'");
+        buf_add(b, p, plain);
+        p += plain;
+        if (!*p)
+            break;
+        const char *ent = *p == '&'   ? "&amp;"
+                          : *p == '<' ? "&lt;"
+                          : *p == '>' ? "&gt;"
+                          : *p == '"' ? "&quot;"
+                                      : "&apos;";
+        buf_add(b, ent, strlen(ent));
+        p++;
+    }
+}
+
 /* ---- requests ---- */
 
 typedef struct {
@@ -217,6 +286,7 @@ typedef struct {
     s3_body *body;              /* or NULL: none */
     const char *payload_sha256; /* hex SHA-256 of the body (signed); NULL for no body */
     const char *extra[3];       /* further header lines, or NULL */
+    bool sign_here;             /* signed by sign_request, not by libcurl */
 } s3_req;
 
 static void reply_reset(s3_reply *r)
@@ -398,6 +468,118 @@ static double backoff_seconds(int attempt)
     return 0.25 * (double)(1 << (attempt - 1));
 }
 
+/* Appends SigV4's x-amz-date, Host and Authorization lines for q to headers (NULL when out of
+ * memory). For the one request libcurl before 8.10 signs wrong: an UploadPartCopy with a range,
+ * whose header names x-amz-copy-source and x-amz-copy-source-range share a prefix, and old
+ * libcurl sorts its canonical headers as "name:value" lines (':' sorts after '-') instead of
+ * by name, so S3 computes another signature. q->url is already canonical (path encoded once,
+ * query sorted), and every header is signed. */
+static struct curl_slist *sign_request(const s3_storage *s, const s3_req *q,
+                                       struct curl_slist *headers)
+{
+    const char *authority = strstr(q->url, "://");
+    authority = authority ? authority + 3 : q->url;
+    size_t alen = strcspn(authority, "/?");
+    const char *path = authority + alen, *query = strchr(path, '?');
+    size_t plen = query ? (size_t)(query - path) : strlen(path);
+    char host[256];
+    snprintf(host, sizeof host, "%.*s", (int)alen, authority);
+    char stamp[32], day[16];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
+    strftime(day, sizeof day, "%Y%m%d", &tm);
+    /* name: value lines, sorted by name (all lowercase x-amz-* but for host, which sorts first). */
+    const char *lines[8];
+    int n = 0;
+    char host_line[300], date_line[64];
+    snprintf(host_line, sizeof host_line, "host:%s", host);
+    snprintf(date_line, sizeof date_line, "x-amz-date:%s", stamp);
+    lines[n++] = host_line;
+    for (struct curl_slist *l = headers; l; l = l->next)
+        if (!strncasecmp(l->data, "x-amz-", 6))
+            lines[n++] = l->data;
+    lines[n++] = date_line;
+    assert(n <= (int)(sizeof lines / sizeof *lines));
+    for (int i = 1; i < n; i++) /* by name: the part before ':' */
+        for (int j = i; j > 0; j--) {
+            size_t a = strcspn(lines[j - 1], ":"), b = strcspn(lines[j], ":");
+            int cmp = strncasecmp(lines[j - 1], lines[j], a < b ? a : b);
+            if (cmp < 0 || (cmp == 0 && a <= b))
+                break;
+            const char *t = lines[j];
+            lines[j] = lines[j - 1];
+            lines[j - 1] = t;
+        }
+    s3_buf canon = {0}, names = {0};
+    buf_addf(&canon, "%s\n", q->method);
+    buf_add(&canon, path, plen);
+    buf_addf(&canon, "\n");
+    if (query)
+        buf_add(&canon, query + 1, strlen(query + 1));
+    buf_addf(&canon, "\n");
+    for (int i = 0; i < n; i++) {
+        size_t nlen = strcspn(lines[i], ":");
+        const char *v = lines[i] + nlen + 1;
+        while (*v == ' ')
+            v++;
+        char name[64];
+        snprintf(name, sizeof name, "%.*s", (int)nlen, lines[i]);
+        for (char *c = name; *c; c++)
+            *c = (char)tolower((unsigned char)*c);
+        buf_addf(&canon, "%s:", name);
+        buf_add(&canon, v, strlen(v));
+        buf_addf(&canon, "\n");
+        buf_addf(&names, "%s%s", i ? ";" : "", name);
+    }
+    buf_addf(&canon, "\n");
+    if (names.data)
+        buf_add(&canon, names.data, names.len);
+    buf_addf(&canon, "\n%s", q->payload_sha256 ? q->payload_sha256 : EMPTY_SHA256);
+    char canon_hex[CU_SHA256_HEX_LEN + 1], scope[128], to_sign[512], auth[1024];
+    bool ok = !canon.failed && !names.failed;
+    if (ok) {
+        util_sha256_hex(canon.data, canon.len, canon_hex);
+        snprintf(scope, sizeof scope, "%s/%s/s3/aws4_request", day, s->region);
+        snprintf(to_sign, sizeof to_sign, "AWS4-HMAC-SHA256\n%s\n%s\n%s", stamp, scope, canon_hex);
+        const char *secret = strchr(s->userpwd, ':') + 1;
+        char key0[256];
+        unsigned char k[32];
+        unsigned len = 32;
+        snprintf(key0, sizeof key0, "AWS4%s", secret);
+        const char *steps[] = {day, s->region, "s3", "aws4_request", to_sign};
+        ok = HMAC(EVP_sha256(), key0, (int)strlen(key0), (const unsigned char *)steps[0],
+                  strlen(steps[0]), k, &len) != NULL;
+        for (size_t i = 1; ok && i < sizeof steps / sizeof *steps; i++)
+            ok = HMAC(EVP_sha256(), k, 32, (const unsigned char *)steps[i], strlen(steps[i]), k,
+                      &len) != NULL;
+        memset(key0, 0, sizeof key0);
+        char sig[CU_SHA256_HEX_LEN + 1];
+        util_hex(k, 32, sig);
+        snprintf(auth, sizeof auth,
+                 "Authorization: AWS4-HMAC-SHA256 Credential=%.*s/%s, SignedHeaders=%s, "
+                 "Signature=%s",
+                 (int)(strchr(s->userpwd, ':') - s->userpwd), s->userpwd, scope, names.data, sig);
+    }
+    free(canon.data);
+    free(names.data);
+    char host_header[300], date_header[64];
+    snprintf(host_header, sizeof host_header, "Host: %s", host);
+    snprintf(date_header, sizeof date_header, "x-amz-date: %s", stamp);
+    const char *add[] = {host_header, date_header, auth};
+    for (size_t i = 0; ok && i < sizeof add / sizeof *add; i++) {
+        struct curl_slist *next = curl_slist_append(headers, add[i]);
+        ok = next != NULL;
+        headers = next ? next : headers;
+    }
+    if (!ok) {
+        curl_slist_free_all(headers);
+        return NULL;
+    }
+    return headers;
+}
+
 /* The request's header lines (curl_slist_free_all them), or NULL when out of memory. */
 static struct curl_slist *request_headers(const s3_storage *s, const s3_req *q)
 {
@@ -418,7 +600,7 @@ static struct curl_slist *request_headers(const s3_storage *s, const s3_req *q)
         }
         headers = next;
     }
-    return headers;
+    return q->sign_here ? sign_request(s, q, headers) : headers;
 }
 
 static void request_setup(CURL *h, const s3_req *q, s3_reply *r, struct curl_slist *headers)
@@ -426,6 +608,10 @@ static void request_setup(CURL *h, const s3_req *q, s3_reply *r, struct curl_sli
     curl_easy_setopt(h, CURLOPT_URL, q->url);
     curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, q->method);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
+    if (q->sign_here) { /* headers has the signature */
+        curl_easy_setopt(h, CURLOPT_AWS_SIGV4, NULL);
+        curl_easy_setopt(h, CURLOPT_USERPWD, NULL);
+    }
     if (q->body && q->body->fd >= 0) {
         /* Part data that moves below 1 KiB/s for 60 s is stuck: retry it. */
         curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1024L);
@@ -505,72 +691,6 @@ static int upstream_fail(cu_error *e, const char *what, const s3_reply *r)
     log_error("s3: %s: %s (HTTP %ld) %s", what, r->code, r->status, r->message);
     return cu_fail(e, CU_EUPSTREAM, "S3 refused %s: %s%s%s", what, r->code,
                    r->message[0] ? ": " : "", r->message);
-}
-
-/* ---- a growable buffer for request bodies built from S3's own strings ---- */
-
-typedef struct {
-    char *data;
-    size_t len, cap;
-    bool failed; /* an allocation failed: data is incomplete */
-} s3_buf;
-
-static void buf_add(s3_buf *b, const char *p, size_t n)
-{
-    if (b->failed)
-        return;
-    if (n >= b->cap - b->len || !b->data) {
-        size_t cap = b->cap ? b->cap : 1024;
-        while (cap - b->len <= n) {
-            if (cap > SIZE_MAX / 2) {
-                b->failed = true;
-                return;
-            }
-            cap *= 2;
-        }
-        char *data = realloc(b->data, cap);
-        if (!data) {
-            b->failed = true;
-            return;
-        }
-        b->data = data;
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, p, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-    assert(b->len < b->cap);
-}
-
-static void buf_addf(s3_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void buf_addf(s3_buf *b, const char *fmt, ...)
-{
-    char small[128];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(small, sizeof small, fmt, ap);
-    va_end(ap);
-    assert(n >= 0 && (size_t)n < sizeof small); /* only short numbers and tags go through here */
-    buf_add(b, small, (size_t)n);
-}
-
-/* Appends s with the five characters XML reserves as entities, so S3 reads back s exactly. */
-static void buf_add_xml(s3_buf *b, const char *s)
-{
-    for (const char *p = s; *p;) {
-        size_t plain = strcspn(p, "&<>\"'");
-        buf_add(b, p, plain);
-        p += plain;
-        if (!*p)
-            break;
-        const char *ent = *p == '&'   ? "&amp;"
-                          : *p == '<' ? "&lt;"
-                          : *p == '>' ? "&gt;"
-                          : *p == '"' ? "&quot;"
-                                      : "&apos;";
-        buf_add(b, ent, strlen(ent));
-        p++;
-    }
 }
 
 /* ---- URLs ---- */
@@ -1393,6 +1513,7 @@ typedef struct {
     int64_t started_at;         /* where the current GET started */
     bool running;               /* the current GET has not ended */
     bool paused;                /* ... and is paused */
+    bool stopping;              /* ... and is being ended: its bytes are dropped */
     CURLcode result;            /* how it ended */
     char *dst;                  /* the caller's buffer while s3_read runs, else NULL */
     size_t dst_cap, dst_len;
@@ -1408,6 +1529,8 @@ static size_t on_range_body(char *p, size_t size, size_t n, void *ctx)
     size_t len = size * n;
     if (rd->r->status < 200 || rd->r->status > 299)
         return on_body(p, size, n, rd->r); /* S3's error document */
+    if (rd->stopping)
+        return len;
     if (!rd->dst || rd->spill_len > 0) {
         rd->paused = true;
         return CURL_WRITEFUNC_PAUSE; /* libcurl keeps these bytes and offers them again */
@@ -1431,6 +1554,12 @@ static size_t on_range_body(char *p, size_t size, size_t n, void *ctx)
 static void reader_stop(s3_reader *rd)
 {
     if (rd->conn) {
+        /* A handle removed while paused stays paused for its next transfer: resume it first
+         * (the bytes it still holds are dropped). */
+        rd->stopping = true;
+        if (rd->paused)
+            curl_easy_pause(rd->conn->easy, CURLPAUSE_CONT);
+        rd->stopping = false;
         curl_multi_remove_handle(rd->conn->multi, rd->conn->easy);
         conn_give(rd->s3, rd->conn);
     }
@@ -1687,7 +1816,8 @@ static int copy_part(concat_job *j, const storage_upload *src, int64_t off, int6
                                   .url = url,
                                   .body = &none,
                                   .payload_sha256 = EMPTY_SHA256,
-                                  .extra = {source, whole ? NULL : range}},
+                                  .extra = {source, whole ? NULL : range},
+                                  .sign_here = !whole},
                         r) != 0)
         rc = upstream_fail(e, "UploadPartCopy", r);
     else if (strstr(r->body, "<Error>")) { /* S3 may answer 200 and fail in the body */
@@ -1856,6 +1986,7 @@ static void s3_destroy(storage_t *base)
         memset(s->userpwd, 0, strlen(s->userpwd));
     free(s->userpwd);
     free(s->token_header);
+    free(s->region);
     free(s->spool_dir);
     free(s);
 }
@@ -1959,8 +2090,9 @@ int storage_s3_open(const storage_s3_options *o, storage_t **out, cu_error *err)
     if (token && asprintf(&s->token_header, "x-amz-security-token: %s", o->session_token) < 0)
         s->token_header = NULL;
     snprintf(s->sigv4, sizeof s->sigv4, "aws:amz:%s:s3", o->region);
+    s->region = strdup(o->region);
     if (!s->share || !s->bucket || !s->endpoint || !s->base_url || !s->spool_dir || !s->prefix ||
-        !s->userpwd || (token && !s->token_header)) {
+        !s->userpwd || !s->region || (token && !s->token_header)) {
         s3_destroy(&s->base);
         return cu_fail_oom(err);
     }

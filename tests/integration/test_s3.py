@@ -7,14 +7,15 @@ import datetime
 import hashlib
 import http.client
 import os
+import subprocess
 import sys
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (EMPTY_SHA256, S3_CHUNK, S3Error, S3TestCase, RawConn, free_port,  # noqa: E402
-                     http_request, request_head, s3_curl, s3_error_code, sha256_hex, sigv4_sign,
-                     split_parts)
+from harness import (EMPTY_SHA256, REPO, S3_CHUNK, SANITIZER_MARKERS, S3Error, S3TestCase,  # noqa: E402
+                     RawConn, base_env, free_port, http_request, request_head, s3_curl,
+                     s3_error_code, sha256_hex, sigv4_sign, split_parts)
 
 MAX_SIZE = 10000 * S3_CHUNK  # 10,000 parts of 5 MiB: 52428800000 bytes
 TTL_ENV = {"UPLOAD_TTL_HOURS": "0.0005", "CLEANUP_INTERVAL_SECONDS": "0.5"}  # 1.8 s
@@ -419,6 +420,50 @@ class S3ConnectionTest(S3TestCase):
         self.s3_upload_all(srv, init, data)
         self.s3_complete_ok(srv, s3, init, name, data)
         self.assertNoMultipartUploads(s3, msg="after complete")
+
+
+class S3StorageUnitTest(S3TestCase):
+    """tests/unit/test_storage_s3.c against the test S3 server: the append spool across a
+    crash (kill -9) and a restart, reads in small pieces, concatenation of sources below the
+    part minimum, finishing again after a crash, an empty deferred upload. Afterwards nothing
+    may be left half done in S3 or in the spool."""
+
+    BINARY = os.path.join(os.path.dirname(os.environ.get("CU_CONTRACT_BINARY")
+                                          or os.path.join(REPO, "build", "storage_contract")),
+                          "test_storage_s3")
+
+    def run_unit(self, s3):
+        spool = os.path.join(s3.tmp, "spool")
+        env = base_env()
+        env.update({k: v for k, v in s3.server_env(TEMP_STORAGE_PATH=spool).items() if v is not None})
+        env["CONTRACT_LOG_LEVEL"] = "warn"
+        p = subprocess.run([self.BINARY], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=600)
+        out = p.stdout.decode("utf-8", "replace")
+        for marker in SANITIZER_MARKERS:
+            self.assertNotIn(marker, out, out[-8000:])
+        self.assertEqual(p.returncode, 0, out[-8000:])
+        self.assertIn("[  PASSED  ] 8 test(s)", out, out[-4000:])
+        c = s3.client()
+        self.assertEqual(c.list_multipart_uploads(s3.bucket), [], "multipart uploads left behind")
+        self.assertEqual(sorted(os.path.join(d, f) for d, _, fs in os.walk(spool) for f in fs), [],
+                         "spool files left behind")
+        keys = [o["Key"] for o in c.list_objects(s3.bucket)]
+        self.assertEqual([k for k in keys if k.endswith("_partial")], [], "sources left behind")
+        return out
+
+    def test_backend(self):
+        self.run_unit(self.start_s3())
+
+    def test_backend_on_a_store_with_long_etags_and_broken_downloads(self):
+        """ETags of 1,500 characters, and every GetObject cut off after 1 MiB: readers resume
+        (If-Match), and every ETag (UploadPart's header, UploadPartCopy's body) goes back
+        whole."""
+        s3 = self.start_s3(long_etags=1500, cut_gets=100000)
+        out = self.run_unit(s3)
+        self.assertIn("resuming", out)
+        with open(s3.log_path, "rb") as f:
+            self.assertIn(b" cut\n", f.read())
 
 
 class S3PrefixTest(S3TestCase):

@@ -431,6 +431,7 @@ function forward(req, res, body, { delayMs = 0, mapHeaders = h => h, cutAfter = 
             ures.destroy();
             resolve(ures.statusCode);
           });
+          ures.on('end', () => { if (sent >= 0) res.end(); });
         } else {
           ures.pipe(res);
         }
