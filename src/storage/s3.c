@@ -465,6 +465,7 @@ static bool transient(CURLcode res, long status)
 /* Seconds to wait before attempt + 1: 0.25, 0.5, 1, ... */
 static double backoff_seconds(int attempt)
 {
+    assert(attempt >= 1 && attempt < 30);
     return 0.25 * (double)(1 << (attempt - 1));
 }
 
@@ -1688,11 +1689,14 @@ static ssize_t s3_read(storage_reader_t *base, void *buf, size_t cap, cu_error *
             rc = cu_fail(e, CU_EIO, "The file in storage is shorter than recorded");
         } else if ((rd->offset > rd->started_at || rd->attempts < S3_TRIES) &&
                    transient(rd->result, 0)) {
-            if (rd->offset > rd->started_at)
-                rd->attempts = 0; /* it made progress: a long read may break off many times */
             log_warn("s3: GET %s broke off at byte %lld: %s; resuming", rd->url,
                      (long long)rd->offset, curl_easy_strerror(rd->result));
-            sleep_monotonic(backoff_seconds(rd->attempts));
+            /* A GET that brought bytes resumes at once with a fresh count of tries: a long
+             * read may break off many times. One that brought nothing waits first. */
+            if (rd->offset > rd->started_at)
+                rd->attempts = 0;
+            else
+                sleep_monotonic(backoff_seconds(rd->attempts));
             rc = reader_begin(rd, e);
         } else {
             rc = cu_fail(e, CU_EUPSTREAM, "Reading the file from S3 broke off: %s",
