@@ -18,7 +18,13 @@
  * connection cache between concurrent threads (CURLSHOPT_SHARE), so each pair has its own
  * and serves one thread at a time. A pool rather than a handle per thread: there is one
  * thread per HTTP connection, so threads come and go with clients while the pool outlives
- * them, and storage_destroy can free it whole. */
+ * them, and storage_destroy can free it whole.
+ *
+ * Every optional capability is here (see their sections below): ranged reads of finished
+ * files (a GET read in pull mode, paused when the caller's buffer is full), removal
+ * (DeleteObject), a deferred length (nothing to do), appends of any size (named spool files
+ * that survive a restart until a part is full) and concatenation (UploadPartCopy inside S3,
+ * small pieces through the spool). Staged parts cannot be read back before completion. */
 #include "storage/storage.h"
 
 #include "base/log.h"
@@ -1331,10 +1337,11 @@ static int complete_multipart(s3_storage *s, const storage_upload *u, const stor
     int rc = 0;
     char hex[CU_SHA256_HEX_LEN + 1];
     s3_body body = {.fd = -1, .data = xml, .length = (int64_t)len};
+    if (xml)
+        util_sha256_hex(xml, len, hex);
     if (!xml || !url || !r) {
         rc = cu_fail_oom(e);
-    } else if (util_sha256_hex(xml, len, hex),
-               s3_request(s,
+    } else if (s3_request(s,
                           &(s3_req){.method = "POST",
                                     .url = url,
                                     .body = &body,
