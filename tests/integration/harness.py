@@ -1008,13 +1008,17 @@ class S3Server(object):
     ListMultipartUploads / ListParts / AbortMultipartUpload) on a free loopback port, with
     one bucket, its data in a temp dir. slow_ms delays every UploadPart answer; the first
     fail_parts UploadPart requests are answered 503 SlowDown; session_token, when set, must
-    come with every request."""
+    come with every request; long_etags gives parts ETags of that many characters; the first
+    cut_gets GetObject answers break off after 1 MiB."""
 
     def __init__(self, tmpdir=None, port=None, bucket=S3_BUCKET, access_key=S3_ACCESS_KEY,
-                 secret=S3_SECRET_KEY, region=S3_REGION, slow_ms=0, session_token=None, fail_parts=0):
+                 secret=S3_SECRET_KEY, region=S3_REGION, slow_ms=0, session_token=None, fail_parts=0,
+                 long_etags=0, cut_gets=0):
         self.tmp = tmpdir or tempfile.mkdtemp(prefix="cu-s3-")
         self.session_token = session_token
         self.fail_parts = fail_parts
+        self.long_etags = long_etags
+        self.cut_gets = cut_gets
         self.port = port or free_port()
         self.bucket, self.access_key, self.secret, self.region = bucket, access_key, secret, region
         self.slow_ms = slow_ms
@@ -1038,6 +1042,10 @@ class S3Server(object):
             args += ["--session-token", self.session_token]
         if self.fail_parts:
             args += ["--fail-parts", str(self.fail_parts)]
+        if self.long_etags:
+            args += ["--long-etags", str(self.long_etags)]
+        if self.cut_gets:
+            args += ["--cut-gets", str(self.cut_gets)]
         with open(self.log_path, "ab") as logf:
             self.proc = subprocess.Popen(args, cwd=self.tmp, env=dict(base_env(), NODE_NO_WARNINGS="1"),
                                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=logf)
@@ -1084,6 +1092,14 @@ class S3Server(object):
                 return "\n".join(f.read().decode("utf-8", "replace").splitlines()[-n:])
         except OSError:
             return ""
+
+    def stats(self):
+        """{"accepted", "connections", "requests"}: TCP connections the launcher accepted, those
+        of them that carried S3 requests, and the S3 requests (this call is none of them)."""
+        r = http_request(self.port, "GET", "/_launcher/stats")
+        if r.status != 200:
+            raise AssertionError("launcher stats: %r" % (r,))
+        return json.loads(r.body)
 
     def server_env(self, **extra):
         """Environment overrides for a chunked-uploader Server using this bucket."""

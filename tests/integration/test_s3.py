@@ -3,17 +3,19 @@ with AWS's signer; ListMultipartUploads, ListParts and AbortMultipartUpload adde
 API reference). Results are read back with an independent client (the AWS SDK for
 JavaScript, tests/s3/check.js), byte for byte."""
 
+import datetime
 import hashlib
 import http.client
 import os
+import subprocess
 import sys
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (EMPTY_SHA256, S3_CHUNK, S3Error, S3TestCase, RawConn, free_port,  # noqa: E402
-                     http_request, request_head, s3_curl, s3_error_code, sha256_hex, sigv4_sign,
-                     split_parts)
+from harness import (EMPTY_SHA256, REPO, S3_CHUNK, SANITIZER_MARKERS, S3Error, S3TestCase,  # noqa: E402
+                     RawConn, base_env, free_port, http_request, request_head, s3_curl,
+                     s3_error_code, sha256_hex, sigv4_sign, split_parts)
 
 MAX_SIZE = 10000 * S3_CHUNK  # 10,000 parts of 5 MiB: 52428800000 bytes
 TTL_ENV = {"UPLOAD_TTL_HOURS": "0.0005", "CLEANUP_INTERVAL_SECONDS": "0.5"}  # 1.8 s
@@ -151,6 +153,31 @@ class LauncherTest(S3TestCase):
         with self.assertRaises(S3Error) as cm:
             s3.client(secret="wrong").list_objects(b)
         self.assertEqual(cm.exception.code, "SignatureDoesNotMatch")
+
+    def test_stats_count_connections_and_requests(self):
+        before = self.s3.stats()
+        c = self.s3.client()
+        c.list_objects(self.s3.bucket)
+        c.list_multipart_uploads(self.s3.bucket)
+        after = self.s3.stats()
+        # check.js runs once per call: a new connection each time
+        self.assertEqual(after["requests"] - before["requests"], 2, (before, after))
+        self.assertEqual(after["connections"] - before["connections"], 2, (before, after))
+        self.assertGreaterEqual(after["accepted"] - before["accepted"], 2, (before, after))
+
+    def test_long_etags_mapped_back_at_complete(self):
+        s3 = self.start_s3(long_etags=1500)
+        c, b = s3.client(), s3.bucket
+        p1, p2 = os.urandom(S3_CHUNK), os.urandom(100)
+        uid = c.create_multipart_upload(b, "long.bin")
+        e1, e2 = c.upload_part(b, "long.bin", uid, 1, p1), c.upload_part(b, "long.bin", uid, 2, p2)
+        self.assertEqual(len(e1), 1500)
+        self.assertTrue(e1.startswith(md5_etag(p1)[:-1]) and "&" in e1 and "<" in e1, e1[:80])
+        with self.assertRaises(S3Error) as cm:  # an ETag cut short is not the part's
+            c.complete_multipart_upload(b, "long.bin", uid, [e1[:255] + '"', e2])
+        self.assertEqual(cm.exception.code, "InvalidPart")
+        c.complete_multipart_upload(b, "long.bin", uid, [e1, e2])
+        self.assertEqual(c.get_object(b, "long.bin"), p1 + p2)
 
     def test_slow_ms_delays_upload_part(self):
         slow = self.start_s3(slow_ms=1500)
@@ -360,6 +387,85 @@ class S3BackendTest(S3TestCase):
         self.assertSpoolEmpty(srv, "after expiry")
 
 
+class S3ConnectionTest(S3TestCase):
+
+    def test_connections_reused_across_requests_and_threads(self):
+        """16 parts sent by 4 client threads, each part on its own HTTP connection to the server
+        (so its own server thread): S3 sees far fewer TCP connections than requests."""
+        s3 = self.start_s3()
+        srv = self.start_s3_server(s3)
+        name = "conn/many.bin"
+        data = os.urandom(15 * S3_CHUNK + 1000)
+        before = s3.stats()
+        init = self.s3_init_ok(srv, name, data)
+        self.s3_upload_all(srv, init, data, threads=4)
+        self.assertOk(srv.complete(init["file_id"], timeout=120))
+        after = s3.stats()
+        requests = after["requests"] - before["requests"]
+        connections = after["connections"] - before["connections"]
+        print("\nS3: %d requests over %d connections" % (requests, connections), file=sys.stderr)
+        self.assertEqual(requests, 18)  # CreateMultipartUpload, 16 parts, Complete
+        self.assertLessEqual(connections, 5, "%d connections for %d requests: not reused"
+                             % (connections, requests))
+        self.assertS3Object(s3, self.s3_key(init, name), data)
+
+    def test_long_etags_echoed_exactly(self):
+        """An S3-compatible store whose ETags are 1,500 characters long (with characters XML
+        escapes): CompleteMultipartUpload names every part by its whole ETag."""
+        s3 = self.start_s3(long_etags=1500)
+        srv = self.start_s3_server(s3)
+        name = "long/etags.bin"
+        data = os.urandom(3 * S3_CHUNK + 4321)
+        init = self.s3_init_ok(srv, name, data)
+        self.s3_upload_all(srv, init, data)
+        self.s3_complete_ok(srv, s3, init, name, data)
+        self.assertNoMultipartUploads(s3, msg="after complete")
+
+
+class S3StorageUnitTest(S3TestCase):
+    """tests/unit/test_storage_s3.c against the test S3 server: the append spool across a
+    crash (kill -9) and a restart, reads in small pieces, concatenation of sources below the
+    part minimum, finishing again after a crash, an empty deferred upload. Afterwards nothing
+    may be left half done in S3 or in the spool."""
+
+    BINARY = os.path.join(os.path.dirname(os.environ.get("CU_CONTRACT_BINARY")
+                                          or os.path.join(REPO, "build", "storage_contract")),
+                          "test_storage_s3")
+
+    def run_unit(self, s3):
+        spool = os.path.join(s3.tmp, "spool")
+        env = base_env()
+        env.update({k: v for k, v in s3.server_env(TEMP_STORAGE_PATH=spool).items() if v is not None})
+        env["CONTRACT_LOG_LEVEL"] = "warn"
+        p = subprocess.run([self.BINARY], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=600)
+        out = p.stdout.decode("utf-8", "replace")
+        for marker in SANITIZER_MARKERS:
+            self.assertNotIn(marker, out, out[-8000:])
+        self.assertEqual(p.returncode, 0, out[-8000:])
+        self.assertIn("[  PASSED  ] 8 test(s)", out, out[-4000:])
+        c = s3.client()
+        self.assertEqual(c.list_multipart_uploads(s3.bucket), [], "multipart uploads left behind")
+        self.assertEqual(sorted(os.path.join(d, f) for d, _, fs in os.walk(spool) for f in fs), [],
+                         "spool files left behind")
+        keys = [o["Key"] for o in c.list_objects(s3.bucket)]
+        self.assertEqual([k for k in keys if k.endswith("_partial")], [], "sources left behind")
+        return out
+
+    def test_backend(self):
+        self.run_unit(self.start_s3())
+
+    def test_backend_on_a_store_with_long_etags_and_broken_downloads(self):
+        """ETags of 1,500 characters, and every GetObject cut off after 1 MiB: readers resume
+        (If-Match), and every ETag (UploadPart's header, UploadPartCopy's body) goes back
+        whole."""
+        s3 = self.start_s3(long_etags=1500, cut_gets=100000)
+        out = self.run_unit(s3)
+        self.assertIn("resuming", out)
+        with open(s3.log_path, "rb") as f:
+            self.assertIn(b" cut\n", f.read())
+
+
 class S3PrefixTest(S3TestCase):
 
     def test_prefix(self):
@@ -446,6 +552,12 @@ class S3RetryTest(S3TestCase):
         self.assertOk(srv.put_part(init["file_id"], 0, init["parts"][0]["token"], data, timeout=60))
         log = self.upload_log(s3)
         self.assertEqual([l.endswith("503 SlowDown") for l in log], [True, True, False], "\n".join(log))
+        # The launcher logs each answer when sent: the gaps are at least the backoff (0.25 s,
+        # then 0.5 s).
+        when = [datetime.datetime.strptime(l.split(" ", 1)[0], "%Y-%m-%dT%H:%M:%S.%fZ").timestamp()
+                for l in log]
+        self.assertGreaterEqual(when[1] - when[0], 0.24, "\n".join(log))
+        self.assertGreaterEqual(when[2] - when[1], 0.49, "\n".join(log))
         self.assertSpoolEmpty(srv, "after a retried part")
         self.s3_complete_ok(srv, s3, init, "retry/me.bin", data)
         self.assertNoMultipartUploads(s3)

@@ -11,7 +11,7 @@ import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import REPO, SANITIZER_MARKERS, SmbServer, base_env  # noqa: E402
+from harness import REPO, SANITIZER_MARKERS, S3Server, SmbServer, base_env  # noqa: E402
 
 CONTRACT = os.environ.get("CU_CONTRACT_BINARY") or os.path.join(REPO, "build", "storage_contract")
 
@@ -57,6 +57,25 @@ class StorageContractTest(unittest.TestCase):
         # of the suite sends one IOCTL, a copy through the process none more).
         ioctls = smb.profile()["smb2_ioctl_count"] - before["smb2_ioctl_count"]
         self.assertGreaterEqual(ioctls, 2 * 3, "no server-side copy: %d SMB2 IOCTLs" % ioctls)
+
+    def test_s3(self):
+        s3 = S3Server()
+        self.addCleanup(s3.destroy)
+        s3.start()
+        spool = os.path.join(s3.tmp, "spool")
+        env = {k: v for k, v in s3.server_env(TEMP_STORAGE_PATH=spool).items() if v is not None}
+        out = self.run_contract(env)
+        self.assertIn("s3 storage: read, remove, concatenate, deferred length, append", out)
+        # Every staged upload was finished or aborted: nothing is left half done, in S3 or in
+        # the spool, and concatenation sources are gone with their abort.
+        c = s3.client()
+        self.assertEqual(c.list_multipart_uploads(s3.bucket), [], "multipart uploads left behind")
+        left = sorted(os.path.join(d, f) for d, _, fs in os.walk(spool) for f in fs)
+        self.assertEqual(left, [], "spool files left behind")
+        keys = [o["Key"] for o in c.list_objects(s3.bucket)]
+        self.assertEqual([k for k in keys if k.endswith("_partial")], [],
+                         "concatenation sources not removed by their abort")
+        self.assertTrue(any(k.endswith("_concatenated.bin") for k in keys), keys)
 
 if __name__ == "__main__":
     unittest.main()

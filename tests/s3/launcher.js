@@ -8,14 +8,25 @@
 //        ListMultipartUploads  GET    /<bucket>?uploads
 //        ListParts             GET    /<bucket>/<key>?uploadId=X
 //        AbortMultipartUpload  DELETE /<bucket>/<key>?uploadId=X
+//        UploadPartCopy        PUT    /<bucket>/<key>?partNumber=N&uploadId=X  x-amz-copy-source
 //      and the checks s3rver skips on UploadPart / CompleteMultipartUpload
-//      (NoSuchUpload, part number 1..10000, InvalidPartOrder, InvalidPart, EntityTooSmall),
+//      (NoSuchUpload, part number 1..10000, InvalidPartOrder, InvalidPart, EntityTooSmall)
+//      and on GetObject (If-Match: 412 PreconditionFailed),
 //   3. forwards everything else to s3rver unchanged.
 //
 // usage: node launcher.js --port P --dir D --bucket B --access-key K --secret S
 //                         [--region us-east-1] [--session-token T] [--slow-ms N] [--fail-parts N]
+//                         [--long-etags N] [--cut-gets N]
 // --slow-ms N delays every UploadPart answer by N ms (a slow backend); --fail-parts N answers
-// the first N UploadPart requests 503 SlowDown (a throttling backend).
+// the first N UploadPart requests 503 SlowDown (a throttling backend); --long-etags N gives
+// every part an ETag of N characters (S3-compatible stores may send long ones), with
+// characters XML must escape, and maps them back to s3rver's when the client lists them in
+// CompleteMultipartUpload (so an ETag the client cut or mangled is refused as InvalidPart);
+// --cut-gets N closes the connection of each of the first N GetObject answers after 1 MiB of
+// its body (a network that breaks off long downloads).
+// GET /_launcher/stats (unsigned, not S3) answers {"accepted": TCP connections accepted,
+// "connections": of those, the ones that carried S3 requests, "requests": S3 requests}: what a
+// client's connection reuse is measured by.
 // Prints "ready" on stdout once listening; one line per request on stderr; exits 0 on SIGTERM.
 'use strict';
 
@@ -33,8 +44,8 @@ const opt = { region: 'us-east-1', slowMs: 0 };
 const argv = process.argv.slice(2);
 for (let i = 0; i < argv.length; i += 2) {
   const name = argv[i].replace(/^--/, '').replace(/-(.)/g, (_, c) => c.toUpperCase());
-  if (!['port', 'dir', 'bucket', 'accessKey', 'secret', 'region', 'sessionToken', 'slowMs', 'failParts'].includes(name) || argv[i + 1] === undefined) {
-    console.error('usage: launcher.js --port P --dir D --bucket B --access-key K --secret S [--region R] [--session-token T] [--slow-ms N] [--fail-parts N]');
+  if (!['port', 'dir', 'bucket', 'accessKey', 'secret', 'region', 'sessionToken', 'slowMs', 'failParts', 'longEtags', 'cutGets'].includes(name) || argv[i + 1] === undefined) {
+    console.error('usage: launcher.js --port P --dir D --bucket B --access-key K --secret S [--region R] [--session-token T] [--slow-ms N] [--fail-parts N] [--long-etags N] [--cut-gets N]');
     process.exit(2);
   }
   opt[name] = argv[i + 1];
@@ -44,6 +55,9 @@ for (const k of ['port', 'dir', 'bucket', 'accessKey', 'secret']) {
 }
 opt.slowMs = Number(opt.slowMs) || 0;
 opt.failParts = Number(opt.failParts) || 0;
+opt.longEtags = Number(opt.longEtags) || 0;
+opt.cutGets = Number(opt.cutGets) || 0;
+const CUT_AFTER = 1024 * 1024;
 const OWNER = { id: String(AWSAccount.DUMMY_ACCOUNT.id), name: AWSAccount.DUMMY_ACCOUNT.displayName };
 const MIN_PART = 5 * 1024 * 1024;
 
@@ -270,6 +284,50 @@ async function abortMultipartUpload(req, res, bucket, key, q) {
   sendXml(req, res, 204, '');
 }
 
+function checkPartNumber(query) {
+  const n = Number(query.partNumber);
+  if (!Number.isInteger(n) || n < 1 || n > 10000 || !/^\d+$/.test(query.partNumber)) {
+    throw new S3Err(400, 'InvalidArgument', 'Part number must be an integer between 1 and 10000, inclusive',
+      { ArgumentName: 'partNumber', ArgumentValue: String(query.partNumber) });
+  }
+}
+
+// UploadPartCopy: https://docs.aws.amazon.com/AmazonS3/latest/API/API_UploadPartCopy.html
+// The part is written where s3rver keeps parts (<n> and <n>.md5), from s3rver's object file.
+async function uploadPartCopy(req, res, bucket, key, q) {
+  await requireBucket(bucket);
+  const up = await requireUpload(bucket, key, q.uploadId);
+  const source = decode(String(req.headers['x-amz-copy-source'])).replace(/^\//, '');
+  const slash = source.indexOf('/');
+  const srcBucket = slash < 0 ? source : source.slice(0, slash), srcKey = slash < 0 ? '' : source.slice(slash + 1);
+  await requireBucket(srcBucket);
+  const segs = srcKey.split('/'), leaf = segs.pop();
+  const objectPath = path.join(bucketDir(srcBucket), ...segs, leaf + '._S3rver_object');
+  const st = srcKey && !srcKey.split('/').includes('..') ? await fs.promises.stat(objectPath).catch(() => null) : null;
+  if (!st) throw new S3Err(404, 'NoSuchKey', 'The specified key does not exist.', { Key: srcKey });
+  let first = 0, last = st.size - 1;
+  const rangeHeader = req.headers['x-amz-copy-source-range'];
+  if (rangeHeader !== undefined) {
+    const m = /^bytes=(\d+)-(\d+)$/.exec(String(rangeHeader));
+    if (!m) throw new S3Err(400, 'InvalidArgument', 'The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy');
+    if (st.size <= MIN_PART) throw new S3Err(400, 'InvalidRequest', 'The specified copy source is not supported as a byte-range copy source.');
+    [first, last] = [Number(m[1]), Number(m[2])];
+    if (first > last || last >= st.size) {
+      throw new S3Err(416, 'InvalidRange', 'The requested range is not satisfiable', { RangeRequested: String(rangeHeader), ActualObjectSize: String(st.size) });
+    }
+  }
+  const data = await new Promise((resolve, reject) => {
+    const chunks = [];
+    fs.createReadStream(objectPath, { start: first, end: last }).on('data', c => chunks.push(c)).on('end', () => resolve(Buffer.concat(chunks))).on('error', reject);
+  });
+  const partPath = path.join(up.dir, String(Number(q.partNumber)));
+  const md5 = crypto.createHash('md5').update(data).digest('hex');
+  await fs.promises.writeFile(partPath, data);
+  await fs.promises.writeFile(partPath + '.md5', md5);
+  const etag = opt.longEtags ? longEtag('"' + md5 + '"') : '"' + md5 + '"';
+  sendXml(req, res, 200, el('CopyPartResult', [el('LastModified', isoTime(new Date())), el('ETag', etag)]));
+}
+
 // CompleteMultipartUpload's checks: https://docs.aws.amazon.com/AmazonS3/latest/API/API_CompleteMultipartUpload.html
 async function checkComplete(bucket, key, q, body) {
   const up = await requireUpload(bucket, key, q.uploadId);
@@ -297,11 +355,59 @@ async function checkComplete(bucket, key, q, body) {
   });
 }
 
+// ------------------------------------------------------------------ long ETags (--long-etags N)
+const realEtagOf = new Map(); // long ETag as sent (quotes included) -> s3rver's ETag
+
+// The long ETag standing for s3rver's etag ("<md5>"): the md5, then filler with & < > ' (legal
+// in an HTTP entity tag, reserved in XML) up to opt.longEtags characters, quoted.
+function longEtag(etag) {
+  const md5 = String(etag).replace(/"/g, '');
+  const filler = "-a&b<c>d'e".repeat(Math.ceil(opt.longEtags / 10));
+  const long = '"' + (md5 + filler).slice(0, Math.max(opt.longEtags - 2, md5.length)) + '"';
+  realEtagOf.set(long, '"' + md5 + '"');
+  return long;
+}
+
+// A CompleteMultipartUpload body with every long ETag the client echoed back as s3rver's own.
+function realEtags(body) {
+  return Buffer.from(body.toString('utf8').replace(/<ETag>([\s\S]*?)<\/ETag>/g, (all, v) => {
+    const real = realEtagOf.get(xmlUnesc(v).trim());
+    return real ? el('ETag', real) : all;
+  }));
+}
+
+// ------------------------------------------------------------------ GetObject If-Match
+const hasQuery = q => Object.keys(q).length > 0;
+
+// The object's ETag as s3rver gives it (a HEAD of the same key with the same credentials;
+// s3rver itself does not check SigV4), or null when there is none.
+function upstreamEtag(req) {
+  return new Promise(resolve => {
+    const headers = { ...req.headers };
+    delete headers.range; delete headers['if-match'];
+    const up = http.request({ host: '127.0.0.1', port: upstreamPort, method: 'HEAD', path: req.url, headers, agent: upstreamAgent },
+      ures => { ures.resume(); resolve(ures.statusCode === 200 ? ures.headers.etag : null); });
+    up.on('error', () => resolve(null));
+    up.end();
+  });
+}
+
+// https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetObject.html: If-Match another ETag -> 412.
+async function checkIfMatch(req) {
+  const want = String(req.headers['if-match']).trim();
+  const have = await upstreamEtag(req);
+  if (have !== null && want !== '*' && want.replace(/"/g, '') !== have.replace(/"/g, '')) {
+    throw new S3Err(412, 'PreconditionFailed', 'At least one of the pre-conditions you specified did not hold', { Condition: 'If-Match' });
+  }
+}
+
 // ------------------------------------------------------------------ forwarding to s3rver
 const upstreamAgent = new http.Agent({ keepAlive: true, maxSockets: 256 });
 let upstreamPort;
 
-function forward(req, res, body, delayMs) {
+// Sends the request on to s3rver and its answer back: delayMs later, with the headers
+// mapHeaders makes of them, and cut off (connection closed) after cutAfter body bytes if set.
+function forward(req, res, body, { delayMs = 0, mapHeaders = h => h, cutAfter = 0 } = {}) {
   return new Promise(resolve => {
     const headers = { ...req.headers };
     delete headers.expect; // answered here already
@@ -314,8 +420,21 @@ function forward(req, res, body, delayMs) {
         if (delayMs) await sleep(delayMs);
         const h = { ...ures.headers };
         delete h.connection; delete h['keep-alive']; delete h['transfer-encoding'];
-        res.writeHead(ures.statusCode, h);
-        ures.pipe(res);
+        res.writeHead(ures.statusCode, mapHeaders(h));
+        if (cutAfter) {
+          let sent = 0;
+          ures.on('data', chunk => {
+            if (sent < 0) return;
+            if (sent + chunk.length < cutAfter) { sent += chunk.length; res.write(chunk); return; }
+            res.write(chunk.subarray(0, cutAfter - sent), () => { res.destroy(); });
+            sent = -1;
+            ures.destroy();
+            resolve(ures.statusCode);
+          });
+          ures.on('end', () => { if (sent >= 0) res.end(); });
+        } else {
+          ures.pipe(res);
+        }
         ures.on('end', () => resolve(ures.statusCode));
         ures.on('error', () => { res.destroy(); resolve(502); });
       });
@@ -345,6 +464,11 @@ async function handle(req, res, expectContinue) {
   const segs = rawPath.split('/').slice(1);
   const bucket = decode(segs[0] || ''), key = segs.slice(1).map(decode).join('/');
   let status = 0, note = '';
+  stats.requests++;
+  if (!req.socket.carriedS3) {
+    req.socket.carriedS3 = true;
+    stats.connections++;
+  }
   try {
     await verifySignature(req, rawPath, query);
     if (expectContinue) res.writeContinue();
@@ -364,13 +488,10 @@ async function handle(req, res, expectContinue) {
     if (req.method === 'GET' && !key && 'uploads' in query) { await listMultipartUploads(req, res, bucket, query); status = 200; }
     else if (req.method === 'GET' && key && 'uploadId' in query) { await listParts(req, res, bucket, key, query); status = 200; }
     else if (req.method === 'DELETE' && key && 'uploadId' in query) { await abortMultipartUpload(req, res, bucket, key, query); status = 204; }
+    else if (isUploadPart && 'x-amz-copy-source' in req.headers) { checkPartNumber(query); await uploadPartCopy(req, res, bucket, key, query); status = 200; }
     else {
       if (isUploadPart) {
-        const n = Number(query.partNumber);
-        if (!Number.isInteger(n) || n < 1 || n > 10000 || !/^\d+$/.test(query.partNumber)) {
-          throw new S3Err(400, 'InvalidArgument', 'Part number must be an integer between 1 and 10000, inclusive',
-            { ArgumentName: 'partNumber', ArgumentValue: String(query.partNumber) });
-        }
+        checkPartNumber(query);
         await requireBucket(bucket);
         await requireUpload(bucket, key, query.uploadId);
         if (opt.failParts > 0) {
@@ -378,8 +499,14 @@ async function handle(req, res, expectContinue) {
           throw new S3Err(503, 'SlowDown', 'Please reduce your request rate.');
         }
       }
+      if (isComplete && opt.longEtags) body = realEtags(body);
       if (isComplete) { await requireBucket(bucket); await checkComplete(bucket, key, query, body); }
-      status = await forward(req, res, body, isUploadPart ? opt.slowMs : 0);
+      const isGetObject = req.method === 'GET' && key && !hasQuery(query);
+      if (isGetObject && req.headers['if-match'] !== undefined) await checkIfMatch(req);
+      let cutAfter = 0;
+      if (isGetObject && opt.cutGets > 0) { opt.cutGets--; cutAfter = CUT_AFTER; note = ' cut'; }
+      const mapHeaders = h => (isUploadPart && opt.longEtags && h.etag ? { ...h, etag: longEtag(h.etag) } : h);
+      status = await forward(req, res, body, { delayMs: isUploadPart ? opt.slowMs : 0, mapHeaders, cutAfter });
     }
   } catch (e) {
     if (!(e instanceof S3Err)) e = new S3Err(500, 'InternalError', String(e && e.stack || e));
@@ -389,6 +516,19 @@ async function handle(req, res, expectContinue) {
   process.stderr.write(`${new Date().toISOString()} ${req.method} ${req.url} ${status}${note}\n`);
 }
 
+// ------------------------------------------------------------------ stats (GET /_launcher/stats)
+const stats = { accepted: 0, connections: 0, requests: 0 };
+
+function route(req, res, expectContinue) {
+  if (req.method === 'GET' && req.url === '/_launcher/stats') {
+    const body = JSON.stringify(stats);
+    res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) });
+    res.end(body);
+    return;
+  }
+  handle(req, res, expectContinue);
+}
+
 // ------------------------------------------------------------------ start / stop
 async function main() {
   AWSAccount.DUMMY_ACCOUNT.createKeyPair(opt.accessKey, opt.secret); // s3rver checks the key id only
@@ -396,8 +536,9 @@ async function main() {
     vhostBuckets: false, configureBuckets: [{ name: opt.bucket }] });
   upstreamPort = (await s3rver.run()).port;
 
-  const server = http.createServer((req, res) => handle(req, res, false));
-  server.on('checkContinue', (req, res) => handle(req, res, true));
+  const server = http.createServer((req, res) => route(req, res, false));
+  server.on('checkContinue', (req, res) => route(req, res, true));
+  server.on('connection', () => { stats.accepted++; });
   server.on('clientError', (err, sock) => sock.destroy());
   server.keepAliveTimeout = 30000;
   await new Promise((resolve, reject) => server.once('error', reject).listen(Number(opt.port), '127.0.0.1', resolve));
