@@ -940,10 +940,16 @@ static void cut(conn_state *cs, int status, const char *fmt, ...)
     vsnprintf(cs->cut_msg, sizeof cs->cut_msg, fmt, ap);
     va_end(ap);
     int phase = atomic_load(&cs->phase);
+    /* A request under way logs its own line with this reason; an idle connection has no
+     * request, so the watchdog logs it (first, so the line is there once the client knows). */
+    if (phase == PHASE_IDLE && status)
+        log_warn("%s connection closed: %s", cs->peer, cs->cut_msg);
+    else if (phase == PHASE_IDLE)
+        log_debug("%s connection closed: %s", cs->peer, cs->cut_msg);
     if (status) {
         char body[256], reply[512];
-        int blen =
-            snprintf(body, sizeof body, "{\"error\":\"%s\",\"status\":%d}", cs->cut_msg, status);
+        int blen = snprintf(body, sizeof body, "{\"error\":\"%s\",\"status\":%d}", cs->cut_msg,
+                            status);
         int rlen = snprintf(reply, sizeof reply,
                             "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
                             "Cache-Control: no-store\r\nConnection: close\r\n"
@@ -954,12 +960,6 @@ static void cut(conn_state *cs, int status, const char *fmt, ...)
     }
     atomic_store(&cs->cut_status, status ? status : -1);
     shutdown(cs->fd, SHUT_RDWR);
-    /* A request under way logs its own line with this reason; an idle connection has no
-     * request, so the watchdog logs it. */
-    if (phase == PHASE_IDLE && status)
-        log_warn("%s connection closed: %s", cs->peer, cs->cut_msg);
-    else if (phase == PHASE_IDLE)
-        log_debug("%s connection closed: %s", cs->peer, cs->cut_msg);
 }
 
 static void check_connection(http_server *srv, conn_state *cs, int64_t now)

@@ -76,8 +76,12 @@ class HttpFrontTest(ServerTestCase):
 
     def test_connections_per_address(self):
         srv = self.start_server(env={"MAX_CONNECTIONS_PER_IP": "4"})
-        held = [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(4)]
-        time.sleep(0.3)
+        held = []
+        for _ in range(4):  # each served once, so each is surely accepted, then kept idle
+            c = RawConn(srv.port)
+            c.send(request_head("GET", "/health", {}))
+            self.assertEqual(c.read_response(5).status, 200)
+            held.append(c)
         extra = socket.create_connection(("127.0.0.1", srv.port))
         extra.settimeout(5)
         try:
@@ -90,8 +94,8 @@ class HttpFrontTest(ServerTestCase):
         other.request("GET", "/health")
         self.assertEqual(other.getresponse().status, 200)
         other.close()
-        for s in held:
-            s.close()
+        for c in held:
+            c.close()
 
     def test_header_block_deadline(self):
         srv = self.start_server(env={"HEADER_TIMEOUT_SECONDS": "1"})
