@@ -192,8 +192,9 @@ static const config_var vars[] = {
      .def_doc = "system temp (`$TMPDIR` or `/tmp`)",
      FIELD(temp_storage_path, F_STR),
      .help = "S3 backend: where each part's body is spooled (as an anonymous file, gone when "
-             "the part is done) before it goes to S3; must support `O_TMPFILE` (ext4, xfs, "
-             "btrfs, tmpfs)"},
+             "the part is done) before it goes to S3, and where appends smaller than a part "
+             "wait (named files under `appends/`, kept across restarts until S3 has the "
+             "part); must support `O_TMPFILE` (ext4, xfs, btrfs, tmpfs)"},
     {.name = "SMB_HOST",
      .group = "Storage",
      .type = V_STRING,
