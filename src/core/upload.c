@@ -20,6 +20,12 @@ struct upload_service {
     upload_locks *own_locks; /* made here when deps gave none */
     upload_observer observers[MAX_OBSERVERS];
     int nobservers;
+    /* Completions in progress in this process (ids), so that concurrent callers wait for the
+     * one under way and answer with its outcome. */
+    pthread_mutex_t finish_lock;
+    pthread_cond_t finish_done;
+    char (*finishing)[CU_UUID_LEN + 1];
+    size_t nfinishing, finishing_cap;
 };
 
 struct upload_write {
@@ -43,6 +49,8 @@ upload_service *upload_service_new(const upload_deps *deps)
     if (!svc)
         return NULL;
     svc->deps = *deps;
+    pthread_mutex_init(&svc->finish_lock, NULL);
+    pthread_cond_init(&svc->finish_done, NULL);
     if (!svc->deps.locks) {
         svc->own_locks = svc->deps.locks = upload_locks_memory();
         if (!svc->own_locks) {
@@ -58,6 +66,9 @@ void upload_service_free(upload_service *svc)
     if (!svc)
         return;
     upload_locks_destroy(svc->own_locks);
+    pthread_mutex_destroy(&svc->finish_lock);
+    pthread_cond_destroy(&svc->finish_done);
+    free(svc->finishing);
     free(svc);
 }
 
@@ -656,11 +667,12 @@ int upload_write_end(upload_write *w, upload_write_result *out, cu_error *err)
     meta_upload *u = &out->upload;
     if (rc == 0 && w->stream && u->total_size >= 0 && u->durable_offset == u->total_size &&
         u->state == UPLOAD_PENDING) {
-        rc = meta_upload_transition(svc->deps.meta, u->id, UPLOAD_PENDING, UPLOAD_FINALIZING, err);
+        meta_upload done;
+        rc = upload_complete(svc, w->id, NULL, &done, err);
         if (rc == 0) {
-            u->state = UPLOAD_FINALIZING;
-            rc = finalize(svc, u, err);
-            out->completed = rc == 0;
+            meta_upload_clear(u);
+            *u = done;
+            out->completed = true;
         }
     }
     (void)uploaded;
@@ -821,8 +833,9 @@ static int check_all_stored(const meta_upload *u, cu_error *err)
     return 0;
 }
 
-int upload_complete(upload_service *svc, const char *id, const char *owner, meta_upload *out,
-                    cu_error *err)
+/* One attempt at completing: the state decides what is left to do. */
+static int complete_once(upload_service *svc, const char *id, const char *owner, meta_upload *out,
+                         cu_error *err)
 {
     int rc = get_visible(svc, id, owner, out, err);
     if (rc)
@@ -856,7 +869,8 @@ int upload_complete(upload_service *svc, const char *id, const char *owner, meta
             goto fail;
         rc = meta_upload_transition(svc->deps.meta, id, UPLOAD_PENDING, UPLOAD_FINALIZING, err);
         if (rc == CU_ECONFLICT) {
-            /* Someone else got there first: answer with whatever it became. */
+            /* Another process got there first (within this one, callers queue up in
+             * upload_complete): answer with whatever it became. */
             meta_upload_clear(out);
             rc = meta_upload_get(svc->deps.meta, id, out, err);
             if (rc == 0 && out->state != UPLOAD_COMPLETE)
@@ -875,6 +889,52 @@ int upload_complete(upload_service *svc, const char *id, const char *owner, meta
         return 0;
 fail:
     meta_upload_clear(out);
+    return rc;
+}
+
+static bool finishing_has(const upload_service *svc, const char *id)
+{
+    for (size_t i = 0; i < svc->nfinishing; i++)
+        if (!strcmp(svc->finishing[i], id))
+            return true;
+    return false;
+}
+
+int upload_complete(upload_service *svc, const char *id, const char *owner, meta_upload *out,
+                    cu_error *err)
+{
+    /* A caller that finds a completion of the same upload under way waits for it, then looks
+     * again: complete (the same answer as the first caller's) or pending again (it failed:
+     * this caller tries itself). */
+    pthread_mutex_lock(&svc->finish_lock);
+    while (finishing_has(svc, id))
+        pthread_cond_wait(&svc->finish_done, &svc->finish_lock);
+    bool registered = false;
+    if (svc->nfinishing == svc->finishing_cap) {
+        size_t cap = svc->finishing_cap ? svc->finishing_cap * 2 : 8;
+        void *grown = realloc(svc->finishing, cap * sizeof *svc->finishing);
+        if (grown) {
+            svc->finishing = grown;
+            svc->finishing_cap = cap;
+        }
+    }
+    if (svc->nfinishing < svc->finishing_cap) {
+        snprintf(svc->finishing[svc->nfinishing++], CU_UUID_LEN + 1, "%s", id);
+        registered = true;
+    }
+    pthread_mutex_unlock(&svc->finish_lock);
+    int rc = complete_once(svc, id, owner, out, err);
+    if (registered) {
+        pthread_mutex_lock(&svc->finish_lock);
+        for (size_t i = 0; i < svc->nfinishing; i++) {
+            if (!strcmp(svc->finishing[i], id)) {
+                memcpy(svc->finishing[i], svc->finishing[--svc->nfinishing], CU_UUID_LEN + 1);
+                break;
+            }
+        }
+        pthread_cond_broadcast(&svc->finish_done);
+        pthread_mutex_unlock(&svc->finish_lock);
+    }
     return rc;
 }
 

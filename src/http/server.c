@@ -557,10 +557,52 @@ static void run_handler(http_request *req)
     route->handle(route->ctx, req);
 }
 
+typedef struct {
+    int content_lengths;
+    bool lengths_differ;
+    const char *first_length;
+} framing;
+
+static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *value)
+{
+    (void)kind;
+    framing *f = cls;
+    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+        if (f->content_lengths++ && strcmp(f->first_length, value) != 0)
+            f->lengths_differ = true;
+        else
+            f->first_length = value;
+    }
+    return MHD_YES;
+}
+
+/* Refuses the framings a proxy in front may read differently from us (request smuggling):
+ * two Content-Lengths that differ, a Transfer-Encoding beside a Content-Length, and a
+ * transfer coding other than chunked. Replies and returns false when the request is one. */
+static bool framing_ok(http_request *req)
+{
+    framing f = {0};
+    MHD_get_connection_values(req->conn, MHD_HEADER_KIND, count_framing, &f);
+    const char *te = http_header(req, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+    const char *why = f.lengths_differ          ? "two different Content-Length headers"
+                      : te && f.content_lengths ? "both Transfer-Encoding and Content-Length"
+                      : te && strcasecmp(te, "chunked") != 0
+                          ? "a Transfer-Encoding other than chunked"
+                          : NULL;
+    if (!why)
+        return true;
+    req->close_after = true;
+    http_reply_error(req, 400, "Ambiguous request framing: %s", why);
+    return false;
+}
+
 /* Everything that can be decided from the headers. */
 static void begin_request(http_request *req)
 {
     http_server *srv = req->srv;
+    if (!framing_ok(req))
+        return;
     if (req->cs && req->cs->overflow) {
         req->close_after = true;
         http_add_header(req, "Retry-After", "2");
@@ -948,8 +990,8 @@ static void cut(conn_state *cs, int status, const char *fmt, ...)
         log_debug("%s connection closed: %s", cs->peer, cs->cut_msg);
     if (status) {
         char body[256], reply[512];
-        int blen = snprintf(body, sizeof body, "{\"error\":\"%s\",\"status\":%d}", cs->cut_msg,
-                            status);
+        int blen =
+            snprintf(body, sizeof body, "{\"error\":\"%s\",\"status\":%d}", cs->cut_msg, status);
         int rlen = snprintf(reply, sizeof reply,
                             "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
                             "Cache-Control: no-store\r\nConnection: close\r\n"

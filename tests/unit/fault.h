@@ -14,11 +14,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct {
-    int calls;       /* counted calls so far */
-    int fail_at;     /* fail the call with this count (1-based); 0: never */
-    char failed[64]; /* the name of the call that was failed, "" when none */
+    int calls;           /* counted calls so far */
+    int fail_at;         /* fail the call with this count (1-based); 0: never */
+    char failed[64];     /* the name of the call that was failed, "" when none */
+    int finish_delay_ms; /* storage finish sleeps this long first (widens race windows) */
 } fault_ctl;
 
 /* Counts one call named op; true when it is the one to fail. */
@@ -117,6 +119,8 @@ static inline int fs_finish(storage_t *base, const storage_upload *u, const stor
 {
     fault_storage *s = (fault_storage *)base;
     FAULT(s->ctl, "finish", e);
+    if (s->ctl->finish_delay_ms)
+        usleep((useconds_t)s->ctl->finish_delay_ms * 1000);
     return storage_finish(s->inner, u, c, n, final_path, e);
 }
 

@@ -911,6 +911,41 @@ static void test_multipart_streams_fields(void **state)
     close(fd);
 }
 
+static void test_ambiguous_framing_refused(void **state)
+{
+    fixture *f = *state;
+    const char *requests[] = {
+        "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nContent-Length: 9\r\n\r\n{}",
+        "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 7\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "2\r\n{}\r\n0\r\n\r\n",
+        "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nContent-Length: 7\r\n\r\n"
+        "2\r\n{}\r\n0\r\n\r\n",
+        "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+        "2\r\n{}\r\n0\r\n\r\n",
+        "GET /nope HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nContent-Length: 1\r\n\r\nx",
+    };
+    for (size_t i = 0; i < sizeof requests / sizeof *requests; i++) {
+        int fd = conn_open(f->port, NULL);
+        request(fd, requests[i]);
+        reply r;
+        assert_true(read_reply(fd, 5000, false, &r));
+        assert_json_error(&r, 400);
+        assert_non_null(strstr(r.body, "framing"));
+        assert_string_equal(reply_header(&r, "Connection"), "close");
+        reply_free(&r);
+        close(fd);
+    }
+    /* The same length twice is one length. */
+    int fd = conn_open(f->port, NULL);
+    request(fd,
+            "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n{}");
+    reply r;
+    assert_true(read_reply(fd, 5000, false, &r));
+    assert_int_equal(r.status, 200);
+    reply_free(&r);
+    close(fd);
+}
+
 /* ---- limits ---- */
 
 /* Whether the server closed fd (without a reply) within timeout_ms. */
@@ -1102,6 +1137,7 @@ int main(void)
         T(test_refusal_reaches_a_client_still_sending),
         T(test_failure_mid_body_answered_after_it),
         T(test_multipart_streams_fields),
+        T(test_ambiguous_framing_refused),
         T(test_connections_per_address),
         T(test_too_many_connections_get_503),
         T(test_header_deadline_and_idle_limit),

@@ -613,6 +613,64 @@ static void test_racing_writers_store_once(void **state)
     }
 }
 
+/* complete called several times at once: every caller gets the same 200, the file moves
+ * once, one webhook is queued. */
+typedef struct {
+    fixture *f;
+    const char *id;
+    int rc;
+    cu_error err;
+    char final_path[1024];
+} completer;
+
+static void *complete_thread(void *arg)
+{
+    completer *c = arg;
+    meta_upload out;
+    c->rc = upload_complete(c->f->svc, c->id, NULL, &out, &c->err);
+    if (c->rc == 0) {
+        snprintf(c->final_path, sizeof c->final_path, "%s", out.final_path);
+        meta_upload_clear(&out);
+    }
+    return NULL;
+}
+
+static void test_concurrent_completions_agree(void **state)
+{
+    fixture *f = *state;
+    unsigned char data[2 * CHUNK];
+    fill(data, sizeof data, 12);
+    meta_upload u;
+    create_slots(f, "twice.bin", sizeof data, "https://example.com/hook", NULL, &u);
+    write_all_slots(f, &u, data);
+    f->faults.finish_delay_ms = 300; /* the first completion is still moving the file */
+    enum { CALLERS = 6 };
+    completer c[CALLERS];
+    pthread_t t[CALLERS];
+    for (int i = 0; i < CALLERS; i++) {
+        c[i] = (completer){.f = f, .id = u.id};
+        pthread_create(&t[i], NULL, complete_thread, &c[i]);
+    }
+    for (int i = 0; i < CALLERS; i++)
+        pthread_join(t[i], NULL);
+    f->faults.finish_delay_ms = 0;
+    for (int i = 0; i < CALLERS; i++) {
+        if (c[i].rc != 0)
+            print_error("caller %d: %d %s\n", i, c[i].rc, c[i].err.msg);
+        assert_int_equal(c[i].rc, 0);
+        assert_string_equal(c[i].final_path, c[0].final_path);
+    }
+    assert_file(c[0].final_path, data, sizeof data);
+    assert_int_equal(count_events(f, UPLOAD_EVENT_FINISHED), 1);
+    meta_webhook *hooks = NULL;
+    int n = 0;
+    cu_error err;
+    assert_cu_ok(meta_webhooks_due(f->meta, INT64_MAX, 10, &hooks, &n, &err), err);
+    assert_int_equal(n, 1);
+    meta_webhooks_free(hooks, n);
+    meta_upload_clear(&u);
+}
+
 /* ---- streams ---- */
 
 static void test_stream_appends_and_completes(void **state)
@@ -1166,6 +1224,7 @@ int main(void)
         T(test_slot_write_refusals),
         T(test_claim_comes_before_the_state_read),
         T(test_racing_writers_store_once),
+        T(test_concurrent_completions_agree),
         T(test_stream_appends_and_completes),
         T(test_stream_deferred_length),
         T(test_concatenation),
