@@ -1,8 +1,24 @@
 /* filename.c - client file name policy. */
 #include "core/filename.h"
 
+#include <ctype.h>
 #include <stdbool.h>
 #include <string.h>
+
+/* Whether comp (clen bytes) starts with an upload id and '_': how stored files are named
+ * ("<id>_<name>"). A directory of that name could stand where another upload's file must go
+ * and block its completion for good. */
+static bool looks_like_stored_name(const char *comp, size_t clen)
+{
+    if (clen < 37 || comp[36] != '_')
+        return false;
+    for (int i = 0; i < 36; i++) {
+        bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+        if (dash ? comp[i] != '-' : !isxdigit((unsigned char)comp[i]))
+            return false;
+    }
+    return true;
+}
 
 int filename_check(const char *name, size_t len, cu_error *err)
 {
@@ -40,6 +56,10 @@ int filename_check(const char *name, size_t len, cu_error *err)
                            "filename has a path component of %zu bytes, at most %d "
                            "are allowed",
                            clen, FILENAME_MAX_COMPONENT);
+        if (!last && looks_like_stored_name(comp, clen))
+            return cu_fail(err, CU_EINVAL,
+                           "a directory name must not start with an upload id and \"_\" "
+                           "(stored files are named that way)");
         if (last && clen > FILENAME_MAX_BASENAME)
             return cu_fail(err, CU_EINVAL,
                            "file name is %zu bytes, at most %d are allowed (it is stored as "

@@ -24,12 +24,14 @@ static void *reaper_main(void *arg)
     pthread_mutex_lock(&r->lock);
     while (!r->stopping) {
         pthread_mutex_unlock(&r->lock);
-        int expired = 0;
+        int expired = 0, pruned = 0, hooks = 0;
         cu_error err;
         if (upload_expire_due(r->svc, &expired, &err) != 0)
             log_error("expiry: %s", err.msg);
         else if (expired)
             log_info("expiry: %d upload(s) removed", expired);
+        if (upload_prune(r->svc, &pruned, &hooks, &err) != 0)
+            log_error("pruning: %s", err.msg);
         pthread_mutex_lock(&r->lock);
         struct timespec until = util_deadline_monotonic(r->interval);
         while (!r->stopping && pthread_cond_timedwait(&r->wake, &r->lock, &until) == 0)

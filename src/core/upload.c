@@ -207,6 +207,37 @@ static int check_create(upload_service *svc, const upload_create_request *req, m
                            (long long)req->total_size, (long long)*nslots, (long long)slot_size,
                            cfg->max_parts, (long long)((int64_t)cfg->max_parts * slot_size));
     }
+    /* Space and quota before anything is created or signed: a request for a petabyte is
+     * refused at once. The quota is checked again, exactly, when the record is written. */
+    if (req->total_size > 0 && (storage_caps(st) & STORAGE_CAP_SPACE)) {
+        int64_t free_bytes;
+        int src = storage_available(svc->deps.storage, &free_bytes, err);
+        if (src)
+            return src;
+        if (req->total_size > free_bytes)
+            return cu_fail(err, CU_ENOSPC,
+                           "Not enough space: %lld bytes free, the upload needs %lld",
+                           (long long)free_bytes, (long long)req->total_size);
+    }
+    if (cfg->max_open_uploads || cfg->max_reserved_bytes) {
+        int open = 0;
+        int64_t reserved = 0;
+        int qrc = meta_owner_usage(svc->deps.meta, req->owner, &open, &reserved, err);
+        if (qrc)
+            return qrc;
+        if (cfg->max_open_uploads && open >= cfg->max_open_uploads)
+            return cu_fail(err, CU_ELIMIT,
+                           "Too many open uploads: %d are open, at most %d are allowed; complete "
+                           "or cancel some first",
+                           open, cfg->max_open_uploads);
+        if (cfg->max_reserved_bytes && req->total_size > 0 &&
+            reserved + req->total_size > cfg->max_reserved_bytes)
+            return cu_fail(err, CU_ENOSPC,
+                           "Too many bytes reserved: open uploads hold %lld bytes, this one needs "
+                           "%lld more, at most %lld are allowed",
+                           (long long)reserved, (long long)req->total_size,
+                           (long long)cfg->max_reserved_bytes);
+    }
     if (req->webhook_url && !valid_webhook_url(req->webhook_url))
         return cu_fail(err, CU_EINVAL, "webhook_url must be an http:// or https:// URL");
     unsigned char digest[32];
@@ -288,7 +319,9 @@ int upload_create(upload_service *svc, const upload_create_request *req, meta_up
     if (rc == 0)
         rc = storage_stage_create(svc->deps.storage, view_of(out, &view), &out->storage_ref, err);
     if (rc == 0) {
-        rc = meta_upload_create(svc->deps.meta, out, rows, (int)nslots, err);
+        meta_limits limits = {.max_open = svc->deps.cfg->max_open_uploads,
+                              .max_reserved = svc->deps.cfg->max_reserved_bytes};
+        rc = meta_upload_create(svc->deps.meta, out, rows, (int)nslots, &limits, err);
         if (rc)
             storage_abort(svc->deps.storage, view_of(out, &view), NULL);
     }
@@ -710,8 +743,9 @@ int upload_declare_length(upload_service *svc, const char *id, int64_t total_siz
     }
     upload_view view;
     rc = storage_declare_length(svc->deps.storage, view_of(&u, &view), total_size, err);
+    meta_limits limits = {.max_reserved = cfg->max_reserved_bytes};
     if (rc == 0)
-        rc = meta_declare_length(svc->deps.meta, id, total_size, err);
+        rc = meta_declare_length(svc->deps.meta, id, total_size, &limits, err);
 out:
     meta_upload_clear(&u);
     return rc;
@@ -1030,6 +1064,16 @@ int upload_expire_due(upload_service *svc, int *expired, cu_error *err)
         if (n < 64 || ended == 0)
             return 0;
     }
+}
+
+int upload_prune(upload_service *svc, int *uploads, int *webhooks, cu_error *err)
+{
+    int64_t before = (int64_t)(util_now() - svc->deps.cfg->retention_seconds);
+    int rc = meta_prune(svc->deps.meta, before, uploads, webhooks, err);
+    if (rc == 0 && (*uploads || *webhooks))
+        log_info("pruned %d ended upload(s) and %d webhook delivery record(s) older than %g hours",
+                 *uploads, *webhooks, svc->deps.cfg->retention_seconds / 3600);
+    return rc;
 }
 
 /* ---- concatenation ---- */

@@ -172,6 +172,9 @@ int upload_cancel(upload_service *svc, const char *id, const char *owner, cu_err
  * removing the data of ended uploads whose removal failed before. */
 int upload_expire_due(upload_service *svc, int *expired, cu_error *err);
 
+/* Forgets the records of uploads that ended longer than RETENTION_HOURS ago. */
+int upload_prune(upload_service *svc, int *uploads, int *webhooks, cu_error *err);
+
 /* Creates an upload from complete partial uploads (req->partial false, layout and sizes
  * ignored: the result is their bytes in order), assembled by storage without passing
  * through this process where it can, and completes it; the partial uploads are removed. */

@@ -20,9 +20,10 @@ int upload_state_parse(const char *name)
     return -1;
 }
 
-int meta_upload_create(meta_t *m, const meta_upload *u, const meta_part *parts, int n, cu_error *e)
+int meta_upload_create(meta_t *m, const meta_upload *u, const meta_part *parts, int n,
+                       const meta_limits *limits, cu_error *e)
 {
-    return m->ops->upload_create(m, u, parts, n, e);
+    return m->ops->upload_create(m, u, parts, n, limits, e);
 }
 
 int meta_upload_get(meta_t *m, const char *id, meta_upload *out, cu_error *e)
@@ -59,9 +60,25 @@ int meta_stream_advance(meta_t *m, const char *id, int64_t from, int64_t to,
     return m->ops->stream_advance(m, id, from, to, chunks, n, e);
 }
 
-int meta_declare_length(meta_t *m, const char *id, int64_t total_size, cu_error *e)
+int meta_declare_length(meta_t *m, const char *id, int64_t total_size, const meta_limits *limits,
+                        cu_error *e)
 {
-    return m->ops->declare_length(m, id, total_size, e);
+    return m->ops->declare_length(m, id, total_size, limits, e);
+}
+
+int meta_owner_usage(meta_t *m, const char *owner, int *open, int64_t *reserved, cu_error *e)
+{
+    return m->ops->owner_usage(m, owner, open, reserved, e);
+}
+
+int meta_prune(meta_t *m, int64_t ended_before, int *uploads, int *webhooks, cu_error *e)
+{
+    return m->ops->prune(m, ended_before, uploads, webhooks, e);
+}
+
+int meta_check(meta_t *m, cu_error *e)
+{
+    return m->ops->check(m, e);
 }
 
 int meta_upload_transition(meta_t *m, const char *id, upload_state from, upload_state to,

@@ -90,10 +90,18 @@ typedef struct {
     const char *after_id; /* NULL: from the newest */
 } meta_file_query;
 
+/* What one owner may hold open at once (0: no limit), checked in the transaction that
+ * would go past it. */
+typedef struct {
+    int max_open;         /* pending or finalizing uploads */
+    int64_t max_reserved; /* bytes those uploads declared */
+} meta_limits;
+
 typedef struct meta meta_t;
 
 struct meta_ops {
-    int (*upload_create)(meta_t *, const meta_upload *, const meta_part *parts, int n, cu_error *);
+    int (*upload_create)(meta_t *, const meta_upload *, const meta_part *parts, int n,
+                         const meta_limits *limits, cu_error *);
     int (*upload_get)(meta_t *, const char *id, meta_upload *out, cu_error *);
     int (*upload_find)(meta_t *, const char *owner, const char *protocol, const char *client_key,
                        meta_upload *out, cu_error *);
@@ -104,7 +112,11 @@ struct meta_ops {
                       const char *storage_ref, int *uploaded, cu_error *);
     int (*stream_advance)(meta_t *, const char *id, int64_t from, int64_t to,
                           const meta_part *chunks, int n, cu_error *);
-    int (*declare_length)(meta_t *, const char *id, int64_t total_size, cu_error *);
+    int (*declare_length)(meta_t *, const char *id, int64_t total_size, const meta_limits *limits,
+                          cu_error *);
+    int (*owner_usage)(meta_t *, const char *owner, int *open, int64_t *reserved, cu_error *);
+    int (*prune)(meta_t *, int64_t ended_before, int *uploads, int *webhooks, cu_error *);
+    int (*check)(meta_t *, cu_error *);
     int (*upload_transition)(meta_t *, const char *id, upload_state from, upload_state to,
                              cu_error *);
     int (*upload_complete)(meta_t *, const char *id, const char *final_path, int64_t completed_at,
@@ -132,8 +144,11 @@ int meta_sqlite_open(const char *path, bool fsync, meta_t **out, cu_error *err);
 int meta_sqlite_schema_version(void);
 
 /* Creates an upload and its slots (n of them, may be 0) in one transaction; CU_ECONFLICT
- * when the id, or a live upload of the same owner, protocol and client key, exists. */
-int meta_upload_create(meta_t *m, const meta_upload *u, const meta_part *parts, int n, cu_error *e);
+ * when the id, or a live upload of the same owner, protocol and client key, exists;
+ * CU_ELIMIT when the owner has limits->max_open uploads open, CU_ENOSPC when the new one's
+ * size would take the owner past limits->max_reserved (limits may be NULL). */
+int meta_upload_create(meta_t *m, const meta_upload *u, const meta_part *parts, int n,
+                       const meta_limits *limits, cu_error *e);
 /* Loads one upload (CU_ENOTFOUND when unknown). Release with meta_upload_clear. */
 int meta_upload_get(meta_t *m, const char *id, meta_upload *out, cu_error *e);
 /* The live (pending or finalizing) upload of owner with this protocol and client key. */
@@ -153,8 +168,17 @@ int meta_part_store(meta_t *m, const char *id, int part, int64_t size, const cha
  * CU_ECONFLICT when the upload is not pending at `from`. */
 int meta_stream_advance(meta_t *m, const char *id, int64_t from, int64_t to,
                         const meta_part *chunks, int n, cu_error *e);
-/* Sets the size of a pending upload created without one; CU_ECONFLICT when it has one. */
-int meta_declare_length(meta_t *m, const char *id, int64_t total_size, cu_error *e);
+/* Sets the size of a pending upload created without one; CU_ECONFLICT when it has one,
+ * CU_ENOSPC when it would take its owner past limits->max_reserved. */
+int meta_declare_length(meta_t *m, const char *id, int64_t total_size, const meta_limits *limits,
+                        cu_error *e);
+/* How many uploads owner has open (pending or finalizing) and how many bytes they declared. */
+int meta_owner_usage(meta_t *m, const char *owner, int *open, int64_t *reserved, cu_error *e);
+/* Forgets uploads that ended (cancelled, expired, deleted: their data removed) before
+ * ended_before, and webhook deliveries done or given up before it; keeps the store small. */
+int meta_prune(meta_t *m, int64_t ended_before, int *uploads, int *webhooks, cu_error *e);
+/* Whether the store can be read and written now (CU_EBUSY, CU_EIO otherwise). */
+int meta_check(meta_t *m, cu_error *e);
 /* Moves an upload from state `from` to `to`; CU_ECONFLICT when it is not in `from`. */
 int meta_upload_transition(meta_t *m, const char *id, upload_state from, upload_state to,
                            cu_error *e);

@@ -60,6 +60,11 @@ typedef enum {
     S_WEBHOOKS_DUE,
     S_WEBHOOK_NEXT,
     S_WEBHOOK_RESULT,
+    S_OWNER_USAGE,
+    S_PRUNE_PARTS,
+    S_PRUNE_UPLOADS,
+    S_PRUNE_WEBHOOKS,
+    S_RESERVED_OF,
     S_COUNT
 } stmt_id;
 
@@ -95,7 +100,8 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_WEBHOOK_QUEUE] = "INSERT INTO webhooks (upload_id, url, body, next_attempt_at) "
                         "SELECT id, webhook_url, ?, ? FROM uploads WHERE id = ? AND "
                         "webhook_url IS NOT NULL",
-    [S_END] = "UPDATE uploads SET state = ?, data_removed = 0 WHERE id = ? AND state = ?",
+    [S_END] = "UPDATE uploads SET state = ?, data_removed = 0, ended_at = strftime('%s','now') "
+              "WHERE id = ? AND state = ?",
     [S_PARTS_FORGET] = "DELETE FROM parts WHERE upload_id = ?",
     [S_DUE] = "SELECT " UPLOAD_COLUMNS " FROM uploads WHERE state = 'pending' AND "
               "expires_at <= ? ORDER BY expires_at LIMIT ?",
@@ -112,6 +118,15 @@ static const char *const stmt_sql[S_COUNT] = {
                        "next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
     [S_WEBHOOK_NEXT] = "SELECT MIN(next_attempt_at) FROM webhooks WHERE "
                        "delivered_at IS NULL AND gave_up_at IS NULL",
+    [S_OWNER_USAGE] = "SELECT COUNT(*), COALESCE(SUM(total_size), 0) FROM uploads WHERE owner IS ? "
+                      "AND state IN ('pending', 'finalizing')",
+    [S_RESERVED_OF] = "SELECT owner FROM uploads WHERE id = ?",
+    [S_PRUNE_PARTS] = "DELETE FROM parts WHERE upload_id IN (SELECT id FROM uploads WHERE state IN "
+                      "('cancelled', 'expired', 'deleted') AND data_removed = 1 AND "
+                      "COALESCE(ended_at, expires_at) < ?1)",
+    [S_PRUNE_UPLOADS] = "DELETE FROM uploads WHERE state IN ('cancelled', 'expired', 'deleted') "
+                        "AND data_removed = 1 AND COALESCE(ended_at, expires_at) < ?1",
+    [S_PRUNE_WEBHOOKS] = "DELETE FROM webhooks WHERE COALESCE(delivered_at, gave_up_at) < ?1",
     [S_WEBHOOK_RESULT] =
         "UPDATE webhooks SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?, "
         "delivered_at = CASE WHEN ? THEN strftime('%s','now') END, "
@@ -357,16 +372,58 @@ static int many_uploads(conn *c, sqlite3_stmt *st, int limit, meta_upload **out,
 
 /* ---- operations ---- */
 
+/* What owner holds open now, within the current transaction. */
+static int usage_of(conn *c, const char *owner, int *open, int64_t *reserved, cu_error *e)
+{
+    sqlite3_stmt *st = stmt(c, S_OWNER_USAGE);
+    if (!st)
+        return db_fail(c, e, "reading an owner's uploads");
+    bind_text(st, 1, owner);
+    int rc = sqlite3_step(st) == SQLITE_ROW
+                 ? (*open = sqlite3_column_int(st, 0), *reserved = sqlite3_column_int64(st, 1), 0)
+                 : db_fail(c, e, "reading an owner's uploads");
+    done(st);
+    return rc;
+}
+
+/* Whether owner may open one more upload (adding one) and reserve `more` bytes. */
+static int check_limits(conn *c, const char *owner, const meta_limits *limits, int adding,
+                        int64_t more, cu_error *e)
+{
+    if (!limits || (!limits->max_open && !limits->max_reserved))
+        return 0;
+    int open = 0;
+    int64_t reserved = 0;
+    int rc = usage_of(c, owner, &open, &reserved, e);
+    if (rc)
+        return rc;
+    if (adding && limits->max_open && open + adding > limits->max_open)
+        return cu_fail(e, CU_ELIMIT,
+                       "Too many open uploads: %d are open, at most %d are allowed; complete or "
+                       "cancel some first",
+                       open, limits->max_open);
+    if (limits->max_reserved && more > 0 && reserved + more > limits->max_reserved)
+        return cu_fail(e, CU_ENOSPC,
+                       "Too many bytes reserved: open uploads hold %lld bytes, this one needs "
+                       "%lld more, at most %lld are allowed",
+                       (long long)reserved, (long long)more, (long long)limits->max_reserved);
+    return 0;
+}
+
 typedef struct {
     const meta_upload *u;
     const meta_part *parts;
     int n;
+    const meta_limits *limits;
 } create_args;
 
 static int tx_create(conn *c, void *arg, cu_error *e)
 {
     create_args *a = arg;
     const meta_upload *u = a->u;
+    int rc = check_limits(c, u->owner, a->limits, 1, u->total_size, e);
+    if (rc)
+        return rc;
     sqlite3_stmt *st = stmt(c, S_UPLOAD_INSERT);
     if (!st)
         return db_fail(c, e, "creating an upload");
@@ -416,9 +473,9 @@ static int tx_create(conn *c, void *arg, cu_error *e)
 }
 
 static int sq_upload_create(meta_t *base, const meta_upload *u, const meta_part *parts, int n,
-                            cu_error *e)
+                            const meta_limits *limits, cu_error *e)
 {
-    create_args a = {u, parts, n};
+    create_args a = {u, parts, n, limits};
     return in_tx((sqlite_meta *)base, TX_WRITE, "creating an upload", tx_create, &a, e);
 }
 
@@ -626,11 +683,24 @@ typedef struct {
     int64_t value;
     const char *text, *body;
     int64_t when;
+    const meta_limits *limits;
 } update_args;
 
 static int tx_declare_length(conn *c, void *arg, cu_error *e)
 {
     update_args *a = arg;
+    if (a->limits && a->limits->max_reserved) {
+        sqlite3_stmt *q = stmt(c, S_RESERVED_OF);
+        if (!q)
+            return db_fail(c, e, "reading an upload");
+        sqlite3_bind_text(q, 1, a->id, -1, SQLITE_TRANSIENT);
+        char *owner = sqlite3_step(q) == SQLITE_ROW ? column_dup(q, 0) : NULL;
+        done(q);
+        int rc = check_limits(c, owner, a->limits, 0, a->value, e);
+        free(owner);
+        if (rc)
+            return rc;
+    }
     sqlite3_stmt *st = stmt(c, S_DECLARE_LENGTH);
     if (st) {
         sqlite3_bind_int64(st, 1, a->value);
@@ -642,9 +712,10 @@ static int tx_declare_length(conn *c, void *arg, cu_error *e)
                           : 0;
 }
 
-static int sq_declare_length(meta_t *base, const char *id, int64_t total_size, cu_error *e)
+static int sq_declare_length(meta_t *base, const char *id, int64_t total_size,
+                             const meta_limits *limits, cu_error *e)
 {
-    update_args a = {.id = id, .value = total_size};
+    update_args a = {.id = id, .value = total_size, .limits = limits};
     return in_tx((sqlite_meta *)base, TX_WRITE, "recording an upload's length", tx_declare_length,
                  &a, e);
 }
@@ -898,6 +969,91 @@ static int sq_webhook_result(meta_t *base, int64_t id, bool delivered, int64_t n
                  &a, e);
 }
 
+typedef struct {
+    const char *owner;
+    int *open;
+    int64_t *reserved;
+} usage_args;
+
+static int tx_owner_usage(conn *c, void *arg, cu_error *e)
+{
+    usage_args *a = arg;
+    return usage_of(c, a->owner, a->open, a->reserved, e);
+}
+
+static int sq_owner_usage(meta_t *base, const char *owner, int *open, int64_t *reserved,
+                          cu_error *e)
+{
+    usage_args a = {owner, open, reserved};
+    return in_tx((sqlite_meta *)base, TX_READ_ONE, "reading an owner's uploads", tx_owner_usage, &a,
+                 e);
+}
+
+typedef struct {
+    int64_t before;
+    int *uploads, *webhooks;
+} prune_args;
+
+static int tx_prune(conn *c, void *arg, cu_error *e)
+{
+    prune_args *a = arg;
+    static const stmt_id steps[] = {S_PRUNE_PARTS, S_PRUNE_UPLOADS, S_PRUNE_WEBHOOKS};
+    for (size_t i = 0; i < sizeof steps / sizeof *steps; i++) {
+        sqlite3_stmt *st = stmt(c, steps[i]);
+        if (st)
+            sqlite3_bind_int64(st, 1, a->before);
+        int changed = run(c, st);
+        if (changed < 0)
+            return db_fail(c, e, "pruning ended uploads");
+        if (steps[i] == S_PRUNE_UPLOADS)
+            *a->uploads = changed;
+        else if (steps[i] == S_PRUNE_WEBHOOKS)
+            *a->webhooks = changed;
+    }
+    return 0;
+}
+
+static int sq_prune(meta_t *base, int64_t ended_before, int *uploads, int *webhooks, cu_error *e)
+{
+    sqlite_meta *m = (sqlite_meta *)base;
+    *uploads = *webhooks = 0;
+    prune_args a = {ended_before, uploads, webhooks};
+    int rc = in_tx(m, TX_WRITE, "pruning ended uploads", tx_prune, &a, e);
+    if (rc == 0 && *uploads + *webhooks > 0) {
+        /* Give the freed pages back to the file system, a few at a time. */
+        pthread_mutex_lock(&m->write_lock);
+        sqlite3_exec(m->writer.db, "PRAGMA incremental_vacuum(1000)", NULL, NULL, NULL);
+        pthread_mutex_unlock(&m->write_lock);
+    }
+    return rc;
+}
+
+static int tx_nothing(conn *c, void *arg, cu_error *e)
+{
+    (void)c, (void)arg, (void)e;
+    return 0;
+}
+
+static int sq_check(meta_t *base, cu_error *e)
+{
+    /* A write transaction begun and rolled back: the writer can take the lock and the file is
+     * writable; a reader's snapshot shows reads work. */
+    sqlite_meta *m = (sqlite_meta *)base;
+    int rc = in_tx(m, TX_SNAPSHOT, "checking the database", tx_nothing, NULL, e);
+    if (rc == 0) {
+        pthread_mutex_lock(&m->write_lock);
+        sqlite3_busy_timeout(m->writer.db, 1000);
+        int step = run(&m->writer, stmt(&m->writer, S_BEGIN_WRITE));
+        if (step < 0)
+            rc = db_fail(&m->writer, e, "checking the database");
+        else
+            run(&m->writer, stmt(&m->writer, S_ROLLBACK));
+        sqlite3_busy_timeout(m->writer.db, BUSY_TIMEOUT_MS);
+        pthread_mutex_unlock(&m->write_lock);
+    }
+    return rc;
+}
+
 static void sq_close(meta_t *base)
 {
     sqlite_meta *m = (sqlite_meta *)base;
@@ -919,6 +1075,9 @@ static const struct meta_ops sqlite_ops = {
     .part_store = sq_part_store,
     .stream_advance = sq_stream_advance,
     .declare_length = sq_declare_length,
+    .owner_usage = sq_owner_usage,
+    .prune = sq_prune,
+    .check = sq_check,
     .upload_transition = sq_upload_transition,
     .upload_complete = sq_upload_complete,
     .upload_end = sq_upload_end,
@@ -955,6 +1114,11 @@ static int migrate(sqlite3 *db, char **msg, const char *path)
                                version, meta_sqlite_schema_version());
         return SQLITE_ERROR;
     }
+    /* Pages freed by pruning go back to the file system (meta_prune runs incremental_vacuum),
+     * which needs auto_vacuum set before the first table exists, or a VACUUM to switch. */
+    if (version == 0 &&
+        sqlite3_exec(db, "PRAGMA auto_vacuum = INCREMENTAL", NULL, NULL, msg) != SQLITE_OK)
+        return SQLITE_ERROR;
     for (int i = 0; i < meta_sqlite_migration_count; i++) {
         const meta_migration *mg = &meta_sqlite_migrations[i];
         if (mg->version <= version)
@@ -976,6 +1140,16 @@ static int migrate(sqlite3 *db, char **msg, const char *path)
         if (version > 0)
             log_info("database %s: migrated to schema %d (%s)", path, mg->version, mg->name);
     }
+    if (sqlite3_prepare_v2(db, "PRAGMA auto_vacuum", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) != 2 /* incremental */) {
+        sqlite3_finalize(st);
+        st = NULL;
+        log_info("database %s: switching to incremental vacuum (once; rewrites the file)", path);
+        if (sqlite3_exec(db, "PRAGMA auto_vacuum = INCREMENTAL; VACUUM;", NULL, NULL, msg) !=
+            SQLITE_OK)
+            return SQLITE_ERROR;
+    }
+    sqlite3_finalize(st);
     return SQLITE_OK;
 }
 

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 typedef struct {
@@ -599,6 +600,16 @@ static int local_declare_length(storage_t *base, const storage_upload *u, int64_
     return rc;
 }
 
+static int local_available(storage_t *base, int64_t *bytes, cu_error *e)
+{
+    local_storage *s = (local_storage *)base;
+    struct statvfs st;
+    if (fstatvfs(s->staging_fd, &st) != 0)
+        return io_fail(e, errno, "reading the free space", "-");
+    *bytes = (int64_t)st.f_bavail * (int64_t)st.f_frsize;
+    return 0;
+}
+
 static void local_destroy(storage_t *base)
 {
     local_storage *s = (local_storage *)base;
@@ -624,6 +635,7 @@ static const struct storage_concat_ops local_concat_ops = {.concat = local_conca
 static const struct storage_defer_ops local_defer_ops = {.declare_length = local_declare_length};
 static const struct storage_append_ops local_append_ops = {.open = local_append_open};
 static const struct storage_stage_read_ops local_stage_read_ops = {.sha256 = local_stage_sha256};
+static const struct storage_space_ops local_space_ops = {.available = local_available};
 
 static int open_subdir(int parent, const char *name)
 {
@@ -644,6 +656,7 @@ int storage_local_open(const char *root, bool durable, storage_t **out, cu_error
     s->base.defer = &local_defer_ops;
     s->base.append = &local_append_ops;
     s->base.stage_read = &local_stage_read_ops;
+    s->base.space = &local_space_ops;
     s->base.name = "local";
     s->base.allows_trailing_dot_space = true;
     s->durable = durable;

@@ -26,6 +26,8 @@ unsigned storage_caps(const storage_t *s)
         caps |= STORAGE_CAP_APPEND;
     if (s->stage_read)
         caps |= STORAGE_CAP_STAGE_READ;
+    if (s->space)
+        caps |= STORAGE_CAP_SPACE;
     return caps;
 }
 
@@ -40,7 +42,8 @@ void storage_caps_describe(unsigned caps, char *out, size_t cap)
                  {STORAGE_CAP_CONCAT, "concatenate"},
                  {STORAGE_CAP_DEFER_LENGTH, "deferred length"},
                  {STORAGE_CAP_APPEND, "append"},
-                 {STORAGE_CAP_STAGE_READ, "read staging"}};
+                 {STORAGE_CAP_STAGE_READ, "read staging"},
+                 {STORAGE_CAP_SPACE, "free space"}};
     size_t len = 0;
     if (cap)
         out[0] = '\0';
@@ -190,6 +193,13 @@ int storage_append_open(storage_t *s, const storage_upload *u, int64_t offset, s
     if (!s->append)
         return unsupported(s, e, "append");
     return s->append->open(s, u, offset, w, e);
+}
+
+int storage_available(storage_t *s, int64_t *bytes, cu_error *e)
+{
+    if (!s->space)
+        return unsupported(s, e, "tell its free space");
+    return s->space->available(s, bytes, e);
 }
 
 int storage_stage_sha256(storage_t *s, const storage_upload *u, unsigned char out[32], cu_error *e)

@@ -136,6 +136,11 @@ struct storage_append_ops {
                 cu_error *);
 };
 
+/* Capability: how many bytes new uploads may still take (free space). */
+struct storage_space_ops {
+    int (*available)(storage_t *, int64_t *bytes, cu_error *);
+};
+
 /* Capability: reading the staging object back before it is finished. */
 struct storage_stage_read_ops {
     int (*sha256)(storage_t *, const storage_upload *, unsigned char out[32], cu_error *);
@@ -149,6 +154,7 @@ struct storage {
     const struct storage_defer_ops *defer;           /* or NULL */
     const struct storage_append_ops *append;         /* or NULL */
     const struct storage_stage_read_ops *stage_read; /* or NULL */
+    const struct storage_space_ops *space;           /* or NULL */
     const char *name; /* "local", "s3", "smb": what replies call storage_backend */
     /* Characters the backend's names cannot hold (beyond the project-wide filename policy),
      * or NULL; checked at init so a name never fails only at complete. */
@@ -167,6 +173,7 @@ enum {
     STORAGE_CAP_DEFER_LENGTH = 1 << 4,
     STORAGE_CAP_APPEND = 1 << 5,
     STORAGE_CAP_STAGE_READ = 1 << 6,
+    STORAGE_CAP_SPACE = 1 << 7, /* knows its free space */
 };
 
 /* The capabilities s has: one bit per optional table that is not NULL. */
@@ -279,6 +286,8 @@ int storage_declare_length(storage_t *s, const storage_upload *u, int64_t total_
  * than hoped (the caller keeps those). */
 int storage_append_open(storage_t *s, const storage_upload *u, int64_t offset, storage_writer_t **w,
                         cu_error *e);
+/* Bytes new uploads may still take. */
+int storage_available(storage_t *s, int64_t *bytes, cu_error *e);
 /* SHA-256 of the first u->total_size bytes of the staging object (reads them all). */
 int storage_stage_sha256(storage_t *s, const storage_upload *u, unsigned char out[32], cu_error *e);
 

@@ -207,6 +207,15 @@ static const struct storage_stage_read_ops fault_stage_read_ops = {.sha256 = fs_
 static const struct storage_remove_ops fault_remove_ops = {.remove = fs_remove};
 static const struct storage_defer_ops fault_defer_ops = {.declare_length = fs_declare_length};
 
+static inline int fs_available(storage_t *base, int64_t *bytes, cu_error *e)
+{
+    fault_storage *s = (fault_storage *)base;
+    FAULT(s->ctl, "available", e);
+    return storage_available(s->inner, bytes, e);
+}
+
+static const struct storage_space_ops fault_space_ops = {.available = fs_available};
+
 /* Wraps inner (owned from now on), with the capabilities it has. */
 static inline storage_t *fault_storage_wrap(storage_t *inner, fault_ctl *ctl)
 {
@@ -217,6 +226,7 @@ static inline storage_t *fault_storage_wrap(storage_t *inner, fault_ctl *ctl)
     s->base.stage_read = inner->stage_read ? &fault_stage_read_ops : NULL;
     s->base.remove = inner->remove ? &fault_remove_ops : NULL;
     s->base.defer = inner->defer ? &fault_defer_ops : NULL;
+    s->base.space = inner->space ? &fault_space_ops : NULL;
     s->base.read = inner->read ? &fault_read_ops : NULL;
     s->base.concat = inner->concat ? &fault_concat_ops : NULL;
     s->inner = inner;
@@ -235,10 +245,10 @@ typedef struct {
 #define FM(base) ((fault_meta *)(base))
 
 static inline int fm_upload_create(meta_t *b, const meta_upload *u, const meta_part *p, int n,
-                                   cu_error *e)
+                                   const meta_limits *l, cu_error *e)
 {
     FAULT(FM(b)->ctl, "meta_upload_create", e);
-    return meta_upload_create(FM(b)->inner, u, p, n, e);
+    return meta_upload_create(FM(b)->inner, u, p, n, l, e);
 }
 static inline int fm_upload_get(meta_t *b, const char *id, meta_upload *out, cu_error *e)
 {
@@ -277,10 +287,26 @@ static inline int fm_stream_advance(meta_t *b, const char *id, int64_t from, int
     FAULT(FM(b)->ctl, "meta_stream_advance", e);
     return meta_stream_advance(FM(b)->inner, id, from, to, c, n, e);
 }
-static inline int fm_declare_length(meta_t *b, const char *id, int64_t total, cu_error *e)
+static inline int fm_declare_length(meta_t *b, const char *id, int64_t total, const meta_limits *l,
+                                    cu_error *e)
 {
     FAULT(FM(b)->ctl, "meta_declare_length", e);
-    return meta_declare_length(FM(b)->inner, id, total, e);
+    return meta_declare_length(FM(b)->inner, id, total, l, e);
+}
+static inline int fm_owner_usage(meta_t *b, const char *owner, int *open, int64_t *reserved,
+                                 cu_error *e)
+{
+    FAULT(FM(b)->ctl, "meta_owner_usage", e);
+    return meta_owner_usage(FM(b)->inner, owner, open, reserved, e);
+}
+static inline int fm_prune(meta_t *b, int64_t before, int *u, int *w, cu_error *e)
+{
+    FAULT(FM(b)->ctl, "meta_prune", e);
+    return meta_prune(FM(b)->inner, before, u, w, e);
+}
+static inline int fm_check(meta_t *b, cu_error *e)
+{
+    return meta_check(FM(b)->inner, e);
 }
 static inline int fm_transition(meta_t *b, const char *id, upload_state from, upload_state to,
                                 cu_error *e)
@@ -353,6 +379,9 @@ static const struct meta_ops fault_meta_ops = {
     .part_store = fm_part_store,
     .stream_advance = fm_stream_advance,
     .declare_length = fm_declare_length,
+    .owner_usage = fm_owner_usage,
+    .prune = fm_prune,
+    .check = fm_check,
     .upload_transition = fm_transition,
     .upload_complete = fm_complete,
     .upload_end = fm_end,

@@ -75,6 +75,21 @@ static void test_refuses_bad_paths(void **state)
         assert_refused(bad[i]);
 }
 
+/* A directory named like a stored file could stand where another upload's file must go. */
+static void test_refuses_directories_named_like_stored_files(void **state)
+{
+    (void)state;
+    assert_refused("0b0b0b0b-0000-4000-8000-000000000001_movie.mp4/x");
+    assert_refused("dir/0B0B0B0B-0000-4000-8000-000000000001_a/x");
+    assert_refused("a/b/0b0b0b0b-0000-4000-8000-000000000001_/x");
+    /* As the file's own name it is harmless (it is stored as "<id>_<name>"), and a directory
+     * that only looks similar is fine. */
+    assert_accepted("0b0b0b0b-0000-4000-8000-000000000001_movie.mp4");
+    assert_accepted("0b0b0b0b-0000-4000-8000-000000000001/x");
+    assert_accepted("0b0b0b0b-0000-4000-8000-00000000000_x/y");
+    assert_accepted("0b0b0b0b-0000-4000-8000-00000000000g_x/y");
+}
+
 static void test_refuses_control_characters(void **state)
 {
     (void)state;
@@ -194,6 +209,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_accepts_ordinary_names),
         cmocka_unit_test(test_refuses_bad_paths),
+        cmocka_unit_test(test_refuses_directories_named_like_stored_files),
         cmocka_unit_test(test_refuses_control_characters),
         cmocka_unit_test(test_component_limits),
         cmocka_unit_test(test_total_limit),

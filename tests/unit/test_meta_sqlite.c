@@ -84,7 +84,7 @@ static void create(fixture *f, const meta_upload *u)
         util_sha256_hex(&parts[i].part, sizeof parts[i].part, parts[i].token_sha256);
     }
     cu_error err;
-    assert_cu_ok(meta_upload_create(f->meta, u, parts, 3, &err), err);
+    assert_cu_ok(meta_upload_create(f->meta, u, parts, 3, NULL, &err), err);
 }
 
 /* An upload's parts, in order (its record read with them is dropped). */
@@ -162,7 +162,7 @@ static void test_create_and_get(void **state)
 
     /* The same id twice is refused and leaves the first record alone. */
     meta_part p = {.part = 0, .size = 1};
-    assert_int_not_equal(meta_upload_create(f->meta, &bare, &p, 1, &err), 0);
+    assert_int_not_equal(meta_upload_create(f->meta, &bare, &p, 1, NULL, &err), 0);
     assert_cu_ok(meta_upload_get(f->meta, bare.id, &got, &err), err);
     assert_int_equal(got.total_size, 3000);
     meta_upload_clear(&got);
@@ -635,6 +635,80 @@ static void test_state_names(void **state)
     assert_int_equal(upload_state_parse("done"), -1);
 }
 
+/* An owner's limits are checked in the transaction that would go past them. */
+static void test_owner_limits(void **state)
+{
+    fixture *f = *state;
+    cu_error err;
+    meta_limits limits = {.max_open = 2, .max_reserved = 5000};
+    meta_upload a = new_upload(), b = new_upload(), c = new_upload(), other = new_upload();
+    a.owner = b.owner = c.owner = "alice";
+    other.owner = "bob";
+    assert_cu_ok(meta_upload_create(f->meta, &a, NULL, 0, &limits, &err), err);
+    int open = -1;
+    int64_t reserved = -1;
+    assert_cu_ok(meta_owner_usage(f->meta, "alice", &open, &reserved, &err), err);
+    assert_int_equal(open, 1);
+    assert_int_equal(reserved, 3000);
+    /* 3000 + 3000 bytes is past 5000. */
+    assert_cu_fails(meta_upload_create(f->meta, &b, NULL, 0, &limits, &err), CU_ENOSPC, err);
+    assert_non_null(strstr(err.msg, "3000"));
+    assert_non_null(strstr(err.msg, "5000"));
+    b.total_size = 2000;
+    assert_cu_ok(meta_upload_create(f->meta, &b, NULL, 0, &limits, &err), err);
+    c.total_size = 0;
+    assert_cu_fails(meta_upload_create(f->meta, &c, NULL, 0, &limits, &err), CU_ELIMIT, err);
+    assert_non_null(strstr(err.msg, "2 are open"));
+    /* Someone else's uploads do not count; an ended one no longer counts. */
+    assert_cu_ok(meta_upload_create(f->meta, &other, NULL, 0, &limits, &err), err);
+    assert_cu_ok(meta_upload_end(f->meta, a.id, UPLOAD_PENDING, UPLOAD_CANCELLED, &err), err);
+    assert_cu_ok(meta_upload_create(f->meta, &c, NULL, 0, &limits, &err), err);
+    /* A length declared later counts against the bytes too. */
+    meta_upload d = new_upload();
+    d.owner = "carol";
+    d.total_size = -1;
+    d.layout = UPLOAD_LAYOUT_STREAM;
+    d.total_parts = 0;
+    assert_cu_ok(meta_upload_create(f->meta, &d, NULL, 0, &limits, &err), err);
+    assert_cu_fails(meta_declare_length(f->meta, d.id, 6000, &limits, &err), CU_ENOSPC, err);
+    assert_cu_ok(meta_declare_length(f->meta, d.id, 4000, &limits, &err), err);
+}
+
+/* Ended uploads are forgotten once their data is gone and the retention time has passed. */
+static void test_prune(void **state)
+{
+    fixture *f = *state;
+    cu_error err;
+    meta_upload kept = new_upload(), ended = new_upload(), unpurged = new_upload(),
+                pending = new_upload();
+    create(f, &kept);
+    create(f, &ended);
+    create(f, &unpurged);
+    create(f, &pending);
+    assert_cu_ok(meta_upload_end(f->meta, kept.id, UPLOAD_PENDING, UPLOAD_CANCELLED, &err), err);
+    assert_cu_ok(meta_upload_end(f->meta, ended.id, UPLOAD_PENDING, UPLOAD_EXPIRED, &err), err);
+    assert_cu_ok(meta_upload_end(f->meta, unpurged.id, UPLOAD_PENDING, UPLOAD_CANCELLED, &err),
+                 err);
+    assert_cu_ok(meta_upload_mark_purged(f->meta, kept.id, &err), err);
+    assert_cu_ok(meta_upload_mark_purged(f->meta, ended.id, &err), err);
+    int uploads = -1, webhooks = -1;
+    /* Ended just now: younger than any retention. */
+    assert_cu_ok(meta_prune(f->meta, now_s() - 3600, &uploads, &webhooks, &err), err);
+    assert_int_equal(uploads, 0);
+    /* With the cut-off in the future: the two whose data is gone go; the one whose data is not
+     * yet removed stays (the reaper still needs it), and so does the pending one. */
+    assert_cu_ok(meta_prune(f->meta, now_s() + 10, &uploads, &webhooks, &err), err);
+    assert_int_equal(uploads, 2);
+    meta_upload got;
+    assert_cu_fails(meta_upload_get(f->meta, kept.id, &got, &err), CU_ENOTFOUND, err);
+    assert_cu_fails(meta_upload_get(f->meta, ended.id, &got, &err), CU_ENOTFOUND, err);
+    assert_cu_ok(meta_upload_get(f->meta, unpurged.id, &got, &err), err);
+    meta_upload_clear(&got);
+    assert_cu_ok(meta_upload_get(f->meta, pending.id, &got, &err), err);
+    meta_upload_clear(&got);
+    assert_cu_ok(meta_check(f->meta, &err), err);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -649,6 +723,8 @@ int main(void)
         T(test_upload_end),
         T(test_uploads_due),
         T(test_uploads_to_purge),
+        T(test_owner_limits),
+        T(test_prune),
         T(test_migrates_version_1),
         T(test_persists_across_reopen),
         T(test_unknown_ids),

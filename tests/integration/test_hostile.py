@@ -1,0 +1,88 @@
+"""A client that behaves as an attacker would: more uploads and bytes than it should hold,
+sizes no disk has, names that squat where another upload's file must go, requests that try
+to forge log lines; and the records such clients leave are pruned in time."""
+
+import json
+import os
+import re
+import sys
+import time
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import API_KEY, CHUNK, ServerTestCase  # noqa: E402
+
+
+class HostileClientTest(ServerTestCase):
+
+    def test_open_uploads_per_owner(self):
+        srv = self.start_server(env={"MAX_OPEN_UPLOADS": "3"})
+        ids = [self.init_ok(srv, "q%d.bin" % i, 10)["file_id"] for i in range(3)]
+        j = self.assertError(srv.init("q3.bin", 10), 429)
+        self.assertIn("3 are open", j["error"])
+        self.assertIn("at most 3", j["error"])
+        # Ending one frees its place; completing does too.
+        self.assertOk(srv.cancel(ids[0]))
+        self.init_ok(srv, "q4.bin", 10)
+        self.assertError(srv.init("q5.bin", 10), 429)
+
+    def test_reserved_bytes_per_owner(self):
+        srv = self.start_server(env={"MAX_RESERVED_BYTES": str(3 * CHUNK)})
+        first = self.init_ok(srv, "r1.bin", 2 * CHUNK)
+        j = self.assertError(srv.init("r2.bin", 2 * CHUNK), 507)
+        self.assertIn(str(2 * CHUNK), j["error"])
+        self.assertIn(str(3 * CHUNK), j["error"])
+        self.init_ok(srv, "r3.bin", CHUNK)
+        data = os.urandom(2 * CHUNK)
+        self.upload_all(srv, first, data)
+        self.complete_ok(srv, first["file_id"], data)
+        self.init_ok(srv, "r4.bin", 2 * CHUNK)  # the completed one no longer holds its bytes
+
+    def test_a_size_no_disk_has_is_refused_at_once(self):
+        srv = self.start_server(env={"MAX_PARTS": "1000000", "CHUNK_SIZE_MB": "4096",
+                                     "MAX_RESERVED_BYTES": "0"})
+        t0 = time.time()
+        j = self.assertError(srv.init("huge.bin", 10 ** 15), 507)  # 1 PB: 232,831 parts
+        self.assertLess(time.time() - t0, 1.0, "no part tokens may be signed first")
+        self.assertIn("Not enough space", j["error"])
+        self.assertEqual(os.listdir(srv.staging), [])
+
+    def test_a_name_cannot_squat_another_uploads_path(self):
+        srv = self.start_server()
+        data = os.urandom(CHUNK + 5)
+        victim = self.init_ok(srv, "f.bin", data)
+        squat = "%s_f.bin/x" % victim["file_id"]
+        self.assertError(srv.init(squat, 10), 400, "upload id")
+        self.assertError(srv.init("dir/%s_f.bin/x" % victim["file_id"], 10), 400, "upload id")
+        self.upload_all(srv, victim, data)
+        self.complete_ok(srv, victim["file_id"], data)
+
+    def test_control_characters_cannot_forge_log_lines(self):
+        srv = self.start_server()
+        forged = "2026-01-01T00:00:00.000Z INFO  upload 1 complete"
+        r = srv.request("GET", "/nope%0a" + forged.replace(" ", "%20") + "%0d", None,
+                        {"X-API-Key": API_KEY})
+        self.assertError(r, 404)
+        time.sleep(0.2)
+        log = srv.log_text()
+        self.assertNotIn("\n" + forged, log)
+        self.assertIn("\\x0a" + forged, log)
+
+    def test_ended_uploads_are_pruned_after_the_retention_time(self):
+        srv = self.start_server(env={"RETENTION_HOURS": "0.0005",  # 1.8 s
+                                     "CLEANUP_INTERVAL_SECONDS": "0.5"})
+        gone = self.init_ok(srv, "gone.bin", 10)["file_id"]
+        kept = self.init_ok(srv, "kept.bin", 10)["file_id"]
+        self.assertOk(srv.cancel(gone))
+        self.assertError(srv.status(gone), 410)
+        deadline = time.time() + 15
+        while time.time() < deadline and srv.status(gone).status == 410:
+            time.sleep(0.3)
+        self.assertError(srv.status(gone), 404)  # forgotten
+        self.assertEqual(self.assertOk(srv.status(kept))["status"], "pending")
+        self.assertIn("pruned 1 ended upload", srv.log_text())
+
+
+if __name__ == "__main__":
+    import unittest
+    unittest.main()
