@@ -219,24 +219,16 @@ static int check_create(upload_service *svc, const upload_create_request *req, m
                            "Not enough space: %lld bytes free, the upload needs %lld",
                            (long long)free_bytes, (long long)req->total_size);
     }
-    if (cfg->max_open_uploads || cfg->max_reserved_bytes) {
+    meta_limits limits = {.max_open = cfg->max_open_uploads,
+                          .max_reserved = cfg->max_reserved_bytes};
+    if (limits.max_open || limits.max_reserved) {
         int open = 0;
         int64_t reserved = 0;
         int qrc = meta_owner_usage(svc->deps.meta, req->owner, &open, &reserved, err);
+        if (qrc == 0)
+            qrc = meta_limits_check(&limits, open, reserved, 1, req->total_size, err);
         if (qrc)
             return qrc;
-        if (cfg->max_open_uploads && open >= cfg->max_open_uploads)
-            return cu_fail(err, CU_ELIMIT,
-                           "Too many open uploads: %d are open, at most %d are allowed; complete "
-                           "or cancel some first",
-                           open, cfg->max_open_uploads);
-        if (cfg->max_reserved_bytes && req->total_size > 0 &&
-            reserved + req->total_size > cfg->max_reserved_bytes)
-            return cu_fail(err, CU_ENOSPC,
-                           "Too many bytes reserved: open uploads hold %lld bytes, this one needs "
-                           "%lld more, at most %lld are allowed",
-                           (long long)reserved, (long long)req->total_size,
-                           (long long)cfg->max_reserved_bytes);
     }
     if (req->webhook_url && !valid_webhook_url(req->webhook_url))
         return cu_fail(err, CU_EINVAL, "webhook_url must be an http:// or https:// URL");

@@ -20,6 +20,24 @@ int upload_state_parse(const char *name)
     return -1;
 }
 
+int meta_limits_check(const meta_limits *limits, int open, int64_t reserved, int adding,
+                      int64_t more, cu_error *e)
+{
+    if (!limits)
+        return 0;
+    if (adding && limits->max_open && open + adding > limits->max_open)
+        return cu_fail(e, CU_ELIMIT,
+                       "Too many open uploads: %d are open, at most %d are allowed; complete or "
+                       "cancel some first",
+                       open, limits->max_open);
+    if (limits->max_reserved && more > 0 && reserved + more > limits->max_reserved)
+        return cu_fail(e, CU_ENOSPC,
+                       "Too many bytes reserved: open uploads hold %lld bytes, this one needs "
+                       "%lld more, at most %lld are allowed",
+                       (long long)reserved, (long long)more, (long long)limits->max_reserved);
+    return 0;
+}
+
 int meta_upload_create(meta_t *m, const meta_upload *u, const meta_part *parts, int n,
                        const meta_limits *limits, cu_error *e)
 {

@@ -97,6 +97,12 @@ typedef struct {
     int64_t max_reserved; /* bytes those uploads declared */
 } meta_limits;
 
+/* Whether an owner holding `open` uploads and `reserved` bytes may open `adding` more and
+ * reserve `more` bytes under limits: 0, CU_ELIMIT or CU_ENOSPC with the figures in e. Backends
+ * call it inside their transaction; callers may call it ahead, to refuse early. */
+int meta_limits_check(const meta_limits *limits, int open, int64_t reserved, int adding,
+                      int64_t more, cu_error *e);
+
 typedef struct meta meta_t;
 
 struct meta_ops {

@@ -397,17 +397,7 @@ static int check_limits(conn *c, const char *owner, const meta_limits *limits, i
     int rc = usage_of(c, owner, &open, &reserved, e);
     if (rc)
         return rc;
-    if (adding && limits->max_open && open + adding > limits->max_open)
-        return cu_fail(e, CU_ELIMIT,
-                       "Too many open uploads: %d are open, at most %d are allowed; complete or "
-                       "cancel some first",
-                       open, limits->max_open);
-    if (limits->max_reserved && more > 0 && reserved + more > limits->max_reserved)
-        return cu_fail(e, CU_ENOSPC,
-                       "Too many bytes reserved: open uploads hold %lld bytes, this one needs "
-                       "%lld more, at most %lld are allowed",
-                       (long long)reserved, (long long)more, (long long)limits->max_reserved);
-    return 0;
+    return meta_limits_check(limits, open, reserved, adding, more, e);
 }
 
 typedef struct {
