@@ -418,18 +418,9 @@ static void handle_cancel(void *ctx, http_request *req)
                     json_pack("{s:s, s:s}", "file_id", id, "message", "Upload cancelled"));
 }
 
-static void handle_health(void *ctx, http_request *req)
-{
-    seed_api *api = ctx;
-    http_reply_json(req, 200,
-                    json_pack("{s:s, s:s, s:s}", "status", "ok", "version", CU_VERSION,
-                              "storage_backend", upload_storage_name(api->uploads)));
-}
-
 /* The seed's routes. Management requests may carry a small body (an SDK sending "{}"): it is
  * read and ignored (HTTP_BODY_NONE). */
 static const http_route seed_routes[SEED_ROUTES] = {
-    {.method = "GET", .pattern = "/health", .name = "health", .handle = handle_health},
     {.method = "POST",
      .pattern = "/upload/init",
      .body = HTTP_BODY_JSON,

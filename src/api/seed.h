@@ -1,5 +1,5 @@
 /* seed.h - the seed API: /upload/init, /upload/{id}/part/{n}, /upload/{id}/status,
- * /upload/{id}/complete, DELETE /upload/{id}, /health - field for field as the original
+ * /upload/{id}/complete, DELETE /upload/{id} - field for field as the original
  * chunked-uploader answers them (docs/API.md). */
 #ifndef CU_API_SEED_H
 #define CU_API_SEED_H
@@ -8,7 +8,7 @@
 #include "core/upload.h"
 #include "http/server.h"
 
-#define SEED_ROUTES 6
+#define SEED_ROUTES 5
 
 typedef struct {
     const cu_config *cfg;

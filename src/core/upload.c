@@ -90,6 +90,11 @@ unsigned upload_storage_caps(const upload_service *svc)
     return storage_caps(svc->deps.storage);
 }
 
+int upload_check_ready(upload_service *svc, cu_error *err)
+{
+    return meta_check(svc->deps.meta, err);
+}
+
 static void emit(upload_service *svc, upload_event_kind kind, const meta_upload *u, int slot,
                  int64_t bytes, bool webhook_queued)
 {

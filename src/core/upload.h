@@ -59,6 +59,10 @@ const char *upload_storage_name(const upload_service *svc);
 /* The storage backend's capabilities (storage_caps). */
 unsigned upload_storage_caps(const upload_service *svc);
 
+/* Whether the service can take requests now: its metadata store can be read and written
+ * (CU_EBUSY when another process holds it, CU_EIO when it is unusable). */
+int upload_check_ready(upload_service *svc, cu_error *err);
+
 /* ---- creating ---- */
 
 typedef struct {

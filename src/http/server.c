@@ -384,6 +384,11 @@ void http_reply_error(http_request *req, int status, const char *fmt, ...)
     va_end(ap);
     if (!req->error_msg)
         req->error_msg = strdup(msg); /* for the access log line: the one log of a refusal */
+    bool has_retry = false;
+    for (int i = 0; i < req->nheaders; i++)
+        has_retry |= strcasecmp(req->headers[i].name, "Retry-After") == 0;
+    if (status == 503 && !has_retry)
+        http_add_header(req, "Retry-After", "2"); /* busy for a moment: try again soon */
     json_t *obj = json_pack("{s:s, s:i}", "error", msg, "status", status);
     char *text = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
     json_decref(obj);

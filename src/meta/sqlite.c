@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define READERS 16
 /* How long a writer waits for another process holding the database before it gives up and
@@ -256,8 +257,21 @@ static int in_tx(sqlite_meta *m, tx_kind kind, const char *what, tx_body body, v
     bool write = kind == TX_WRITE;
     conn *c;
     if (write) {
-        pthread_mutex_lock(&m->write_lock);
+        /* A writer waits at most BUSY_TIMEOUT_MS in all: for the writer connection here, and
+         * then for SQLite's lock (another process may hold it) with what is left. */
+        struct timespec start, until;
+        clock_gettime(CLOCK_MONOTONIC, &start);
+        until = start;
+        until.tv_sec += BUSY_TIMEOUT_MS / 1000;
+        if (pthread_mutex_clocklock(&m->write_lock, CLOCK_MONOTONIC, &until) != 0)
+            return cu_fail(e, CU_EBUSY, "The database is busy (held by another process) while %s",
+                           what);
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        int64_t left = BUSY_TIMEOUT_MS - ((now.tv_sec - start.tv_sec) * 1000 +
+                                          (now.tv_nsec - start.tv_nsec) / 1000000);
         c = &m->writer;
+        sqlite3_busy_timeout(c->db, left > 1 ? (int)left : 1);
     } else {
         c = reader_get(m);
     }
@@ -1150,6 +1164,13 @@ static int conn_open(conn *c, const char *path, bool fsync, bool first, cu_error
         return cu_fail(err, CU_EIO, "cannot open database %s: %s", path,
                        c->db ? sqlite3_errmsg(c->db) : "out of memory");
     sqlite3_busy_timeout(c->db, BUSY_TIMEOUT_MS);
+    /* SQLite quietly opens a file it may not write read-only; every write would then fail
+     * later, in the middle of a request. */
+    if (sqlite3_db_readonly(c->db, "main") == 1)
+        return cu_fail(err, CU_EIO,
+                       "database %s cannot be written (file permissions, an immutable "
+                       "attribute, or a read-only file system)",
+                       path);
     char *msg = NULL;
     const char *pragmas = fsync ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
                                 : "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;";

@@ -1,0 +1,37 @@
+/* health.c - liveness and readiness. */
+#include "api/health.h"
+
+static void handle_health(void *ctx, http_request *req)
+{
+    health_api *api = ctx;
+    http_reply_json(req, 200,
+                    json_pack("{s:s, s:s, s:s}", "status", "ok", "version", CU_VERSION,
+                              "storage_backend", upload_storage_name(api->uploads)));
+}
+
+static void handle_ready(void *ctx, http_request *req)
+{
+    health_api *api = ctx;
+    cu_error err;
+    if (upload_check_ready(api->uploads, &err) != 0) {
+        http_reply_error(req, 503, "Not ready: %s", err.msg);
+        return;
+    }
+    http_reply_json(req, 200, json_pack("{s:s, s:s}", "status", "ready", "database", "ok"));
+}
+
+static const http_route health_routes[HEALTH_ROUTES] = {
+    {.method = "GET", .pattern = "/health", .name = "health", .handle = handle_health},
+    {.method = "GET", .pattern = "/health/ready", .name = "health.ready", .handle = handle_ready},
+};
+
+int health_api_register(health_api *api, http_router *router)
+{
+    for (int i = 0; i < HEALTH_ROUTES; i++) {
+        api->routes[i] = health_routes[i];
+        api->routes[i].ctx = api;
+        if (http_router_add(router, &api->routes[i]) != 0)
+            return -1;
+    }
+    return 0;
+}
