@@ -360,6 +360,16 @@ static const config_var vars[] = {
      FIELD(retention_seconds, F_DOUBLE),
      .help = "How long the records of cancelled, expired and deleted uploads (and of delivered "
              "webhooks) are kept before they are pruned (decimals allowed)"},
+    {.name = "ORPHAN_GRACE_SECONDS",
+     .group = "Uploads",
+     .type = V_NUMBER,
+     .def = "3600",
+     .dmin = 0,
+     .dmax = 86400 * 365,
+     FIELD(orphan_grace_seconds, F_DOUBLE),
+     .help = "Staging data that no upload record owns (left by a crash during init, or by a "
+             "database restored from an older backup) is removed once it is this old; swept "
+             "at start and with every cleanup"},
     {.name = "DATABASE_PATH",
      .group = "Uploads",
      .type = V_STRING,

@@ -47,9 +47,10 @@ typedef struct cu_config_s {
     int webhook_max_attempts;
     double webhook_retry_base_seconds;
     double cleanup_interval_seconds;
-    int max_open_uploads;       /* per owner; 0: no limit */
-    int64_t max_reserved_bytes; /* per owner; 0: no limit */
-    double retention_seconds;   /* ended uploads' records are kept this long */
+    int max_open_uploads;        /* per owner; 0: no limit */
+    int64_t max_reserved_bytes;  /* per owner; 0: no limit */
+    double retention_seconds;    /* ended uploads' records are kept this long */
+    double orphan_grace_seconds; /* staging data no record owns is removed this old */
     int max_connections;
     int max_connections_per_ip; /* 0: no limit */
     double header_timeout_seconds;

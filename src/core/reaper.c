@@ -32,6 +32,9 @@ static void *reaper_main(void *arg)
             log_info("expiry: %d upload(s) removed", expired);
         if (upload_prune(r->svc, &pruned, &hooks, &err) != 0)
             log_error("pruning: %s", err.msg);
+        int orphans = 0;
+        if (upload_sweep_orphans(r->svc, &orphans, &err) != 0 && err.code != CU_ENOTSUP)
+            log_error("sweep: %s", err.msg);
         pthread_mutex_lock(&r->lock);
         struct timespec until = util_deadline_monotonic(r->interval);
         while (!r->stopping && pthread_cond_timedwait(&r->wake, &r->lock, &until) == 0)

@@ -1063,6 +1063,50 @@ int upload_expire_due(upload_service *svc, int *expired, cu_error *err)
     }
 }
 
+typedef struct {
+    upload_service *svc;
+    int64_t before;
+    int removed;
+} sweep_state;
+
+static int sweep_one(void *ctx, const storage_staged *st)
+{
+    sweep_state *sw = ctx;
+    if (st->changed_at > sw->before)
+        return 0; /* young: perhaps an init between staging and recording right now */
+    meta_upload u;
+    cu_error err;
+    int rc = meta_upload_get(sw->svc->deps.meta, st->id, &u, &err);
+    if (rc == 0) {
+        meta_upload_clear(&u); /* owned: its record's life takes care of it */
+        return 0;
+    }
+    if (rc != CU_ENOTFOUND)
+        return 0; /* the database cannot say: leave it for the next sweep */
+    storage_upload su = {.id = st->id,
+                         .key = st->key ? st->key : "",
+                         .storage_ref = st->storage_ref,
+                         .total_size = -1,
+                         .part_size = sw->svc->deps.cfg->chunk_size};
+    if (storage_abort(sw->svc->deps.storage, &su, &err) != 0) {
+        log_warn("sweep: removing staging data of unknown upload %s failed: %s", st->id, err.msg);
+        return 0;
+    }
+    log_info("sweep: removed staging data no upload owns (%s)", st->id);
+    sw->removed++;
+    return 0;
+}
+
+int upload_sweep_orphans(upload_service *svc, int *removed, cu_error *err)
+{
+    sweep_state sw = {.svc = svc,
+                      .before = (int64_t)(util_now() - svc->deps.cfg->orphan_grace_seconds)};
+    *removed = 0;
+    int rc = storage_list_staged(svc->deps.storage, sweep_one, &sw, err);
+    *removed = sw.removed;
+    return rc;
+}
+
 int upload_prune(upload_service *svc, int *uploads, int *webhooks, cu_error *err)
 {
     int64_t before = (int64_t)(util_now() - svc->deps.cfg->retention_seconds);

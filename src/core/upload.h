@@ -176,6 +176,9 @@ int upload_cancel(upload_service *svc, const char *id, const char *owner, cu_err
  * removing the data of ended uploads whose removal failed before. */
 int upload_expire_due(upload_service *svc, int *expired, cu_error *err);
 
+/* Removes staging objects no upload record owns, older than ORPHAN_GRACE_SECONDS (*removed
+ * counts them); CU_ENOTSUP when the backend cannot list them. */
+int upload_sweep_orphans(upload_service *svc, int *removed, cu_error *err);
 /* Forgets the records of uploads that ended longer than RETENTION_HOURS ago. */
 int upload_prune(upload_service *svc, int *uploads, int *webhooks, cu_error *err);
 

@@ -17,6 +17,7 @@
 #include "base/util.h"
 
 #include <assert.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -610,6 +611,36 @@ static int local_available(storage_t *base, int64_t *bytes, cu_error *e)
     return 0;
 }
 
+static int local_list_staged(storage_t *base, int (*fn)(void *ctx, const storage_staged *),
+                             void *ctx, cu_error *e)
+{
+    local_storage *s = (local_storage *)base;
+    int fd = openat(s->staging_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!d) {
+        if (fd >= 0)
+            close(fd);
+        return io_fail(e, errno, "listing the staging directory", "-");
+    }
+    int rc = 0;
+    struct dirent *ent;
+    while (rc == 0 && (ent = readdir(d)) != NULL) {
+        /* "<uuid>.data": anything else (the write probe, strangers) is not ours to judge */
+        char id[CU_UUID_LEN + 1];
+        if (strlen(ent->d_name) != CU_UUID_LEN + 5 || strcmp(ent->d_name + CU_UUID_LEN, ".data"))
+            continue;
+        memcpy(id, ent->d_name, CU_UUID_LEN);
+        id[CU_UUID_LEN] = '\0';
+        struct stat st;
+        if (!util_is_uuid(id) || fstatat(s->staging_fd, ent->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+            continue;
+        storage_staged staged = {.id = id, .changed_at = st.st_mtim.tv_sec};
+        rc = fn(ctx, &staged);
+    }
+    closedir(d);
+    return rc;
+}
+
 static void local_destroy(storage_t *base)
 {
     local_storage *s = (local_storage *)base;
@@ -636,6 +667,7 @@ static const struct storage_defer_ops local_defer_ops = {.declare_length = local
 static const struct storage_append_ops local_append_ops = {.open = local_append_open};
 static const struct storage_stage_read_ops local_stage_read_ops = {.sha256 = local_stage_sha256};
 static const struct storage_space_ops local_space_ops = {.available = local_available};
+static const struct storage_sweep_ops local_sweep_ops = {.list_staged = local_list_staged};
 
 static int open_subdir(int parent, const char *name)
 {
@@ -657,6 +689,7 @@ int storage_local_open(const char *root, bool durable, storage_t **out, cu_error
     s->base.append = &local_append_ops;
     s->base.stage_read = &local_stage_read_ops;
     s->base.space = &local_space_ops;
+    s->base.sweep = &local_sweep_ops;
     s->base.name = "local";
     s->base.allows_trailing_dot_space = true;
     s->durable = durable;

@@ -1976,6 +1976,96 @@ static int s3_declare_length(storage_t *base, const storage_upload *u, int64_t t
     return 0;
 }
 
+/* ---- sweep ---- */
+
+/* The upload a staging key (below the prefix) belongs to: ".partials/<id>" or
+ * "[dir/]<id>_<name>". False for keys that are not ours. */
+static bool id_of_key(const char *key, char id[CU_UUID_LEN + 1])
+{
+    const char *leaf = strrchr(key, '/');
+    leaf = leaf ? leaf + 1 : key;
+    bool partial = !strncmp(key, ".partials/", 10) && strlen(key) == 10 + CU_UUID_LEN;
+    if (!partial && (strlen(leaf) <= CU_UUID_LEN || leaf[CU_UUID_LEN] != '_'))
+        return false;
+    memcpy(id, partial ? key + 10 : leaf, CU_UUID_LEN);
+    id[CU_UUID_LEN] = '\0';
+    return util_is_uuid(id);
+}
+
+/* Seconds since the epoch of an ISO 8601 UTC time ("2026-11-29T20:00:00.000Z"), or 0. */
+static int64_t iso_time(const char *text)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    const char *end = strptime(text, "%Y-%m-%dT%H:%M:%S", &tm);
+    return end ? (int64_t)timegm(&tm) : 0;
+}
+
+/* Every multipart upload under the prefix (ListMultipartUploads, 50 to a page). */
+static int s3_list_staged(storage_t *base, int (*fn)(void *ctx, const storage_staged *), void *ctx,
+                          cu_error *e)
+{
+    s3_storage *s = (s3_storage *)base;
+    char key_marker[1024] = "", id_marker[1024] = "";
+    s3_reply *r = reply_new();
+    if (!r)
+        return cu_fail_oom(e);
+    int rc = 0;
+    for (bool more = true; rc == 0 && more;) {
+        /* The query in canonical (sorted) order, values encoded, as SigV4 signs it. */
+        size_t cap = strlen(s->base_url) +
+                     3 * (strlen(s->prefix) + sizeof key_marker + sizeof id_marker) + 128;
+        char *url = malloc(cap);
+        if (!url) {
+            rc = cu_fail_oom(e);
+            break;
+        }
+        snprintf(url, cap, "%s/?key-marker=", s->base_url);
+        util_percent_encode(url, cap, key_marker, false);
+        size_t len = strlen(url);
+        snprintf(url + len, cap - len, "&max-uploads=50&prefix=");
+        util_percent_encode(url, cap, s->prefix, false);
+        len = strlen(url);
+        snprintf(url + len, cap - len, "&upload-id-marker=");
+        util_percent_encode(url, cap, id_marker, false);
+        len = strlen(url);
+        snprintf(url + len, cap - len, "&uploads=");
+        int got = s3_request(
+            s, &(s3_req){.method = "GET", .url = url, .payload_sha256 = EMPTY_SHA256}, r);
+        free(url);
+        if (got != 0) {
+            rc = upstream_fail(e, "ListMultipartUploads", r);
+            break;
+        }
+        for (char *p = strstr(r->body, "<Upload>"); rc == 0 && p; p = strstr(p + 1, "<Upload>")) {
+            char *end = strstr(p, "</Upload>");
+            if (!end)
+                break;
+            *end = '\0'; /* xml_value looks inside this entry only */
+            char key[1024], upload_id[1024], when[64], id[CU_UUID_LEN + 1];
+            bool ok = xml_value(p, "Key", key, sizeof key) &&
+                      xml_value(p, "UploadId", upload_id, sizeof upload_id) &&
+                      xml_value(p, "Initiated", when, sizeof when);
+            *end = '<';
+            size_t plen = strlen(s->prefix);
+            if (!ok || strncmp(key, s->prefix, plen) != 0 || !id_of_key(key + plen, id))
+                continue;
+            storage_staged staged = {.id = id,
+                                     .key = key + plen,
+                                     .storage_ref = upload_id,
+                                     .changed_at = iso_time(when)};
+            rc = fn(ctx, &staged);
+        }
+        char truncated[16] = "";
+        xml_value(r->body, "IsTruncated", truncated, sizeof truncated);
+        more = !strcmp(truncated, "true") &&
+               xml_value(r->body, "NextKeyMarker", key_marker, sizeof key_marker) &&
+               xml_value(r->body, "NextUploadIdMarker", id_marker, sizeof id_marker);
+    }
+    reply_free(r);
+    return rc;
+}
+
 static void s3_destroy(storage_t *base)
 {
     s3_storage *s = (s3_storage *)base;
@@ -2015,6 +2105,7 @@ static const struct storage_remove_ops s3_remove_ops = {.remove = s3_remove};
 static const struct storage_concat_ops s3_concat_ops = {.concat = s3_concat};
 static const struct storage_defer_ops s3_defer_ops = {.declare_length = s3_declare_length};
 static const struct storage_append_ops s3_append_ops = {.open = s3_append_open};
+static const struct storage_sweep_ops s3_sweep_ops = {.list_staged = s3_list_staged};
 
 char *storage_s3_endpoint(const char *endpoint, const char *region)
 {
@@ -2078,6 +2169,7 @@ int storage_s3_open(const storage_s3_options *o, storage_t **out, cu_error *err)
     s->base.concat = &s3_concat_ops;
     s->base.defer = &s3_defer_ops;
     s->base.append = &s3_append_ops;
+    s->base.sweep = &s3_sweep_ops;
     s->base.name = "s3";
     s->base.min_part_size = 5 * 1024 * 1024;
     s->base.allows_trailing_dot_space = true;

@@ -28,6 +28,8 @@ unsigned storage_caps(const storage_t *s)
         caps |= STORAGE_CAP_STAGE_READ;
     if (s->space)
         caps |= STORAGE_CAP_SPACE;
+    if (s->sweep)
+        caps |= STORAGE_CAP_SWEEP;
     return caps;
 }
 
@@ -43,7 +45,8 @@ void storage_caps_describe(unsigned caps, char *out, size_t cap)
                  {STORAGE_CAP_DEFER_LENGTH, "deferred length"},
                  {STORAGE_CAP_APPEND, "append"},
                  {STORAGE_CAP_STAGE_READ, "read staging"},
-                 {STORAGE_CAP_SPACE, "free space"}};
+                 {STORAGE_CAP_SPACE, "free space"},
+                 {STORAGE_CAP_SWEEP, "sweep"}};
     size_t len = 0;
     if (cap)
         out[0] = '\0';
@@ -193,6 +196,14 @@ int storage_append_open(storage_t *s, const storage_upload *u, int64_t offset, s
     if (!s->append)
         return unsupported(s, e, "append");
     return s->append->open(s, u, offset, w, e);
+}
+
+int storage_list_staged(storage_t *s, int (*fn)(void *ctx, const storage_staged *), void *ctx,
+                        cu_error *e)
+{
+    if (!s->sweep)
+        return unsupported(s, e, "list its staging objects");
+    return s->sweep->list_staged(s, fn, ctx, e);
 }
 
 int storage_available(storage_t *s, int64_t *bytes, cu_error *e)

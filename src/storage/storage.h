@@ -136,6 +136,22 @@ struct storage_append_ops {
                 cu_error *);
 };
 
+/* A staging object, as a sweep lists it. */
+typedef struct {
+    const char *id;          /* the upload it was made for */
+    const char *key;         /* its key, when the backend's name for it has one, or NULL */
+    const char *storage_ref; /* the backend's handle (an S3 UploadId), or NULL */
+    int64_t changed_at;      /* seconds since the epoch: when it was made or last written */
+} storage_staged;
+
+/* Capability: listing staging objects, so that those no record owns (a crash between staging
+ * and recording, a database restored from an older backup) can be found and removed. */
+struct storage_sweep_ops {
+    /* Calls fn for every staging object; fn returns 0 to go on. */
+    int (*list_staged)(storage_t *, int (*fn)(void *ctx, const storage_staged *), void *ctx,
+                       cu_error *);
+};
+
 /* Capability: how many bytes new uploads may still take (free space). */
 struct storage_space_ops {
     int (*available)(storage_t *, int64_t *bytes, cu_error *);
@@ -155,6 +171,7 @@ struct storage {
     const struct storage_append_ops *append;         /* or NULL */
     const struct storage_stage_read_ops *stage_read; /* or NULL */
     const struct storage_space_ops *space;           /* or NULL */
+    const struct storage_sweep_ops *sweep;           /* or NULL */
     const char *name; /* "local", "s3", "smb": what replies call storage_backend */
     /* Characters the backend's names cannot hold (beyond the project-wide filename policy),
      * or NULL; checked at init so a name never fails only at complete. */
@@ -174,6 +191,7 @@ enum {
     STORAGE_CAP_APPEND = 1 << 5,
     STORAGE_CAP_STAGE_READ = 1 << 6,
     STORAGE_CAP_SPACE = 1 << 7, /* knows its free space */
+    STORAGE_CAP_SWEEP = 1 << 8, /* lists its staging objects */
 };
 
 /* The capabilities s has: one bit per optional table that is not NULL. */
@@ -285,6 +303,9 @@ int storage_declare_length(storage_t *s, const storage_upload *u, int64_t total_
  * finish reports how many of them are durable, also after a write error or with fewer bytes
  * than hoped (the caller keeps those). */
 int storage_append_open(storage_t *s, const storage_upload *u, int64_t offset, storage_writer_t **w,
+                        cu_error *e);
+/* Lists every staging object (see struct storage_sweep_ops). */
+int storage_list_staged(storage_t *s, int (*fn)(void *ctx, const storage_staged *), void *ctx,
                         cu_error *e);
 /* Bytes new uploads may still take. */
 int storage_available(storage_t *s, int64_t *bytes, cu_error *e);

@@ -486,6 +486,48 @@ static void test_concatenate(void **state)
     unstage(&dst);
 }
 
+typedef struct {
+    const char *want;
+    bool found;
+    int64_t changed_at;
+    char ref[256];
+} staged_search;
+
+static int find_staged(void *ctx, const storage_staged *st)
+{
+    staged_search *q = ctx;
+    if (!strcmp(st->id, q->want)) {
+        q->found = true;
+        q->changed_at = st->changed_at;
+        snprintf(q->ref, sizeof q->ref, "%s", st->storage_ref ? st->storage_ref : "");
+    }
+    return 0;
+}
+
+static void test_sweep_lists_staging_objects(void **state)
+{
+    (void)state;
+    cu_error err;
+    staged_search q = {0};
+    if (!has(STORAGE_CAP_SWEEP)) {
+        assert_cu_fails(storage_list_staged(store, find_staged, &q, &err), CU_ENOTSUP, err);
+        return;
+    }
+    staged st;
+    stage(&st, "swept.bin", 10);
+    q.want = st.id;
+    assert_cu_ok(storage_list_staged(store, find_staged, &q, &err), err);
+    assert_true(q.found);
+    assert_true(q.changed_at > (int64_t)util_now() - 300); /* made just now */
+    if (st.ref)
+        assert_string_equal(q.ref, st.ref); /* what abort needs to find it again */
+    assert_cu_ok(storage_abort(store, &st.u, &err), err);
+    q.found = false;
+    assert_cu_ok(storage_list_staged(store, find_staged, &q, &err), err);
+    assert_false(q.found);
+    unstage(&st);
+}
+
 static void test_unclaimed_capabilities_are_refused(void **state)
 {
     (void)state;
@@ -541,6 +583,7 @@ int main(void)
         cmocka_unit_test(test_append_cut_short_keeps_what_arrived),
         cmocka_unit_test(test_deferred_length),
         cmocka_unit_test(test_concatenate),
+        cmocka_unit_test(test_sweep_lists_staging_objects),
         cmocka_unit_test(test_unclaimed_capabilities_are_refused),
     };
     int failed = cmocka_run_group_tests_name(store->name, tests, NULL, NULL);

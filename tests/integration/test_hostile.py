@@ -82,6 +82,23 @@ class HostileClientTest(ServerTestCase):
         self.assertEqual(self.assertOk(srv.status(kept))["status"], "pending")
         self.assertIn("pruned 1 ended upload", srv.log_text())
 
+    def test_staging_data_no_record_owns_is_swept(self):
+        srv = self.start_server(env={"ORPHAN_GRACE_SECONDS": "1", "CLEANUP_INTERVAL_SECONDS": "0.5"})
+        live = self.init_ok(srv, "live.bin", 10)["file_id"]
+        orphan = os.path.join(srv.staging, "%s.data" % uuid.uuid4())
+        stranger = os.path.join(srv.staging, "notes.txt")
+        for path in (orphan, stranger):
+            with open(path, "wb") as f:
+                f.write(b"x" * 100)
+        deadline = time.time() + 10
+        while time.time() < deadline and os.path.exists(orphan):
+            time.sleep(0.2)
+        self.assertFalse(os.path.exists(orphan), "an orphan staging file was left")
+        self.assertTrue(os.path.exists(stranger), "a file that is not staging data was removed")
+        self.assertTrue(os.path.exists(os.path.join(srv.staging, "%s.data" % live)))
+        self.assertEqual(self.assertOk(srv.status(live))["status"], "pending")
+        self.assertIn("staging data no upload owns", srv.log_text())
+
 
 if __name__ == "__main__":
     import unittest

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (EMPTY_SHA256, REPO, S3_CHUNK, SANITIZER_MARKERS, S3Error, S3TestCase,  # noqa: E402
@@ -483,6 +484,34 @@ class S3PrefixTest(S3TestCase):
         self.assertEqual(len(c.list_objects(s3.bucket)), 2)
         self.assertEqual(c.list_objects(s3.bucket), c.list_objects(s3.bucket, "tenant-a/in/"))
         self.assertNoMultipartUploads(s3)
+
+
+class S3SweepTest(S3TestCase):
+
+    def test_multipart_uploads_no_record_owns_are_aborted(self):
+        s3 = self.start_s3()
+        c = s3.client()
+        orphan_key = "tenant-a/in/dir/%s_lost.bin" % uuid.uuid4()
+        orphan = c.create_multipart_upload(s3.bucket, orphan_key)
+        c.upload_part(s3.bucket, orphan_key, orphan, 1, os.urandom(1000))
+        foreign = c.create_multipart_upload(s3.bucket, "tenant-a/in/someone-else.bin")
+        outside = c.create_multipart_upload(s3.bucket, "elsewhere/%s_x.bin" % uuid.uuid4())
+        time.sleep(1.1)  # older than the grace time below
+        srv = self.start_s3_server(s3, env={"S3_PREFIX": "tenant-a/in",
+                                            "ORPHAN_GRACE_SECONDS": "1",
+                                            "CLEANUP_INTERVAL_SECONDS": "0.5"})
+        live = self.s3_init_ok(srv, "live.bin", S3_CHUNK + 1)  # staged just now: never swept
+        deadline = time.time() + 15
+        keys = lambda: sorted(u["Key"] for u in c.list_multipart_uploads(s3.bucket))  # noqa: E731
+        while time.time() < deadline and orphan_key in keys():
+            time.sleep(0.3)
+        left = keys()
+        self.assertNotIn(orphan_key, left, "the orphan multipart upload was not aborted")
+        self.assertIn("tenant-a/in/someone-else.bin", left)  # not named like ours
+        self.assertTrue(any(k.startswith("elsewhere/") for k in left))  # outside the prefix
+        self.assertIn(self.s3_key(live, "live.bin", "tenant-a/in"), left)
+        self.assertIn("staging data no upload owns", srv.log_text())
+        del foreign, outside
 
 
 # ================================================================== start-up refusals

@@ -29,7 +29,7 @@ class StorageContractTest(unittest.TestCase):
             self.assertNotIn(marker, out, out[-8000:])
         self.assertEqual(p.returncode, 0, "contract failed for %s:\n%s"
                          % (env.get("STORAGE_BACKEND"), out[-8000:]))
-        self.assertIn("[  PASSED  ] 11 test(s)", out, out[-4000:])
+        self.assertIn("[  PASSED  ] 12 test(s)", out, out[-4000:])
         return out
 
     def test_local(self):
@@ -40,7 +40,7 @@ class StorageContractTest(unittest.TestCase):
                                              "LOCAL_STORAGE_PATH": os.path.join(tmp, durability),
                                              "DURABILITY": durability})
                     self.assertIn("local storage: read, zero-copy read, remove, concatenate, "
-                                  "deferred length, append, read staging", out)
+                                  "deferred length, append, read staging, free space, sweep", out)
 
     def test_smb(self):
         smb = SmbServer()
@@ -65,7 +65,7 @@ class StorageContractTest(unittest.TestCase):
         spool = os.path.join(s3.tmp, "spool")
         env = {k: v for k, v in s3.server_env(TEMP_STORAGE_PATH=spool).items() if v is not None}
         out = self.run_contract(env)
-        self.assertIn("s3 storage: read, remove, concatenate, deferred length, append", out)
+        self.assertIn("s3 storage: read, remove, concatenate, deferred length, append, sweep", out)
         # Every staged upload was finished or aborted: nothing is left half done, in S3 or in
         # the spool, and concatenation sources are gone with their abort.
         c = s3.client()
