@@ -370,6 +370,15 @@ static const config_var vars[] = {
      .help = "Staging data that no upload record owns (left by a crash during init, or by a "
              "database restored from an older backup) is removed once it is this old; swept "
              "at start and with every cleanup"},
+    {.name = "PART_STALL_SECONDS",
+     .group = "Uploads",
+     .type = V_NUMBER,
+     .def = "20",
+     .dmin = 0,
+     .dmax = 86400,
+     FIELD(part_stall_seconds, F_DOUBLE),
+     .help = "A new request for a part (or a tus upload) takes over from one that has sent "
+             "nothing for this many seconds; the stalled one writes nothing more"},
     {.name = "DATABASE_PATH",
      .group = "Uploads",
      .type = V_STRING,

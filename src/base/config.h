@@ -51,6 +51,7 @@ typedef struct cu_config_s {
     int64_t max_reserved_bytes;  /* per owner; 0: no limit */
     double retention_seconds;    /* ended uploads' records are kept this long */
     double orphan_grace_seconds; /* staging data no record owns is removed this old */
+    double part_stall_seconds;   /* a write idle this long can be taken over */
     int max_connections;
     int max_connections_per_ip; /* 0: no limit */
     double header_timeout_seconds;

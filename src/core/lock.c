@@ -1,7 +1,10 @@
 /* lock.c - claims kept in memory.
  *
- * A small table under one mutex: it holds one entry per write in flight (at most one per
- * connection), so a linear scan is the simplest right thing. */
+ * A small table of the claims in force under one mutex: one entry per write in flight (at
+ * most one per connection), so a linear scan is the simplest right thing. A claim's own
+ * mutex is held by its holder during a step; a takeover only happens when that mutex is
+ * free, and marks the old claim revoked under it. A revoked claim leaves the table at once
+ * and is freed when its holder releases it. */
 #include "core/lock.h"
 
 #include "base/util.h"
@@ -12,32 +15,67 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {
+struct upload_claim {
     char upload_id[CU_UUID_LEN + 1];
     int slot;
-} claim;
+    pthread_mutex_t step; /* held by the holder during a step */
+    bool revoked;         /* taken over: guarded by step */
+    double last_active;   /* monotonic seconds: guarded by the table's lock */
+};
 
 typedef struct {
     upload_locks base;
     pthread_mutex_t lock;
-    claim *claims;
+    upload_claim **claims; /* the claims in force */
     size_t n, cap;
 } memory_locks;
 
-static int mem_acquire(upload_locks *base, const char *upload_id, int slot, cu_error *err)
+static void claim_free(upload_claim *c)
+{
+    pthread_mutex_destroy(&c->step);
+    free(c);
+}
+
+/* Removes entry i of the table (caller holds m->lock). */
+static void table_drop(memory_locks *m, size_t i)
+{
+    m->claims[i] = m->claims[--m->n];
+}
+
+static int mem_acquire(upload_locks *base, const char *upload_id, int slot, double takeover_after,
+                       upload_claim **out, cu_error *err)
 {
     memory_locks *m = (memory_locks *)base;
+    *out = NULL;
+    upload_claim *c = calloc(1, sizeof *c);
+    if (!c)
+        return cu_fail_oom(err);
+    snprintf(c->upload_id, sizeof c->upload_id, "%s", upload_id);
+    c->slot = slot;
+    pthread_mutex_init(&c->step, NULL);
     int rc = 0;
     pthread_mutex_lock(&m->lock);
-    for (size_t i = 0; i < m->n && rc == 0; i++)
-        if (m->claims[i].slot == slot && !strcmp(m->claims[i].upload_id, upload_id))
-            rc = slot == UPLOAD_LOCK_WHOLE
-                     ? cu_fail(err, CU_ELOCKED, "Another request is writing to this upload")
-                     : cu_fail(err, CU_ECONFLICT, "Part %d is being uploaded by another request",
-                               slot);
+    double now = util_monotonic();
+    for (size_t i = 0; i < m->n; i++) {
+        upload_claim *old = m->claims[i];
+        if (old->slot != slot || strcmp(old->upload_id, upload_id) != 0)
+            continue;
+        /* Idle long enough, and not inside a step: take it over. */
+        bool idle = takeover_after > 0 && now - old->last_active >= takeover_after;
+        if (idle && pthread_mutex_trylock(&old->step) == 0) {
+            old->revoked = true;
+            pthread_mutex_unlock(&old->step);
+            table_drop(m, i);
+            break;
+        }
+        rc = slot == UPLOAD_LOCK_WHOLE
+                 ? cu_fail(err, CU_ELOCKED, "Another request is writing to this upload")
+                 : cu_fail(err, CU_ECONFLICT, "Part %d is being uploaded by another request", slot);
+        break;
+    }
     if (rc == 0 && m->n == m->cap) {
         size_t cap = m->cap ? m->cap * 2 : 16;
-        claim *grown = realloc(m->claims, cap * sizeof *grown);
+        upload_claim **grown = realloc(m->claims, cap * sizeof *grown);
         if (grown) {
             m->claims = grown;
             m->cap = cap;
@@ -46,41 +84,65 @@ static int mem_acquire(upload_locks *base, const char *upload_id, int slot, cu_e
         }
     }
     if (rc == 0) {
-        claim *c = &m->claims[m->n++];
-        snprintf(c->upload_id, sizeof c->upload_id, "%s", upload_id);
-        c->slot = slot;
+        c->last_active = now;
+        m->claims[m->n++] = c;
+        *out = c;
     }
     pthread_mutex_unlock(&m->lock);
+    if (rc)
+        claim_free(c);
     return rc;
 }
 
-static void mem_release(upload_locks *base, const char *upload_id, int slot)
+static bool mem_hold(upload_locks *base, upload_claim *c)
+{
+    (void)base;
+    pthread_mutex_lock(&c->step);
+    if (!c->revoked)
+        return true;
+    pthread_mutex_unlock(&c->step);
+    return false;
+}
+
+static void mem_unhold(upload_locks *base, upload_claim *c)
 {
     memory_locks *m = (memory_locks *)base;
-    bool found = false;
+    pthread_mutex_lock(&m->lock);
+    c->last_active = util_monotonic();
+    pthread_mutex_unlock(&m->lock);
+    pthread_mutex_unlock(&c->step);
+}
+
+static void mem_release(upload_locks *base, upload_claim *c)
+{
+    memory_locks *m = (memory_locks *)base;
+    if (!c)
+        return;
     pthread_mutex_lock(&m->lock);
     for (size_t i = 0; i < m->n; i++) {
-        if (m->claims[i].slot == slot && !strcmp(m->claims[i].upload_id, upload_id)) {
-            m->claims[i] = m->claims[--m->n];
-            found = true;
+        if (m->claims[i] == c) {
+            table_drop(m, i);
             break;
         }
     }
     pthread_mutex_unlock(&m->lock);
-    assert(found); /* only the holder releases, and only once */
-    (void)found;
+    claim_free(c);
 }
 
 static void mem_destroy(upload_locks *base)
 {
     memory_locks *m = (memory_locks *)base;
+    assert(m->n == 0); /* every holder released before the service goes */
     pthread_mutex_destroy(&m->lock);
     free(m->claims);
     free(m);
 }
 
-static const struct upload_lock_ops memory_ops = {
-    .acquire = mem_acquire, .release = mem_release, .destroy = mem_destroy};
+static const struct upload_lock_ops memory_ops = {.acquire = mem_acquire,
+                                                  .hold = mem_hold,
+                                                  .unhold = mem_unhold,
+                                                  .release = mem_release,
+                                                  .destroy = mem_destroy};
 
 upload_locks *upload_locks_memory(void)
 {
@@ -92,14 +154,26 @@ upload_locks *upload_locks_memory(void)
     return &m->base;
 }
 
-int upload_lock_acquire(upload_locks *l, const char *upload_id, int slot, cu_error *err)
+int upload_lock_acquire(upload_locks *l, const char *upload_id, int slot, double takeover_after,
+                        upload_claim **out, cu_error *err)
 {
-    return l->ops->acquire(l, upload_id, slot, err);
+    return l->ops->acquire(l, upload_id, slot, takeover_after, out, err);
 }
 
-void upload_lock_release(upload_locks *l, const char *upload_id, int slot)
+bool upload_lock_hold(upload_locks *l, upload_claim *c)
 {
-    l->ops->release(l, upload_id, slot);
+    return l->ops->hold(l, c);
+}
+
+void upload_lock_unhold(upload_locks *l, upload_claim *c)
+{
+    l->ops->unhold(l, c);
+}
+
+void upload_lock_release(upload_locks *l, upload_claim *c)
+{
+    if (c)
+        l->ops->release(l, c);
 }
 
 void upload_locks_destroy(upload_locks *l)

@@ -32,6 +32,8 @@ struct upload_write {
     upload_service *svc;
     char id[CU_UUID_LEN + 1];
     int slot; /* UPLOAD_LOCK_WHOLE for a stream */
+    upload_claim *claim;
+    bool holding; /* inside a step of the claim (upload_lock_hold) */
     bool stream;
     int64_t offset;   /* where the bytes go */
     int64_t expected; /* slot: exactly this many; stream: at most this many, -1 unbounded */
@@ -492,14 +494,17 @@ int upload_write_begin(upload_service *svc, const upload_write_request *req, upl
     /* Claim first, then read the state: whoever holds the claim sees every write that came
      * before it, so two requests never both find a slot pending. */
     int slot = stream ? UPLOAD_LOCK_WHOLE : req->slot;
-    rc = upload_lock_acquire(svc->deps.locks, req->id, slot, err);
+    upload_claim *claim = NULL;
+    rc = upload_lock_acquire(svc->deps.locks, req->id, slot, svc->deps.cfg->part_stall_seconds,
+                             &claim, err);
     if (rc)
         return rc;
     upload_write *w = calloc(1, sizeof *w);
     if (!w) {
-        upload_lock_release(svc->deps.locks, req->id, slot);
+        upload_lock_release(svc->deps.locks, claim);
         return cu_fail_oom(err);
     }
+    w->claim = claim;
     w->svc = svc;
     snprintf(w->id, sizeof w->id, "%s", req->id);
     w->slot = slot;
@@ -542,9 +547,29 @@ int upload_write_begin(upload_service *svc, const upload_write_request *req, upl
     *out = w;
     return 0;
 fail:
-    upload_lock_release(svc->deps.locks, w->id, w->slot);
+    upload_lock_release(svc->deps.locks, w->claim);
     write_free(w);
     return rc;
+}
+
+/* Begins a step under the write's claim; refused when a newer request took it over. */
+static int write_hold(upload_write *w, cu_error *err)
+{
+    assert(!w->holding);
+    if (!upload_lock_hold(w->svc->deps.locks, w->claim))
+        return cu_fail(err, CU_ECONFLICT,
+                       "This request stalled and a newer one took the upload over; it wrote "
+                       "nothing more");
+    w->holding = true;
+    return 0;
+}
+
+static void write_unhold(upload_write *w)
+{
+    if (w->holding) {
+        upload_lock_unhold(w->svc->deps.locks, w->claim);
+        w->holding = false;
+    }
 }
 
 int upload_write_data(upload_write *w, const void *buf, size_t len, cu_error *err)
@@ -554,7 +579,11 @@ int upload_write_data(upload_write *w, const void *buf, size_t len, cu_error *er
                    ? cu_fail(err, CU_ETOOLARGE, "The body goes past the upload's end")
                    : cu_fail(err, CU_ETOOLARGE, "Part %d must be %lld bytes, the body is longer",
                              w->slot, (long long)w->expected);
-    int rc = storage_writer_write(w->writer, buf, len, err);
+    int rc = write_hold(w, err);
+    if (rc)
+        return rc;
+    rc = storage_writer_write(w->writer, buf, len, err);
+    write_unhold(w);
     if (rc)
         return rc;
     EVP_DigestUpdate(w->sha, buf, len);
@@ -571,7 +600,8 @@ void upload_write_result_clear(upload_write_result *r)
 
 static void write_release(upload_write *w)
 {
-    upload_lock_release(w->svc->deps.locks, w->id, w->slot);
+    write_unhold(w);
+    upload_lock_release(w->svc->deps.locks, w->claim);
     write_free(w);
 }
 
@@ -598,7 +628,11 @@ void upload_write_abort(upload_write *w)
     if (!w)
         return;
     upload_service *svc = w->svc;
-    if (w->stream && w->alg == UPLOAD_DIGEST_NONE && w->writer) {
+    cu_error held;
+    bool taken_over = write_hold(w, &held) != 0;
+    if (taken_over)
+        log_info("upload %s: a stalled write gave way to a newer one", w->id);
+    if (!taken_over && w->stream && w->alg == UPLOAD_DIGEST_NONE && w->writer) {
         /* Keep what arrived: a cut-off stream write resumes from its durable end. */
         storage_written written;
         cu_error err;
@@ -651,9 +685,17 @@ int upload_write_end(upload_write *w, upload_write_result *out, cu_error *err)
 {
     upload_service *svc = w->svc;
     memset(out, 0, sizeof *out);
+    int hrc = write_hold(w, err);
+    if (hrc) {
+        storage_writer_abort(w->writer);
+        w->writer = NULL;
+        write_release(w);
+        return hrc;
+    }
     if (!w->stream && w->received != w->expected) {
         int rc = cu_fail(err, CU_EINVAL, "Part %d must be %lld bytes, got %lld", w->slot,
                          (long long)w->expected, (long long)w->received);
+        write_unhold(w);
         upload_write_abort(w);
         return rc;
     }

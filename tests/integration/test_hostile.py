@@ -10,7 +10,7 @@ import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import API_KEY, CHUNK, ServerTestCase  # noqa: E402
+from harness import API_KEY, CHUNK, RawConn, ServerTestCase, request_head  # noqa: E402
 
 
 class HostileClientTest(ServerTestCase):
@@ -98,6 +98,28 @@ class HostileClientTest(ServerTestCase):
         self.assertTrue(os.path.exists(os.path.join(srv.staging, "%s.data" % live)))
         self.assertEqual(self.assertOk(srv.status(live))["status"], "pending")
         self.assertIn("staging data no upload owns", srv.log_text())
+
+    def test_a_stalled_part_is_taken_over_by_the_retry(self):
+        srv = self.start_server(env={"PART_STALL_SECONDS": "1"})
+        data = os.urandom(CHUNK)
+        init = self.init_ok(srv, "stall.bin", data)
+        token = init["parts"][0]["token"]
+        path = "/upload/%s/part/0" % init["file_id"]
+        # A client that sends half its part and then nothing, its connection left open.
+        stalled = RawConn(srv.port)
+        stalled.send(request_head("PUT", path, {"Authorization": "Bearer " + token,
+                                                "Content-Length": str(CHUNK)}))
+        stalled.send(os.urandom(CHUNK // 2))
+        time.sleep(0.3)
+        self.assertError(srv.put_part(init["file_id"], 0, token, data), 409)  # still fresh
+        time.sleep(1.2)
+        self.assertOk(srv.put_part(init["file_id"], 0, token, data))  # taken over
+        # The stalled client wakes up: it is refused and its bytes go nowhere.
+        stalled.try_send(os.urandom(CHUNK // 2))
+        r = stalled.read_response(10)
+        self.assertEqual(r.status, 409, r)
+        stalled.close()
+        self.complete_ok(srv, init["file_id"], data)
 
 
 if __name__ == "__main__":

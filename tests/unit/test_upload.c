@@ -460,7 +460,8 @@ typedef struct {
     int acquired, released;
 } slow_locks;
 
-static int slow_acquire(upload_locks *base, const char *id, int slot, cu_error *err)
+static int slow_acquire(upload_locks *base, const char *id, int slot, double takeover,
+                        upload_claim **out, cu_error *err)
 {
     slow_locks *l = (slow_locks *)base;
     pthread_mutex_lock(&l->m);
@@ -468,13 +469,23 @@ static int slow_acquire(upload_locks *base, const char *id, int slot, cu_error *
         while (l->released < 1)
             pthread_cond_wait(&l->c, &l->m);
     pthread_mutex_unlock(&l->m);
-    return upload_lock_acquire(l->inner, id, slot, err);
+    return upload_lock_acquire(l->inner, id, slot, takeover, out, err);
 }
 
-static void slow_release(upload_locks *base, const char *id, int slot)
+static bool slow_hold(upload_locks *base, upload_claim *c)
+{
+    return upload_lock_hold(((slow_locks *)base)->inner, c);
+}
+
+static void slow_unhold(upload_locks *base, upload_claim *c)
+{
+    upload_lock_unhold(((slow_locks *)base)->inner, c);
+}
+
+static void slow_release(upload_locks *base, upload_claim *c)
 {
     slow_locks *l = (slow_locks *)base;
-    upload_lock_release(l->inner, id, slot);
+    upload_lock_release(l->inner, c);
     pthread_mutex_lock(&l->m);
     l->released++;
     pthread_cond_broadcast(&l->c);
@@ -490,8 +501,11 @@ static void slow_destroy(upload_locks *base)
     free(l);
 }
 
-static const struct upload_lock_ops slow_ops = {
-    .acquire = slow_acquire, .release = slow_release, .destroy = slow_destroy};
+static const struct upload_lock_ops slow_ops = {.acquire = slow_acquire,
+                                                .hold = slow_hold,
+                                                .unhold = slow_unhold,
+                                                .release = slow_release,
+                                                .destroy = slow_destroy};
 
 typedef struct {
     fixture *f;
@@ -668,6 +682,71 @@ static void test_concurrent_completions_agree(void **state)
     assert_cu_ok(meta_webhooks_due(f->meta, INT64_MAX, 10, &hooks, &n, &err), err);
     assert_int_equal(n, 1);
     meta_webhooks_free(hooks, n);
+    meta_upload_clear(&u);
+}
+
+/* A writer that sent nothing for PART_STALL_SECONDS gives way to a new request for the same
+ * part; it learns so at its next step and writes nothing more. An active one does not. */
+static void test_stalled_writer_is_taken_over(void **state)
+{
+    fixture *f = *state;
+    f->cfg.part_stall_seconds = 0.2;
+    unsigned char stale[CHUNK], fresh[CHUNK];
+    fill(stale, CHUNK, 13);
+    fill(fresh, CHUNK, 14);
+    meta_upload u;
+    create_slots(f, "stall.bin", 2 * CHUNK, NULL, NULL, &u);
+    upload_write_request req = {.id = u.id, .slot = 0, .length = CHUNK};
+    upload_write *old = NULL, *next = NULL;
+    cu_error err;
+    assert_cu_ok(upload_write_begin(f->svc, &req, &old, &err), err);
+    assert_cu_ok(upload_write_data(old, stale, CHUNK / 2, &err), err);
+    /* Still fresh: a second request is refused. */
+    assert_cu_fails(upload_write_begin(f->svc, &req, &next, &err), CU_ECONFLICT, err);
+    usleep(300000);
+    assert_cu_ok(upload_write_begin(f->svc, &req, &next, &err), err); /* taken over */
+    assert_cu_fails(upload_write_data(old, stale + CHUNK / 2, CHUNK / 2, &err), CU_ECONFLICT, err);
+    assert_non_null(strstr(err.msg, "took the upload over"));
+    upload_write_abort(old);
+    assert_cu_ok(upload_write_data(next, fresh, CHUNK, &err), err);
+    upload_write_result res;
+    assert_cu_ok(upload_write_end(next, &res, &err), err);
+    upload_write_result_clear(&res);
+    /* A stalled writer that wakes up at its end records nothing either. */
+    req.slot = 1;
+    assert_cu_ok(upload_write_begin(f->svc, &req, &old, &err), err);
+    assert_cu_ok(upload_write_data(old, stale, CHUNK, &err), err);
+    usleep(300000);
+    assert_cu_ok(upload_write_begin(f->svc, &req, &next, &err), err);
+    assert_cu_fails(upload_write_end(old, &res, &err), CU_ECONFLICT, err);
+    assert_cu_ok(upload_write_data(next, fresh, CHUNK, &err), err);
+    assert_cu_ok(upload_write_end(next, &res, &err), err);
+    upload_write_result_clear(&res);
+    meta_upload out;
+    assert_cu_ok(upload_complete(f->svc, u.id, NULL, &out, &err), err);
+    unsigned char both[2 * CHUNK];
+    memcpy(both, fresh, CHUNK);
+    memcpy(both + CHUNK, fresh, CHUNK);
+    assert_file(out.final_path, both, sizeof both);
+    meta_upload_clear(&out);
+    meta_upload_clear(&u);
+
+    /* A stream: the stalled write's bytes past the recorded offset are not kept. */
+    create_stream(f, "stall-stream.bin", CHUNK, false, &u);
+    upload_write_request sreq = {.id = u.id, .offset = 0, .length = -1};
+    assert_cu_ok(upload_write_begin(f->svc, &sreq, &old, &err), err);
+    assert_cu_ok(upload_write_data(old, stale, 100, &err), err);
+    usleep(300000);
+    assert_cu_ok(upload_write_begin(f->svc, &sreq, &next, &err), err);
+    upload_write_abort(old); /* its client went away now: nothing of it is recorded */
+    meta_upload now = reload(f, u.id);
+    assert_int_equal(now.durable_offset, 0);
+    meta_upload_clear(&now);
+    assert_cu_ok(upload_write_data(next, fresh, CHUNK, &err), err);
+    assert_cu_ok(upload_write_end(next, &res, &err), err);
+    assert_true(res.completed);
+    assert_file(res.upload.final_path, fresh, CHUNK);
+    upload_write_result_clear(&res);
     meta_upload_clear(&u);
 }
 
@@ -1225,6 +1304,7 @@ int main(void)
         T(test_claim_comes_before_the_state_read),
         T(test_racing_writers_store_once),
         T(test_concurrent_completions_agree),
+        T(test_stalled_writer_is_taken_over),
         T(test_stream_appends_and_completes),
         T(test_stream_deferred_length),
         T(test_concatenation),
