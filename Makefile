@@ -5,7 +5,7 @@ BUILD      ?= build
 BUILD_ASAN ?= build-asan
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all deps run test test-servers test-release test-asan bench format clean
+.PHONY: all deps run test test-servers test-release test-asan bench faults format clean
 
 all: $(BUILD)/Makefile
 	@cmake --build $(BUILD) -j $(JOBS)
@@ -48,6 +48,14 @@ bench: all
 	@./scripts/install-deps.sh --bench
 	@./bench/bench.sh
 	@./bench/http_bench.py
+
+# The fault loops, long: FAULT_ROUNDS rounds (default 20) of every scenario, on the release
+# build (as root: the disk-full scenario mounts a small tmpfs).
+FAULT_ROUNDS ?= 20
+faults: all
+	@./scripts/install-deps.sh --test
+	@$(MAKE) --no-print-directory test-servers
+	@CU_BINARY=$(CURDIR)/$(BUILD)/chunked-uploader ./tests/faults/fault_loop.py --rounds $(FAULT_ROUNDS)
 
 format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')
