@@ -9,6 +9,8 @@
 #ifndef CU_CONFIG_H
 #define CU_CONFIG_H
 
+#include "base/netaddr.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -46,6 +48,8 @@ typedef struct cu_config_s {
     char *webhook_secret; /* NULL: unsigned webhooks */
     int webhook_max_attempts;
     double webhook_retry_base_seconds;
+    char *webhook_allowed_hosts;          /* as configured, or NULL */
+    netaddr_allowlist *webhook_allowlist; /* parsed from it by config_load; NULL: empty */
     double cleanup_interval_seconds;
     int max_connections;
     int max_connections_per_ip; /* 0: no limit */

@@ -1,11 +1,25 @@
-/* webhook.c - building, signing and delivering completion webhooks. */
+/* webhook.c - building, signing and delivering completion webhooks.
+ *
+ * Where a webhook may go. webhook_url comes from clients and the server faces the internet,
+ * so a URL must not make it reach its own loopback, the network behind it or a cloud's
+ * metadata service (169.254.169.254). The check is on the address each connection is about
+ * to be made to, in libcurl's open-socket callback, after DNS: a name that resolves inward,
+ * or that rebinds between an earlier look-up and the connection, is refused as surely as
+ * an address literal, and there is no second resolution to race. Redirects are not
+ * followed and no proxy is used, since either would connect somewhere else for us. An
+ * address literal is refused at init already, so the client learns at once; names are
+ * left to delivery because what they resolve to changes.
+ */
 #include "core/webhook.h"
 
-#include "core/filename.h"
 #include "base/log.h"
+#include "base/netaddr.h"
 #include "base/util.h"
+#include "core/filename.h"
 
+#include <ctype.h>
 #include <curl/curl.h>
+#include <idn2.h>
 #include <jansson.h>
 #include <math.h>
 #include <openssl/evp.h>
@@ -14,7 +28,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+
+#define URL_MAX 2048
 
 char *webhook_payload(const meta_upload *u, const char *storage_backend)
 {
@@ -47,6 +64,172 @@ double webhook_backoff(double base_seconds, int attempts)
     return delay > 3600 ? 3600 : delay;
 }
 
+/* ---- where a webhook may go ---- */
+
+/* A webhook_url taken apart as libcurl will use it. */
+typedef struct {
+    CURLU *url;     /* what the transfer uses (CURLOPT_CURLU) */
+    char host[256]; /* lowercase ASCII (an IDN as libcurl converts it), no trailing dot */
+    bool is_literal;
+    netaddr addr; /* when is_literal */
+} target;
+
+static void target_clear(target *t)
+{
+    curl_url_cleanup(t->url);
+    t->url = NULL;
+}
+
+/* An international host name in ASCII, the way libcurl converts it before resolving
+ * (IDNA 2008 non-transitional, then transitional): "１２７.０.０.１" is "127.0.0.1". */
+static int host_to_ascii(const char *host, char *out, size_t cap, cu_error *err)
+{
+    char *ace = NULL;
+    int rc = idn2_lookup_u8((const uint8_t *)host, (uint8_t **)&ace,
+                            IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL);
+    if (rc != IDN2_OK)
+        rc = idn2_lookup_u8((const uint8_t *)host, (uint8_t **)&ace, IDN2_TRANSITIONAL);
+    if (rc == IDN2_MALLOC)
+        return cu_fail_oom(err);
+    if (rc != IDN2_OK || strlen(ace) >= cap) {
+        idn2_free(ace);
+        return cu_fail(err, CU_EINVAL, "webhook_url's host is not a valid domain name");
+    }
+    snprintf(out, cap, "%s", ace);
+    idn2_free(ace);
+    return 0;
+}
+
+static int target_parse(const char *url, target *t, cu_error *err)
+{
+    memset(t, 0, sizeof *t);
+    size_t len = strlen(url);
+    if ((strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) || len > URL_MAX ||
+        len <= 8)
+        return cu_fail(err, CU_EINVAL, "webhook_url must be an http:// or https:// URL");
+    for (const unsigned char *p = (const unsigned char *)url; *p; p++)
+        if (*p <= 0x20 || *p == 0x7f)
+            return cu_fail(err, CU_EINVAL, "webhook_url must be an http:// or https:// URL");
+    if (!(t->url = curl_url()))
+        return cu_fail_oom(err);
+    char *host = NULL;
+    CURLUcode uc = curl_url_set(t->url, CURLUPART_URL, url, 0);
+    if (uc == CURLUE_OK)
+        uc = curl_url_get(t->url, CURLUPART_HOST, &host, 0);
+    if (uc != CURLUE_OK) {
+        target_clear(t);
+        return uc == CURLUE_OUT_OF_MEMORY
+                   ? cu_fail_oom(err)
+                   : cu_fail(err, CU_EINVAL, "webhook_url is not a valid URL: %s",
+                             curl_url_strerror(uc));
+    }
+    int rc = 0;
+    bool ascii = true;
+    for (const char *p = host; *p; p++)
+        ascii &= (unsigned char)*p < 0x80;
+    if (!ascii)
+        rc = host_to_ascii(host, t->host, sizeof t->host, err);
+    else if (strlen(host) >= sizeof t->host)
+        rc = cu_fail(err, CU_EINVAL, "webhook_url's host is too long");
+    else
+        snprintf(t->host, sizeof t->host, "%s", host);
+    curl_free(host);
+    if (rc) {
+        target_clear(t);
+        return rc;
+    }
+    size_t hlen = strlen(t->host);
+    for (size_t i = 0; i < hlen; i++)
+        t->host[i] = (char)tolower((unsigned char)t->host[i]);
+    if (hlen > 1 && t->host[hlen - 1] == '.') /* "127.0.0.1." names 127.0.0.1 too */
+        t->host[--hlen] = '\0';
+    /* libcurl has already rewritten the IPv4 forms it knows ("0x7f000001", "127.1") as a
+     * dotted quad; netaddr_parse reads every form the resolver would (and IPv6 in
+     * brackets). */
+    t->is_literal = netaddr_parse(t->host, &t->addr) == 0;
+    return 0;
+}
+
+/* Whether a may be connected to: 0, or -1 with the reason in why. */
+static int address_refused(const netaddr_allowlist *allow, const netaddr *a, char *why,
+                           size_t why_len)
+{
+    const char *what = netaddr_special(a);
+    if (!what || netaddr_allowlist_has_addr(allow, a))
+        return 0;
+    char text[NETADDR_TEXT_LEN];
+    netaddr_format(a, text);
+    snprintf(why, why_len, "%s is not a public address (%s)", text, what);
+    return -1;
+}
+
+int webhook_url_check(const cu_config *cfg, const char *url, cu_error *err)
+{
+    target t;
+    int rc = target_parse(url, &t, err);
+    char why[128];
+    if (rc == 0 && t.is_literal &&
+        address_refused(cfg->webhook_allowlist, &t.addr, why, sizeof why) != 0)
+        rc = cu_fail(err, CU_EINVAL,
+                     "webhook_url's host %s; webhooks go only to public addresses unless the "
+                     "server's WEBHOOK_ALLOWED_HOSTS lists it",
+                     why);
+    target_clear(&t);
+    return rc;
+}
+
+char *webhook_url_for_log(const char *url, char *out, size_t cap)
+{
+    /* The userinfo is whatever precedes the last '@' before the path, query or fragment,
+     * the way libcurl reads it; taking the last '@' hides too much rather than too little. */
+    const char *scheme_end = strstr(url, "://");
+    const char *authority = scheme_end ? scheme_end + 3 : url;
+    size_t authority_len = strcspn(authority, "/?#");
+    const char *at = NULL;
+    for (const char *p = authority; p < authority + authority_len; p++)
+        if (*p == '@')
+            at = p;
+    char plain[URL_MAX + 16];
+    if (at)
+        snprintf(plain, sizeof plain, "%.*s***%s", (int)(authority - url), url, at);
+    else
+        snprintf(plain, sizeof plain, "%s", url);
+    return log_escape(plain, out, cap);
+}
+
+/* The open-socket callback's view of one try: which addresses it refused. */
+typedef struct {
+    const netaddr_allowlist *allow;
+    bool name_allowed; /* the URL's host is a name WEBHOOK_ALLOWED_HOSTS lists */
+    int refused, opened;
+    char why[128]; /* the last refusal */
+} connect_guard;
+
+/* Called by libcurl in place of socket() for every address it is about to connect to
+ * (each of a name's addresses in turn): the one place that sees where the bytes go. */
+static curl_socket_t guarded_socket(void *ctx, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    connect_guard *g = ctx;
+    struct sockaddr_storage ss;
+    netaddr to;
+    memset(&ss, 0, sizeof ss);
+    memcpy(&ss, &a->addr, a->addrlen < sizeof ss ? a->addrlen : sizeof ss);
+    if (purpose != CURLSOCKTYPE_IPCXN ||
+        netaddr_from_sockaddr((struct sockaddr *)&ss, a->addrlen, &to) != 0) {
+        g->refused++;
+        snprintf(g->why, sizeof g->why, "not an IP connection");
+        return CURL_SOCKET_BAD;
+    }
+    if (!g->name_allowed && address_refused(g->allow, &to, g->why, sizeof g->why) != 0) {
+        g->refused++;
+        return CURL_SOCKET_BAD; /* libcurl goes on to the name's next address, if any */
+    }
+    g->opened++;
+    return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
+
+/* ---- the deliverer ---- */
+
 struct webhook_deliverer {
     const cu_config *cfg;
     meta_t *meta;
@@ -77,34 +260,67 @@ static size_t discard_cb(char *p, size_t size, size_t n, void *ctx)
     return size * n;
 }
 
-/* One attempt; returns 0 when the receiver answered 2xx, else fills why. */
-static int deliver(webhook_deliverer *d, const meta_webhook *w, char *why, size_t why_len)
+static struct curl_slist *add_header(struct curl_slist *list, const char *line, bool *oom)
 {
-    CURL *curl = curl_easy_init();
-    if (!curl) {
-        snprintf(why, why_len, "curl unavailable");
+    struct curl_slist *grown = *oom ? NULL : curl_slist_append(list, line);
+    *oom |= !grown;
+    return grown ? grown : list;
+}
+
+/* One try; returns 0 when the receiver answered 2xx, else fills why, and sets *permanent
+ * when no later try can do better (the address is refused, the URL is not one). */
+static int deliver(webhook_deliverer *d, const meta_webhook *w, char *why, size_t why_len,
+                   bool *permanent)
+{
+    const cu_config *cfg = d->cfg;
+    target to;
+    cu_error err;
+    *permanent = false;
+    if (target_parse(w->url, &to, &err) != 0) { /* an outbox row older than the checks */
+        snprintf(why, why_len, "%s", err.msg);
+        *permanent = true;
         return -1;
     }
+    CURL *curl = curl_easy_init();
     struct curl_slist *headers = NULL;
+    bool oom = !curl;
     char line[256];
-    headers = curl_slist_append(headers, "Content-Type: application/json");
-    headers = curl_slist_append(headers, "X-Webhook-Event: upload.complete");
+    headers = add_header(headers, "Content-Type: application/json", &oom);
+    headers = add_header(headers, "X-Webhook-Event: upload.complete", &oom);
     snprintf(line, sizeof line, "X-Webhook-Delivery: %s-%lld", w->upload_id, (long long)w->id);
-    headers = curl_slist_append(headers, line);
-    if (d->cfg->webhook_secret) {
+    headers = add_header(headers, line, &oom);
+    if (cfg->webhook_secret) {
         char sig[72];
-        webhook_signature(d->cfg->webhook_secret, w->body, sig);
+        webhook_signature(cfg->webhook_secret, w->body, sig);
         snprintf(line, sizeof line, "X-Webhook-Signature: %s", sig);
-        headers = curl_slist_append(headers, line);
+        headers = add_header(headers, line, &oom);
     }
-    curl_easy_setopt(curl, CURLOPT_URL, w->url);
+    if (oom) {
+        curl_slist_free_all(headers);
+        curl_easy_cleanup(curl);
+        target_clear(&to);
+        snprintf(why, why_len, "out of memory");
+        return -1;
+    }
+    connect_guard guard = {.allow = cfg->webhook_allowlist,
+                           .name_allowed = !to.is_literal && netaddr_allowlist_has_name(
+                                                                 cfg->webhook_allowlist, to.host)};
+    char errbuf[CURL_ERROR_SIZE] = "";
+    curl_easy_setopt(curl, CURLOPT_CURLU, to.url);
     curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+    /* A redirect could point anywhere, inward included: a 3xx is a failed try. */
+    curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
+    /* A proxy from the environment (http_proxy) would connect for us, past the guard. */
+    curl_easy_setopt(curl, CURLOPT_PROXY, "");
+    curl_easy_setopt(curl, CURLOPT_OPENSOCKETFUNCTION, guarded_socket);
+    curl_easy_setopt(curl, CURLOPT_OPENSOCKETDATA, &guard);
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt(curl, CURLOPT_POSTFIELDS, w->body);
     curl_easy_setopt(curl, CURLOPT_USERAGENT, "chunked-uploader/" CU_VERSION);
     curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, 10L);
     curl_easy_setopt(curl, CURLOPT_TIMEOUT, 30L);
     curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, discard_cb);
     curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, progress_cb);
@@ -114,8 +330,15 @@ static int deliver(webhook_deliverer *d, const meta_webhook *w, char *why, size_
     curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
     curl_slist_free_all(headers);
     curl_easy_cleanup(curl);
+    target_clear(&to);
+    if (res != CURLE_OK && guard.refused > 0 && guard.opened == 0) {
+        /* Every address was refused: the same policy refuses it on every later try. */
+        snprintf(why, why_len, "refused: %s (WEBHOOK_ALLOWED_HOSTS can allow it)", guard.why);
+        *permanent = true;
+        return -1;
+    }
     if (res != CURLE_OK) {
-        snprintf(why, why_len, "%s", curl_easy_strerror(res));
+        snprintf(why, why_len, "%s", errbuf[0] ? errbuf : curl_easy_strerror(res));
         return -1;
     }
     if (status < 200 || status > 299) {
@@ -137,23 +360,28 @@ static void deliver_due(webhook_deliverer *d)
     }
     for (int i = 0; i < n && !is_stopping(d); i++) {
         meta_webhook *w = &due[i];
-        char why[256] = "";
-        bool ok = deliver(d, w, why, sizeof why) == 0;
+        char why[sizeof err.msg] = "", url[512], why_log[1024];
+        bool permanent = false;
+        bool ok = deliver(d, w, why, sizeof why, &permanent) == 0;
         if (!ok && is_stopping(d))
             break; /* cut short by shutdown: not the receiver's fault, not a try */
+        webhook_url_for_log(w->url, url, sizeof url);
+        log_escape(why, why_log, sizeof why_log);
         int attempts = w->attempts + 1;
-        bool give_up = !ok && attempts >= d->cfg->webhook_max_attempts;
+        bool give_up = !ok && (permanent || attempts >= d->cfg->webhook_max_attempts);
         double next = util_now() + webhook_backoff(d->cfg->webhook_retry_base_seconds, attempts);
         if (ok)
-            log_info("webhook for upload %s delivered to %s (try %d)", w->upload_id, w->url,
-                     attempts);
+            log_info("webhook for upload %s delivered to %s (try %d)", w->upload_id, url, attempts);
+        else if (permanent)
+            log_error("webhook for upload %s to %s: giving up at try %d: %s", w->upload_id, url,
+                      attempts, why_log);
         else if (give_up)
             log_error("webhook for upload %s to %s: giving up after %d tries: %s", w->upload_id,
-                      w->url, attempts, why);
+                      url, attempts, why_log);
         else
             log_warn("webhook for upload %s to %s failed (try %d of %d, next in %.0f s): %s",
-                     w->upload_id, w->url, attempts, d->cfg->webhook_max_attempts,
-                     next - util_now(), why);
+                     w->upload_id, url, attempts, d->cfg->webhook_max_attempts, next - util_now(),
+                     why_log);
         /* Round up: a retry must never run before its backoff has passed. */
         if (meta_webhook_result(d->meta, w->id, ok, (int64_t)ceil(next), give_up, ok ? NULL : why,
                                 &err) != 0)

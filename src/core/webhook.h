@@ -1,9 +1,10 @@
-/* webhook.h - completion webhooks: the payload, and the deliverer thread.
+/* webhook.h - completion webhooks: the payload, where a webhook may go, and the deliverer.
  *
  * Deliveries live in the metadata store's outbox (queued in the same transaction that
  * marks an upload complete), so none is lost when the server stops or crashes; the
  * deliverer retries with exponential backoff until the receiver answers 2xx or the tries
- * run out. */
+ * run out. A webhook reaches only public addresses (and what WEBHOOK_ALLOWED_HOSTS lists),
+ * checked on the address each connection is made to. */
 #ifndef CU_WEBHOOK_H
 #define CU_WEBHOOK_H
 
@@ -17,6 +18,17 @@ char *webhook_payload(const meta_upload *u, const char *storage_backend);
 void webhook_signature(const char *secret, const char *body, char out[72]);
 /* Seconds to wait after the attempts'th failed try. */
 double webhook_backoff(double base_seconds, int attempts);
+
+/* Checks a webhook_url a client gave at init: an http:// or https:// URL libcurl parses, of
+ * at most 2048 bytes, and, when its host is an address literal in any form libc or libcurl
+ * reads as one (decimal, hex, octal, short like 127.1, bracketed IPv6 with a zone,
+ * fullwidth digits), a public address or one WEBHOOK_ALLOWED_HOSTS lists. A host name is
+ * checked at each delivery instead, where it resolves. Returns 0 or CU_EINVAL with a
+ * message for the client (which never repeats the URL's credentials). */
+int webhook_url_check(const cu_config *cfg, const char *url, cu_error *err);
+/* url as a log line may show it: the credentials of "user:password@" replaced by "***",
+ * then escaped with log_escape. Returns out. */
+char *webhook_url_for_log(const char *url, char *out, size_t cap);
 
 typedef struct webhook_deliverer webhook_deliverer;
 
