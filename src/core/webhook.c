@@ -32,6 +32,9 @@
 #include <time.h>
 
 #define URL_MAX 2048
+/* How long a delivery stays claimed for one try: the longest try (30 s) and time to record
+ * its result (the database may be busy for up to 10 s), with a margin. */
+#define LEASE_SECONDS 60
 
 char *webhook_payload(const meta_upload *u, const char *storage_backend)
 {
@@ -353,18 +356,31 @@ static void deliver_due(webhook_deliverer *d)
     meta_webhook *due = NULL;
     int n = 0;
     cu_error err;
-    if (meta_webhooks_due(d->meta, (int64_t)util_now(), 16, &due, &n, &err) != 0) {
+    int64_t now = (int64_t)util_now();
+    if (meta_webhooks_due(d->meta, now, NULL, 16, &due, &n, &err) != 0) {
         log_error("webhooks: %s", err.msg);
         meta_webhooks_free(due, n);
         return;
     }
     for (int i = 0; i < n && !is_stopping(d); i++) {
         meta_webhook *w = &due[i];
+        /* Claimed for the try: no other process takes it meanwhile. The tries before it
+         * took time, so the lease counts from now. */
+        int64_t at = (int64_t)util_now(), lease = at + LEASE_SECONDS;
+        if (meta_webhook_claim(d->meta, w->id, at, lease, &w->attempts, &err) != 0) {
+            if (err.code != CU_ECONFLICT) /* a conflict: another process has it */
+                log_error("webhooks: %s", err.msg);
+            continue;
+        }
         char why[sizeof err.msg] = "", url[512], why_log[1024];
         bool permanent = false;
         bool ok = deliver(d, w, why, sizeof why, &permanent) == 0;
-        if (!ok && is_stopping(d))
-            break; /* cut short by shutdown: not the receiver's fault, not a try */
+        if (!ok && is_stopping(d)) {
+            /* Cut short by shutdown: not the receiver's fault, not a try. */
+            if (meta_webhook_release(d->meta, w->id, lease, &err) != 0)
+                log_error("webhooks: %s", err.msg);
+            break;
+        }
         webhook_url_for_log(w->url, url, sizeof url);
         log_escape(why, why_log, sizeof why_log);
         int attempts = w->attempts + 1;
@@ -383,8 +399,8 @@ static void deliver_due(webhook_deliverer *d)
                      w->upload_id, url, attempts, d->cfg->webhook_max_attempts, next - util_now(),
                      why_log);
         /* Round up: a retry must never run before its backoff has passed. */
-        if (meta_webhook_result(d->meta, w->id, ok, (int64_t)ceil(next), give_up, ok ? NULL : why,
-                                &err) != 0)
+        if (meta_webhook_result(d->meta, w->id, lease, ok, (int64_t)ceil(next), give_up,
+                                ok ? NULL : why, &err) != 0)
             log_error("webhooks: %s", err.msg);
     }
     meta_webhooks_free(due, n);
@@ -398,7 +414,7 @@ static void *deliverer_main(void *arg)
         /* Sleep until the next delivery is due, a new one is queued, or shutdown. */
         int64_t when = 0;
         double wait = 60;
-        if (meta_webhook_next_due(d->meta, &when, NULL) == 0)
+        if (meta_webhook_next_due(d->meta, 0, &when, NULL) == 0)
             wait = (double)when - util_now();
         pthread_mutex_lock(&d->lock);
         if (wait > 0 && !d->kicked && !d->stopping) {
