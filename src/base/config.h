@@ -50,6 +50,10 @@ typedef struct cu_config_s {
     double webhook_retry_base_seconds;
     char *webhook_allowed_hosts;          /* as configured, or NULL */
     netaddr_allowlist *webhook_allowlist; /* parsed from it by config_load; NULL: empty */
+    int webhook_concurrency;              /* deliveries in flight at once */
+    int webhook_per_host;                 /* of them, to one receiver host */
+    double webhook_connect_timeout_seconds;
+    double webhook_timeout_seconds; /* a whole delivery attempt */
     double cleanup_interval_seconds;
     int max_connections;
     int max_connections_per_ip; /* 0: no limit */

@@ -9,7 +9,14 @@
  * followed and no proxy is used, since either would connect somewhere else for us. An
  * address literal is refused at init already, so the client learns at once; names are
  * left to delivery because what they resolve to changes.
- */
+ *
+ * Who delivers. One dispatcher thread pages through the due deliveries and hands each to
+ * one of WEBHOOK_CONCURRENCY workers, at most WEBHOOK_PER_HOST to one host, claiming it in
+ * the outbox first: the claim (a lease longer than a try can last) keeps every other
+ * worker and process off it while it is in flight, and a delivery whose process died falls
+ * due again when the lease runs out. With one thread and a 30 s timeout, two receivers
+ * that never answered held an unrelated delivery back by 60 s; now they hold at most
+ * 2 × WEBHOOK_PER_HOST workers for WEBHOOK_TIMEOUT_SECONDS. */
 #include "core/webhook.h"
 
 #include "base/log.h"
@@ -17,6 +24,7 @@
 #include "base/util.h"
 #include "core/filename.h"
 
+#include <assert.h>
 #include <ctype.h>
 #include <curl/curl.h>
 #include <idn2.h>
@@ -25,6 +33,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,9 +41,11 @@
 #include <time.h>
 
 #define URL_MAX 2048
-/* How long a delivery stays claimed for one try: the longest try (30 s) and time to record
- * its result (the database may be busy for up to 10 s), with a margin. */
-#define LEASE_SECONDS 60
+/* How long a claim outlives the longest try: time to record the result (the database may
+ * be busy for up to 10 s) and a safety margin. */
+#define LEASE_MARGIN_SECONDS 30
+/* Due deliveries read per query while dispatching. */
+#define DUE_PAGE 64
 
 char *webhook_payload(const meta_upload *u, const char *storage_backend)
 {
@@ -233,22 +244,88 @@ static curl_socket_t guarded_socket(void *ctx, curlsocktype purpose, struct curl
 
 /* ---- the deliverer ---- */
 
+/* One delivery handed to a worker: claimed in the outbox until lease. */
+typedef struct {
+    meta_webhook w;
+    target to; /* to.url NULL: the URL did not parse (parse_error says why) */
+    char parse_error[sizeof(((cu_error *)0)->msg)];
+    int64_t lease;
+    int load; /* index of its host in the deliverer's hosts */
+} job;
+
+/* Deliveries in flight to one host. */
+typedef struct {
+    char host[256];
+    int inflight; /* 0: the entry is free */
+} host_load;
+
 struct webhook_deliverer {
     const cu_config *cfg;
     meta_t *meta;
-    pthread_t thread;
-    pthread_mutex_t lock;
-    pthread_cond_t wake;
+    pthread_t dispatcher;
+    bool dispatcher_started;
+    pthread_t *workers;
+    int nworkers;         /* started */
+    pthread_mutex_t lock; /* guards what follows */
+    pthread_cond_t wake;  /* the dispatcher's: a delivery queued, a worker free, or stop */
+    pthread_cond_t work;  /* the workers': a job queued, or stop */
     bool kicked;
-    bool stopping; /* guarded by lock; also read racily by the curl progress callback */
+    atomic_bool stopping; /* set under lock; also read without it by curl's callbacks */
+    job **queue;          /* a ring of cfg->webhook_concurrency */
+    int queue_head, queue_len;
+    int inflight;     /* jobs queued or running: at most cfg->webhook_concurrency */
+    host_load *hosts; /* cfg->webhook_concurrency entries, one per host in flight */
 };
 
 static bool is_stopping(webhook_deliverer *d)
 {
-    pthread_mutex_lock(&d->lock);
-    bool stop = d->stopping;
-    pthread_mutex_unlock(&d->lock);
-    return stop;
+    return atomic_load(&d->stopping);
+}
+
+static void job_free(job *j)
+{
+    if (!j)
+        return;
+    target_clear(&j->to);
+    free(j->w.url);
+    free(j->w.body);
+    free(j);
+}
+
+/* Takes a place for one more delivery to host (under lock): its index in hosts, or -1 when
+ * every worker is taken or host has WEBHOOK_PER_HOST in flight already. */
+static int load_take(webhook_deliverer *d, const char *host)
+{
+    int capacity = d->cfg->webhook_concurrency, free_entry = -1;
+    if (d->inflight >= capacity)
+        return -1;
+    for (int i = 0; i < capacity; i++) {
+        host_load *h = &d->hosts[i];
+        if (h->inflight == 0) {
+            if (free_entry < 0)
+                free_entry = i;
+        } else if (!strcmp(h->host, host)) {
+            if (h->inflight >= d->cfg->webhook_per_host)
+                return -1;
+            h->inflight++;
+            d->inflight++;
+            return i;
+        }
+    }
+    /* Fewer deliveries than entries are in flight, and each busy entry holds one at least. */
+    assert(free_entry >= 0);
+    /* A host name longer than the entry is cut: two such hosts may share a limit. */
+    snprintf(d->hosts[free_entry].host, sizeof d->hosts[free_entry].host, "%s", host);
+    d->hosts[free_entry].inflight = 1;
+    d->inflight++;
+    return free_entry;
+}
+
+static void load_put(webhook_deliverer *d, int i)
+{
+    assert(d->hosts[i].inflight > 0 && d->inflight > 0);
+    d->hosts[i].inflight--;
+    d->inflight--;
 }
 
 static int progress_cb(void *ctx, curl_off_t a, curl_off_t b, curl_off_t c, curl_off_t e)
@@ -272,15 +349,13 @@ static struct curl_slist *add_header(struct curl_slist *list, const char *line, 
 
 /* One try; returns 0 when the receiver answered 2xx, else fills why, and sets *permanent
  * when no later try can do better (the address is refused, the URL is not one). */
-static int deliver(webhook_deliverer *d, const meta_webhook *w, char *why, size_t why_len,
-                   bool *permanent)
+static int deliver(webhook_deliverer *d, job *j, char *why, size_t why_len, bool *permanent)
 {
     const cu_config *cfg = d->cfg;
-    target to;
-    cu_error err;
+    const meta_webhook *w = &j->w;
     *permanent = false;
-    if (target_parse(w->url, &to, &err) != 0) { /* an outbox row older than the checks */
-        snprintf(why, why_len, "%s", err.msg);
+    if (!j->to.url) {
+        snprintf(why, why_len, "%s", j->parse_error);
         *permanent = true;
         return -1;
     }
@@ -301,15 +376,15 @@ static int deliver(webhook_deliverer *d, const meta_webhook *w, char *why, size_
     if (oom) {
         curl_slist_free_all(headers);
         curl_easy_cleanup(curl);
-        target_clear(&to);
         snprintf(why, why_len, "out of memory");
         return -1;
     }
     connect_guard guard = {.allow = cfg->webhook_allowlist,
-                           .name_allowed = !to.is_literal && netaddr_allowlist_has_name(
-                                                                 cfg->webhook_allowlist, to.host)};
+                           .name_allowed =
+                               !j->to.is_literal &&
+                               netaddr_allowlist_has_name(cfg->webhook_allowlist, j->to.host)};
     char errbuf[CURL_ERROR_SIZE] = "";
-    curl_easy_setopt(curl, CURLOPT_CURLU, to.url);
+    curl_easy_setopt(curl, CURLOPT_CURLU, j->to.url);
     curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
     /* A redirect could point anywhere, inward included: a 3xx is a failed try. */
     curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
@@ -320,8 +395,10 @@ static int deliver(webhook_deliverer *d, const meta_webhook *w, char *why, size_
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt(curl, CURLOPT_POSTFIELDS, w->body);
     curl_easy_setopt(curl, CURLOPT_USERAGENT, "chunked-uploader/" CU_VERSION);
-    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, 10L);
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT, 30L);
+    /* Whole milliseconds, at least 1: libcurl reads 0 as "no limit". */
+    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS,
+                     (long)ceil(cfg->webhook_connect_timeout_seconds * 1000));
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, (long)ceil(cfg->webhook_timeout_seconds * 1000));
     curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, discard_cb);
@@ -333,7 +410,6 @@ static int deliver(webhook_deliverer *d, const meta_webhook *w, char *why, size_
     curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
     curl_slist_free_all(headers);
     curl_easy_cleanup(curl);
-    target_clear(&to);
     if (res != CURLE_OK && guard.refused > 0 && guard.opened == 0) {
         /* Every address was refused: the same policy refuses it on every later try. */
         snprintf(why, why_len, "refused: %s (WEBHOOK_ALLOWED_HOSTS can allow it)", guard.why);
@@ -351,100 +427,253 @@ static int deliver(webhook_deliverer *d, const meta_webhook *w, char *why, size_
     return 0;
 }
 
-static void deliver_due(webhook_deliverer *d)
+/* Runs one claimed delivery and records what happened. */
+static void run_job(webhook_deliverer *d, job *j)
 {
-    meta_webhook *due = NULL;
-    int n = 0;
+    const cu_config *cfg = d->cfg;
+    const meta_webhook *w = &j->w;
+    char why[sizeof(((cu_error *)0)->msg)] = "", url[512], why_log[1024];
+    bool permanent = false;
+    bool ok = deliver(d, j, why, sizeof why, &permanent) == 0;
+    webhook_url_for_log(w->url, url, sizeof url);
+    log_escape(why, why_log, sizeof why_log);
     cu_error err;
-    int64_t now = (int64_t)util_now();
-    if (meta_webhooks_due(d->meta, now, NULL, 16, &due, &n, &err) != 0) {
-        log_error("webhooks: %s", err.msg);
-        meta_webhooks_free(due, n);
+    if (!ok && is_stopping(d)) {
+        /* Cut short by shutdown: not the receiver's fault, not a try. */
+        log_info("webhook for upload %s to %s: cut short by shutdown, tried again at the next "
+                 "start",
+                 w->upload_id, url);
+        if (meta_webhook_release(d->meta, w->id, j->lease, &err) != 0)
+            log_error("webhooks: %s", err.msg);
         return;
     }
-    for (int i = 0; i < n && !is_stopping(d); i++) {
-        meta_webhook *w = &due[i];
-        /* Claimed for the try: no other process takes it meanwhile. The tries before it
-         * took time, so the lease counts from now. */
-        int64_t at = (int64_t)util_now(), lease = at + LEASE_SECONDS;
-        if (meta_webhook_claim(d->meta, w->id, at, lease, &w->attempts, &err) != 0) {
-            if (err.code != CU_ECONFLICT) /* a conflict: another process has it */
-                log_error("webhooks: %s", err.msg);
-            continue;
-        }
-        char why[sizeof err.msg] = "", url[512], why_log[1024];
-        bool permanent = false;
-        bool ok = deliver(d, w, why, sizeof why, &permanent) == 0;
-        if (!ok && is_stopping(d)) {
-            /* Cut short by shutdown: not the receiver's fault, not a try. */
-            if (meta_webhook_release(d->meta, w->id, lease, &err) != 0)
-                log_error("webhooks: %s", err.msg);
-            break;
-        }
-        webhook_url_for_log(w->url, url, sizeof url);
-        log_escape(why, why_log, sizeof why_log);
-        int attempts = w->attempts + 1;
-        bool give_up = !ok && (permanent || attempts >= d->cfg->webhook_max_attempts);
-        double next = util_now() + webhook_backoff(d->cfg->webhook_retry_base_seconds, attempts);
-        if (ok)
-            log_info("webhook for upload %s delivered to %s (try %d)", w->upload_id, url, attempts);
-        else if (permanent)
-            log_error("webhook for upload %s to %s: giving up at try %d: %s", w->upload_id, url,
-                      attempts, why_log);
-        else if (give_up)
-            log_error("webhook for upload %s to %s: giving up after %d tries: %s", w->upload_id,
-                      url, attempts, why_log);
-        else
-            log_warn("webhook for upload %s to %s failed (try %d of %d, next in %.0f s): %s",
-                     w->upload_id, url, attempts, d->cfg->webhook_max_attempts, next - util_now(),
-                     why_log);
-        /* Round up: a retry must never run before its backoff has passed. */
-        if (meta_webhook_result(d->meta, w->id, lease, ok, (int64_t)ceil(next), give_up,
-                                ok ? NULL : why, &err) != 0)
-            log_error("webhooks: %s", err.msg);
-    }
-    meta_webhooks_free(due, n);
+    int attempts = w->attempts + 1;
+    bool give_up = !ok && (permanent || attempts >= cfg->webhook_max_attempts);
+    double next = util_now() + webhook_backoff(cfg->webhook_retry_base_seconds, attempts);
+    if (ok)
+        log_info("webhook for upload %s delivered to %s (try %d)", w->upload_id, url, attempts);
+    else if (permanent)
+        log_error("webhook for upload %s to %s: giving up at try %d: %s", w->upload_id, url,
+                  attempts, why_log);
+    else if (give_up)
+        log_error("webhook for upload %s to %s: giving up after %d tries: %s", w->upload_id, url,
+                  attempts, why_log);
+    else
+        log_warn("webhook for upload %s to %s failed (try %d of %d, next in %.0f s): %s",
+                 w->upload_id, url, attempts, cfg->webhook_max_attempts, next - util_now(),
+                 why_log);
+    /* Round up: a retry must never run before its backoff has passed. */
+    if (meta_webhook_result(d->meta, w->id, j->lease, ok, (int64_t)ceil(next), give_up,
+                            ok ? NULL : why, &err) != 0)
+        log_error("webhooks: %s", err.msg);
 }
 
-static void *deliverer_main(void *arg)
+static void *worker_main(void *arg)
+{
+    webhook_deliverer *d = arg;
+    pthread_mutex_lock(&d->lock);
+    for (;;) {
+        while (d->queue_len == 0 && !is_stopping(d))
+            pthread_cond_wait(&d->work, &d->lock);
+        if (is_stopping(d))
+            break; /* jobs still queued are given back by webhook_stop */
+        job *j = d->queue[d->queue_head];
+        d->queue_head = (d->queue_head + 1) % d->cfg->webhook_concurrency;
+        d->queue_len--;
+        pthread_mutex_unlock(&d->lock);
+        run_job(d, j);
+        pthread_mutex_lock(&d->lock);
+        load_put(d, j->load);
+        /* A worker is free: the dispatcher may start what it had to leave. */
+        d->kicked = true;
+        pthread_cond_signal(&d->wake);
+        pthread_mutex_unlock(&d->lock);
+        job_free(j);
+        pthread_mutex_lock(&d->lock);
+    }
+    pthread_mutex_unlock(&d->lock);
+    return NULL;
+}
+
+/* Hands w to a worker if one is free and its host is below its limit, claiming it first.
+ * Takes w's url and body when it does. */
+static void dispatch_one(webhook_deliverer *d, meta_webhook *w, int64_t now)
+{
+    job *j = calloc(1, sizeof *j);
+    if (!j) {
+        log_error("webhooks: out of memory");
+        return;
+    }
+    cu_error err;
+    if (target_parse(w->url, &j->to, &err) != 0) /* an outbox row older than the checks */
+        snprintf(j->parse_error, sizeof j->parse_error, "%s", err.msg);
+    pthread_mutex_lock(&d->lock);
+    j->load = load_take(d, j->to.host);
+    pthread_mutex_unlock(&d->lock);
+    if (j->load < 0) { /* a worker finishing wakes the dispatcher to try again */
+        job_free(j);
+        return;
+    }
+    j->lease = now + (int64_t)ceil(d->cfg->webhook_timeout_seconds) + LEASE_MARGIN_SECONDS;
+    int attempts = 0;
+    if (meta_webhook_claim(d->meta, w->id, now, j->lease, &attempts, &err) != 0) {
+        if (err.code != CU_ECONFLICT) /* a conflict: another process has it */
+            log_error("webhooks: %s", err.msg);
+        pthread_mutex_lock(&d->lock);
+        load_put(d, j->load);
+        pthread_mutex_unlock(&d->lock);
+        job_free(j);
+        return;
+    }
+    j->w = *w;
+    j->w.attempts = attempts;
+    j->w.claimed_until = j->lease;
+    w->url = w->body = NULL;
+    pthread_mutex_lock(&d->lock);
+    int capacity = d->cfg->webhook_concurrency;
+    assert(d->queue_len < capacity); /* each queued job holds one of the places in flight */
+    d->queue[(d->queue_head + d->queue_len) % capacity] = j;
+    d->queue_len++;
+    pthread_cond_signal(&d->work);
+    pthread_mutex_unlock(&d->lock);
+}
+
+static bool worker_free(webhook_deliverer *d)
+{
+    pthread_mutex_lock(&d->lock);
+    bool free_worker = d->inflight < d->cfg->webhook_concurrency;
+    pthread_mutex_unlock(&d->lock);
+    return free_worker;
+}
+
+/* Dispatches what is due at now, page by page: deliveries to a host at its limit are
+ * passed over (a worker finishing brings the dispatcher back), so they cannot stand in
+ * front of other hosts' however many they are. */
+static void dispatch_due(webhook_deliverer *d, int64_t now)
+{
+    meta_webhook cursor = {0};
+    bool first = true, more = true;
+    while (more && worker_free(d) && !is_stopping(d)) {
+        meta_webhook *due = NULL;
+        int n = 0;
+        cu_error err;
+        if (meta_webhooks_due(d->meta, now, first ? NULL : &cursor, DUE_PAGE, &due, &n, &err) !=
+            0) {
+            log_error("webhooks: %s", err.msg);
+            return;
+        }
+        first = false;
+        for (int i = 0; i < n && !is_stopping(d); i++)
+            dispatch_one(d, &due[i], now);
+        more = n == DUE_PAGE;
+        if (n) {
+            cursor.id = due[n - 1].id;
+            cursor.next_attempt_at = due[n - 1].next_attempt_at;
+        }
+        meta_webhooks_free(due, n);
+    }
+}
+
+static void *dispatcher_main(void *arg)
 {
     webhook_deliverer *d = arg;
     for (;;) {
-        deliver_due(d);
-        /* Sleep until the next delivery is due, a new one is queued, or shutdown. */
+        int64_t now = (int64_t)util_now();
+        dispatch_due(d, now);
+        /* Sleep until the next delivery falls due, one is queued, a worker is free, or
+         * shutdown. What is due at now and was passed over waits for a worker. */
         int64_t when = 0;
         double wait = 60;
-        if (meta_webhook_next_due(d->meta, 0, &when, NULL) == 0)
+        if (meta_webhook_next_due(d->meta, now, &when, NULL) == 0)
             wait = (double)when - util_now();
         pthread_mutex_lock(&d->lock);
-        if (wait > 0 && !d->kicked && !d->stopping) {
+        if (wait > 0 && !d->kicked && !is_stopping(d)) {
             if (wait > 60)
                 wait = 60;
             struct timespec until = util_deadline_monotonic(wait);
             pthread_cond_timedwait(&d->wake, &d->lock, &until);
         }
         d->kicked = false;
-        bool stop = d->stopping;
+        bool stop = is_stopping(d);
         pthread_mutex_unlock(&d->lock);
         if (stop)
             return NULL;
     }
 }
 
+/* Stops and joins whatever threads run, gives back the claims of jobs no worker started,
+ * and frees d. */
+static void deliverer_free(webhook_deliverer *d)
+{
+    pthread_mutex_lock(&d->lock);
+    atomic_store(&d->stopping, true);
+    pthread_cond_broadcast(&d->work);
+    pthread_cond_signal(&d->wake);
+    pthread_mutex_unlock(&d->lock);
+    if (d->dispatcher_started)
+        pthread_join(d->dispatcher, NULL);
+    for (int i = 0; i < d->nworkers; i++)
+        pthread_join(d->workers[i], NULL);
+    for (; d->queue_len > 0; d->queue_len--) {
+        job *j = d->queue[d->queue_head];
+        d->queue_head = (d->queue_head + 1) % d->cfg->webhook_concurrency;
+        cu_error err;
+        if (meta_webhook_release(d->meta, j->w.id, j->lease, &err) != 0)
+            log_error("webhooks: %s", err.msg);
+        job_free(j);
+    }
+    pthread_mutex_destroy(&d->lock);
+    pthread_cond_destroy(&d->wake);
+    pthread_cond_destroy(&d->work);
+    free(d->workers);
+    free(d->queue);
+    free(d->hosts);
+    free(d);
+}
+
 webhook_deliverer *webhook_start(const cu_config *cfg, meta_t *meta)
 {
+    assert(cfg->webhook_concurrency > 0 && cfg->webhook_per_host > 0);
     webhook_deliverer *d = calloc(1, sizeof *d);
     if (!d)
         return NULL;
     d->cfg = cfg;
     d->meta = meta;
-    pthread_mutex_init(&d->lock, NULL);
-    util_cond_init_monotonic(&d->wake);
-    if (pthread_create(&d->thread, NULL, deliverer_main, d) != 0) {
-        free(d);
+    atomic_init(&d->stopping, false);
+    size_t n = (size_t)cfg->webhook_concurrency;
+    d->workers = calloc(n, sizeof *d->workers);
+    d->queue = calloc(n, sizeof *d->queue);
+    d->hosts = calloc(n, sizeof *d->hosts);
+    if (!d->workers || !d->queue || !d->hosts || pthread_mutex_init(&d->lock, NULL) != 0)
+        goto err_alloc;
+    if (util_cond_init_monotonic(&d->wake) != 0)
+        goto err_mutex;
+    if (pthread_cond_init(&d->work, NULL) != 0)
+        goto err_wake;
+    /* From here deliverer_free takes down whatever was started. */
+    bool ok = true;
+    for (size_t i = 0; ok && i < n; i++) {
+        ok = pthread_create(&d->workers[i], NULL, worker_main, d) == 0;
+        d->nworkers += ok;
+    }
+    if (ok)
+        ok = d->dispatcher_started = pthread_create(&d->dispatcher, NULL, dispatcher_main, d) == 0;
+    if (!ok) {
+        deliverer_free(d);
         return NULL;
     }
     return d;
+
+err_wake:
+    pthread_cond_destroy(&d->wake);
+err_mutex:
+    pthread_mutex_destroy(&d->lock);
+err_alloc:
+    free(d->workers);
+    free(d->queue);
+    free(d->hosts);
+    free(d);
+    return NULL;
 }
 
 void webhook_kick(void *ctx)
@@ -464,14 +693,6 @@ void webhook_on_event(void *ctx, const upload_event *ev)
 
 void webhook_stop(webhook_deliverer *d)
 {
-    if (!d)
-        return;
-    pthread_mutex_lock(&d->lock);
-    d->stopping = true;
-    pthread_cond_signal(&d->wake);
-    pthread_mutex_unlock(&d->lock);
-    pthread_join(d->thread, NULL);
-    pthread_mutex_destroy(&d->lock);
-    pthread_cond_destroy(&d->wake);
-    free(d);
+    if (d)
+        deliverer_free(d);
 }

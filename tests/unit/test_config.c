@@ -112,6 +112,10 @@ static void test_defaults(void **state)
     assert_null(cfg.webhook_secret);
     assert_null(cfg.webhook_allowed_hosts);
     assert_null(cfg.webhook_allowlist); /* nothing but public addresses */
+    assert_int_equal(cfg.webhook_concurrency, 8);
+    assert_int_equal(cfg.webhook_per_host, 2);
+    assert_true(cfg.webhook_connect_timeout_seconds == 5.0);
+    assert_true(cfg.webhook_timeout_seconds == 10.0);
     assert_null(cfg.s3_endpoint);
     assert_string_equal(cfg.s3_bucket, "uploads");
     assert_string_equal(cfg.s3_region, "us-east-1");
@@ -438,6 +442,10 @@ static void test_webhook_allowed_hosts(void **state)
     assert_refused("WEBHOOK_ALLOWED_HOSTS", "10.0.0.0/40");
     assert_refused("WEBHOOK_ALLOWED_HOSTS", "ok.example, *.example.com");
     assert_non_null(strstr(err, "*.example.com"));
+    assert_refused("WEBHOOK_CONCURRENCY", "0");
+    assert_refused("WEBHOOK_PER_HOST", "0");
+    assert_refused("WEBHOOK_TIMEOUT_SECONDS", "0");
+    assert_refused("WEBHOOK_CONNECT_TIMEOUT_SECONDS", "-1");
 }
 
 int main(void)
