@@ -408,6 +408,50 @@ static const config_var vars[] = {
      .dmax = 3600,
      FIELD(webhook_retry_base_seconds, F_DOUBLE),
      .help = "First retry delay; doubles each try, capped at one hour (decimals allowed)"},
+    {.name = "WEBHOOK_ALLOWED_HOSTS",
+     .group = "Webhooks",
+     .type = V_STRING,
+     FIELD(webhook_allowed_hosts, F_STR),
+     .help = "Comma-separated host names, IP addresses and CIDR ranges (IPv4 and IPv6) that "
+             "webhooks may reach although they are not public, e.g. "
+             "`hooks.internal,10.1.0.0/16`. Without it a `webhook_url` naming a loopback, "
+             "private, link-local or other special-purpose address is refused at init, and a "
+             "delivery whose host resolves to one is refused when it connects; a listed name "
+             "may resolve anywhere"},
+    {.name = "WEBHOOK_CONCURRENCY",
+     .group = "Webhooks",
+     .type = V_INT,
+     .def = "8",
+     .imin = 1,
+     .imax = 256,
+     FIELD(webhook_concurrency, F_INT),
+     .help = "Webhook deliveries in flight at once (one thread each)"},
+    {.name = "WEBHOOK_PER_HOST",
+     .group = "Webhooks",
+     .type = V_INT,
+     .def = "2",
+     .imin = 1,
+     .imax = 256,
+     FIELD(webhook_per_host, F_INT),
+     .help = "Deliveries in flight at once to one receiver host: a receiver that never "
+             "answers holds at most this many of the `WEBHOOK_CONCURRENCY` workers"},
+    {.name = "WEBHOOK_CONNECT_TIMEOUT_SECONDS",
+     .group = "Webhooks",
+     .type = V_NUMBER,
+     .def = "5",
+     .dmin = 0,
+     .dmax = 300,
+     FIELD(webhook_connect_timeout_seconds, F_DOUBLE),
+     .help = "Longest wait for a receiver to accept the connection (decimals allowed)"},
+    {.name = "WEBHOOK_TIMEOUT_SECONDS",
+     .group = "Webhooks",
+     .type = V_NUMBER,
+     .def = "10",
+     .dmin = 0,
+     .dmax = 3600,
+     FIELD(webhook_timeout_seconds, F_DOUBLE),
+     .help = "Longest one delivery try may take, connecting included; a slower receiver's "
+             "try counts as failed (decimals allowed)"},
     /* ---- HTTP ---- */
     {.name = "SERVER_HOST",
      .group = "HTTP",
@@ -604,6 +648,10 @@ static int check_together(loader *ld, cu_config *cfg)
         if (!(cfg->temp_storage_path = strdup(tmp && *tmp ? tmp : "/tmp")))
             return fail(ld, "TEMP_STORAGE_PATH: out of memory");
     }
+    cu_error allow_err;
+    if (netaddr_allowlist_parse(cfg->webhook_allowed_hosts, &cfg->webhook_allowlist, &allow_err) !=
+        0)
+        return fail(ld, "WEBHOOK_ALLOWED_HOSTS: %s", allow_err.msg);
     int64_t chunk_mb = cfg->chunk_size >> 20;
     if (chunk_mb > 95)
         snprintf(cfg->warnings, sizeof cfg->warnings,
@@ -647,6 +695,8 @@ int config_load(cu_config *cfg, config_lookup_fn lookup, void *lookup_ctx, const
 
 void config_free(cu_config *cfg)
 {
+    netaddr_allowlist_free(cfg->webhook_allowlist);
+    cfg->webhook_allowlist = NULL;
     for (size_t i = 0; i < NVARS; i++) {
         if (vars[i].field == F_STR) {
             char **s = field_of(cfg, &vars[i]);

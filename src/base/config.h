@@ -9,6 +9,8 @@
 #ifndef CU_CONFIG_H
 #define CU_CONFIG_H
 
+#include "base/netaddr.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -46,6 +48,12 @@ typedef struct cu_config_s {
     char *webhook_secret; /* NULL: unsigned webhooks */
     int webhook_max_attempts;
     double webhook_retry_base_seconds;
+    char *webhook_allowed_hosts;          /* as configured, or NULL */
+    netaddr_allowlist *webhook_allowlist; /* parsed from it by config_load; NULL: empty */
+    int webhook_concurrency;              /* deliveries in flight at once */
+    int webhook_per_host;                 /* of them, to one receiver host */
+    double webhook_connect_timeout_seconds;
+    double webhook_timeout_seconds; /* a whole delivery attempt */
     double cleanup_interval_seconds;
     int max_open_uploads;        /* per owner; 0: no limit */
     int64_t max_reserved_bytes;  /* per owner; 0: no limit */

@@ -160,19 +160,6 @@ static const storage_upload *view_of(const meta_upload *u, upload_view *v)
 
 /* ---- creating ---- */
 
-static bool valid_webhook_url(const char *url)
-{
-    if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
-        return false;
-    size_t len = strlen(url);
-    if (len > 2048 || len <= 8)
-        return false;
-    for (const unsigned char *p = (const unsigned char *)url; *p; p++)
-        if (*p <= 0x20 || *p == 0x7f)
-            return false;
-    return true;
-}
-
 /* The checks of a create request that need no storage: name, sizes, URL, digest. Fills the
  * record's layout fields. */
 static int check_create(upload_service *svc, const upload_create_request *req, meta_upload *u,
@@ -237,8 +224,8 @@ static int check_create(upload_service *svc, const upload_create_request *req, m
         if (qrc)
             return qrc;
     }
-    if (req->webhook_url && !valid_webhook_url(req->webhook_url))
-        return cu_fail(err, CU_EINVAL, "webhook_url must be an http:// or https:// URL");
+    if (req->webhook_url && (rc = webhook_url_check(cfg, req->webhook_url, err)) != 0)
+        return rc;
     unsigned char digest[32];
     if (req->checksum_sha256 && util_unhex_sha256(req->checksum_sha256, digest) != 0)
         return cu_fail(err, CU_EINVAL, "checksum_sha256 must be 64 hex digits");

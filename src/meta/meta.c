@@ -1,6 +1,7 @@
 /* meta.c - the metadata interface: dispatch to the backend and record helpers. */
 #include "meta/meta.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -136,20 +137,35 @@ int meta_files_list(meta_t *m, const meta_file_query *q, meta_upload **out, int 
     return m->ops->files_list(m, q, out, n, e);
 }
 
-int meta_webhooks_due(meta_t *m, int64_t now, int limit, meta_webhook **out, int *n, cu_error *e)
+int meta_webhooks_due(meta_t *m, int64_t now, const meta_webhook *after, int limit,
+                      meta_webhook **out, int *n, cu_error *e)
 {
-    return m->ops->webhooks_due(m, now, limit, out, n, e);
+    return m->ops->webhooks_due(m, now, after, limit, out, n, e);
 }
 
-int meta_webhook_next_due(meta_t *m, int64_t *when, cu_error *e)
+int meta_webhook_next_due(meta_t *m, int64_t after, int64_t *when, cu_error *e)
 {
-    return m->ops->webhook_next_due(m, when, e);
+    return m->ops->webhook_next_due(m, after, when, e);
 }
 
-int meta_webhook_result(meta_t *m, int64_t id, bool delivered, int64_t next_attempt_at,
-                        bool give_up, const char *error, cu_error *e)
+int meta_webhook_claim(meta_t *m, int64_t id, int64_t now, int64_t lease_until, int *attempts,
+                       cu_error *e)
 {
-    return m->ops->webhook_result(m, id, delivered, next_attempt_at, give_up, error, e);
+    assert(lease_until > now);
+    return m->ops->webhook_claim(m, id, now, lease_until, attempts, e);
+}
+
+int meta_webhook_release(meta_t *m, int64_t id, int64_t lease_until, cu_error *e)
+{
+    return m->ops->webhook_release(m, id, lease_until, e);
+}
+
+int meta_webhook_result(meta_t *m, int64_t id, int64_t lease_until, bool delivered,
+                        int64_t next_attempt_at, bool give_up, const char *error, cu_error *e)
+{
+    assert(!(delivered && give_up));
+    return m->ops->webhook_result(m, id, lease_until, delivered, next_attempt_at, give_up, error,
+                                  e);
 }
 
 void meta_close(meta_t *m)

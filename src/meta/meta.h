@@ -73,12 +73,15 @@ typedef struct {
     char *storage_ref; /* backend's handle for the stored piece (e.g. an S3 ETag) or NULL */
 } meta_part;
 
+/* A webhook delivery in the outbox. */
 typedef struct {
     int64_t id;
     char upload_id[CU_UUID_LEN + 1];
     char *url;
     char *body;
     int attempts;
+    int64_t next_attempt_at; /* when it falls due */
+    int64_t claimed_until;   /* 0, or the lease of the claim that holds it (meta_webhook_claim) */
 } meta_webhook;
 
 /* Which finished files a listing wants. */
@@ -132,10 +135,14 @@ struct meta_ops {
     int (*uploads_to_purge)(meta_t *, int limit, meta_upload **out, int *n, cu_error *);
     int (*upload_mark_purged)(meta_t *, const char *id, cu_error *);
     int (*files_list)(meta_t *, const meta_file_query *q, meta_upload **out, int *n, cu_error *);
-    int (*webhooks_due)(meta_t *, int64_t now, int limit, meta_webhook **out, int *n, cu_error *);
-    int (*webhook_next_due)(meta_t *, int64_t *when, cu_error *);
-    int (*webhook_result)(meta_t *, int64_t id, bool delivered, int64_t next_attempt_at,
-                          bool give_up, const char *error, cu_error *);
+    int (*webhooks_due)(meta_t *, int64_t now, const meta_webhook *after, int limit,
+                        meta_webhook **out, int *n, cu_error *);
+    int (*webhook_next_due)(meta_t *, int64_t after, int64_t *when, cu_error *);
+    int (*webhook_claim)(meta_t *, int64_t id, int64_t now, int64_t lease_until, int *attempts,
+                         cu_error *);
+    int (*webhook_release)(meta_t *, int64_t id, int64_t lease_until, cu_error *);
+    int (*webhook_result)(meta_t *, int64_t id, int64_t lease_until, bool delivered,
+                          int64_t next_attempt_at, bool give_up, const char *error, cu_error *);
     void (*close)(meta_t *);
 };
 
@@ -205,13 +212,30 @@ int meta_uploads_to_purge(meta_t *m, int limit, meta_upload **out, int *n, cu_er
 int meta_upload_mark_purged(meta_t *m, const char *id, cu_error *e);
 /* Completed files (never partial uploads), newest completion first. */
 int meta_files_list(meta_t *m, const meta_file_query *q, meta_upload **out, int *n, cu_error *e);
-/* Webhook deliveries due at now (at most limit). Free with meta_webhooks_free. */
-int meta_webhooks_due(meta_t *m, int64_t now, int limit, meta_webhook **out, int *n, cu_error *e);
-/* When the next undelivered webhook is due (CU_ENOTFOUND when none). */
-int meta_webhook_next_due(meta_t *m, int64_t *when, cu_error *e);
-/* Records one delivery attempt. */
-int meta_webhook_result(meta_t *m, int64_t id, bool delivered, int64_t next_attempt_at,
-                        bool give_up, const char *error, cu_error *e);
+/* Webhook deliveries due at now and not held by a live claim (at most limit), in order of
+ * (next_attempt_at, id), starting after the row `after` (NULL: from the first; only its
+ * next_attempt_at and id are read), so a caller can page through all of them. Free with
+ * meta_webhooks_free. */
+int meta_webhooks_due(meta_t *m, int64_t now, const meta_webhook *after, int limit,
+                      meta_webhook **out, int *n, cu_error *e);
+/* The earliest time later than `after` at which an undelivered webhook falls due (a claimed
+ * one falls due again when its lease runs out); CU_ENOTFOUND when none will. */
+int meta_webhook_next_due(meta_t *m, int64_t after, int64_t *when, cu_error *e);
+/* Claims delivery id for one attempt until lease_until (> now), if it is due at now,
+ * undelivered and held by no live claim: no other worker or process takes it meanwhile,
+ * and if its holder dies it falls due again when the lease runs out. *attempts gets its
+ * tries so far. CU_ECONFLICT when it cannot be claimed. lease_until names the claim in
+ * meta_webhook_release and meta_webhook_result: a later claim of a delivery always has a
+ * later lease, so a holder whose lease was taken over is told so (CU_ECONFLICT). */
+int meta_webhook_claim(meta_t *m, int64_t id, int64_t now, int64_t lease_until, int *attempts,
+                       cu_error *e);
+/* Gives a claim back without counting a try (an attempt cut short by shutdown): the
+ * delivery is due again at once, at its next_attempt_at. */
+int meta_webhook_release(meta_t *m, int64_t id, int64_t lease_until, cu_error *e);
+/* Records the claimed attempt's outcome and ends the claim: delivered, or due again at
+ * next_attempt_at, or given up. CU_ECONFLICT when the claim is no longer held. */
+int meta_webhook_result(meta_t *m, int64_t id, int64_t lease_until, bool delivered,
+                        int64_t next_attempt_at, bool give_up, const char *error, cu_error *e);
 void meta_close(meta_t *m);
 
 void meta_upload_clear(meta_upload *u);

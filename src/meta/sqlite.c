@@ -60,6 +60,8 @@ typedef enum {
     S_FILES,
     S_WEBHOOKS_DUE,
     S_WEBHOOK_NEXT,
+    S_WEBHOOK_CLAIM,
+    S_WEBHOOK_RELEASE,
     S_WEBHOOK_RESULT,
     S_OWNER_USAGE,
     S_PRUNE_PARTS,
@@ -114,11 +116,21 @@ static const char *const stmt_sql[S_COUNT] = {
                 "AND (?2 IS NULL OR substr(filename, 1, length(?2)) = ?2) "
                 "AND (?3 IS NULL OR completed_at < ?3 OR (completed_at = ?3 AND id < ?4)) "
                 "ORDER BY completed_at DESC, id DESC LIMIT ?5",
-    [S_WEBHOOKS_DUE] = "SELECT id, upload_id, url, body, attempts FROM webhooks "
+    [S_WEBHOOKS_DUE] = "SELECT id, upload_id, url, body, attempts, next_attempt_at, "
+                       "COALESCE(claimed_until, 0) FROM webhooks "
                        "WHERE delivered_at IS NULL AND gave_up_at IS NULL AND "
-                       "next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
-    [S_WEBHOOK_NEXT] = "SELECT MIN(next_attempt_at) FROM webhooks WHERE "
-                       "delivered_at IS NULL AND gave_up_at IS NULL",
+                       "next_attempt_at <= ?1 AND (claimed_until IS NULL OR claimed_until <= ?1) "
+                       "AND (?2 IS NULL OR (next_attempt_at, id) > (?2, ?3)) "
+                       "ORDER BY next_attempt_at, id LIMIT ?4",
+    /* A claimed delivery falls due again when its lease runs out. */
+    [S_WEBHOOK_NEXT] = "SELECT MIN(MAX(next_attempt_at, COALESCE(claimed_until, 0))) FROM webhooks "
+                       "WHERE delivered_at IS NULL AND gave_up_at IS NULL AND "
+                       "MAX(next_attempt_at, COALESCE(claimed_until, 0)) > ?",
+    [S_WEBHOOK_CLAIM] = "UPDATE webhooks SET claimed_until = ?1 WHERE id = ?2 AND "
+                        "delivered_at IS NULL AND gave_up_at IS NULL AND next_attempt_at <= ?3 "
+                        "AND (claimed_until IS NULL OR claimed_until <= ?3) RETURNING attempts",
+    [S_WEBHOOK_RELEASE] = "UPDATE webhooks SET claimed_until = NULL WHERE id = ? AND "
+                          "claimed_until = ?",
     [S_OWNER_USAGE] = "SELECT COUNT(*), COALESCE(SUM(total_size), 0) FROM uploads WHERE owner IS ? "
                       "AND state IN ('pending', 'finalizing')",
     [S_RESERVED_OF] = "SELECT owner FROM uploads WHERE id = ?",
@@ -129,9 +141,10 @@ static const char *const stmt_sql[S_COUNT] = {
                         "AND data_removed = 1 AND COALESCE(ended_at, expires_at) < ?1",
     [S_PRUNE_WEBHOOKS] = "DELETE FROM webhooks WHERE COALESCE(delivered_at, gave_up_at) < ?1",
     [S_WEBHOOK_RESULT] =
-        "UPDATE webhooks SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?, "
-        "delivered_at = CASE WHEN ? THEN strftime('%s','now') END, "
-        "gave_up_at = CASE WHEN ? THEN strftime('%s','now') END WHERE id = ?",
+        "UPDATE webhooks SET attempts = attempts + 1, next_attempt_at = ?1, last_error = ?2, "
+        "delivered_at = CASE WHEN ?3 THEN strftime('%s','now') END, "
+        "gave_up_at = CASE WHEN ?4 THEN strftime('%s','now') END, claimed_until = NULL "
+        "WHERE id = ?5 AND claimed_until = ?6 AND delivered_at IS NULL AND gave_up_at IS NULL",
 };
 
 typedef struct {
@@ -877,10 +890,11 @@ static int sq_upload_mark_purged(meta_t *base, const char *id, cu_error *e)
 }
 
 typedef struct {
-    int64_t now, *when, id, next;
+    int64_t now, after, *when, id, next, lease;
+    const meta_webhook *cursor;
     int limit;
     meta_webhook **out;
-    int *n;
+    int *n, *attempts;
     bool delivered, give_up;
     const char *error;
 } webhook_args;
@@ -889,23 +903,33 @@ static int tx_webhooks_due(conn *c, void *arg, cu_error *e)
 {
     webhook_args *a = arg;
     sqlite3_stmt *st = stmt(c, S_WEBHOOKS_DUE);
-    meta_webhook *list = calloc((size_t)a->limit, sizeof *list);
+    meta_webhook *list = calloc((size_t)(a->limit > 0 ? a->limit : 1), sizeof *list);
     if (!st || !list) {
         free(list);
         return st ? cu_fail_oom(e) : db_fail(c, e, "listing webhooks");
     }
     sqlite3_bind_int64(st, 1, a->now);
-    sqlite3_bind_int(st, 2, a->limit);
-    int step, count = 0;
+    if (a->cursor) {
+        sqlite3_bind_int64(st, 2, a->cursor->next_attempt_at);
+        sqlite3_bind_int64(st, 3, a->cursor->id);
+    }
+    sqlite3_bind_int(st, 4, a->limit);
+    int step = SQLITE_DONE, count = 0;
+    bool oom = false;
     while (count < a->limit && (step = sqlite3_step(st)) == SQLITE_ROW) {
         meta_webhook *w = &list[count++];
         w->id = sqlite3_column_int64(st, 0);
         snprintf(w->upload_id, sizeof w->upload_id, "%s", (const char *)sqlite3_column_text(st, 1));
         w->url = column_dup(st, 2);
         w->body = column_dup(st, 3);
+        oom |= !w->url || !w->body; /* both are NOT NULL columns */
         w->attempts = sqlite3_column_int(st, 4);
+        w->next_attempt_at = sqlite3_column_int64(st, 5);
+        w->claimed_until = sqlite3_column_int64(st, 6);
     }
-    int rc = count < a->limit && step != SQLITE_DONE ? db_fail(c, e, "listing webhooks") : 0;
+    int rc = oom                                       ? cu_fail_oom(e)
+             : count < a->limit && step != SQLITE_DONE ? db_fail(c, e, "listing webhooks")
+                                                       : 0;
     done(st);
     if (rc) {
         meta_webhooks_free(list, count);
@@ -916,12 +940,12 @@ static int tx_webhooks_due(conn *c, void *arg, cu_error *e)
     return 0;
 }
 
-static int sq_webhooks_due(meta_t *base, int64_t now, int limit, meta_webhook **out, int *n,
-                           cu_error *e)
+static int sq_webhooks_due(meta_t *base, int64_t now, const meta_webhook *after, int limit,
+                           meta_webhook **out, int *n, cu_error *e)
 {
     *out = NULL;
     *n = 0;
-    webhook_args a = {.now = now, .limit = limit, .out = out, .n = n};
+    webhook_args a = {.now = now, .cursor = after, .limit = limit, .out = out, .n = n};
     return in_tx((sqlite_meta *)base, TX_READ_ONE, "listing webhooks", tx_webhooks_due, &a, e);
 }
 
@@ -930,6 +954,8 @@ static int tx_webhook_next(conn *c, void *arg, cu_error *e)
     webhook_args *a = arg;
     sqlite3_stmt *st = stmt(c, S_WEBHOOK_NEXT);
     int rc;
+    if (st)
+        sqlite3_bind_int64(st, 1, a->after);
     if (st && sqlite3_step(st) == SQLITE_ROW) {
         rc = sqlite3_column_type(st, 0) == SQLITE_NULL
                  ? cu_fail(e, CU_ENOTFOUND, "No webhook pending")
@@ -941,10 +967,64 @@ static int tx_webhook_next(conn *c, void *arg, cu_error *e)
     return rc;
 }
 
-static int sq_webhook_next_due(meta_t *base, int64_t *when, cu_error *e)
+static int sq_webhook_next_due(meta_t *base, int64_t after, int64_t *when, cu_error *e)
 {
-    webhook_args a = {.when = when};
+    webhook_args a = {.after = after, .when = when};
     return in_tx((sqlite_meta *)base, TX_READ_ONE, "reading webhooks", tx_webhook_next, &a, e);
+}
+
+static int tx_webhook_claim(conn *c, void *arg, cu_error *e)
+{
+    webhook_args *a = arg;
+    sqlite3_stmt *st = stmt(c, S_WEBHOOK_CLAIM);
+    if (!st)
+        return db_fail(c, e, "claiming a webhook");
+    sqlite3_bind_int64(st, 1, a->lease);
+    sqlite3_bind_int64(st, 2, a->id);
+    sqlite3_bind_int64(st, 3, a->now);
+    int step = sqlite3_step(st);
+    int rc = step == SQLITE_ROW ? (*a->attempts = sqlite3_column_int(st, 0), 0)
+             : step == SQLITE_DONE
+                 ? cu_fail(e, CU_ECONFLICT, "Webhook delivery %lld is not due, or is claimed",
+                           (long long)a->id)
+                 : db_fail(c, e, "claiming a webhook");
+    done(st);
+    return rc;
+}
+
+static int sq_webhook_claim(meta_t *base, int64_t id, int64_t now, int64_t lease_until,
+                            int *attempts, cu_error *e)
+{
+    webhook_args a = {.id = id, .now = now, .lease = lease_until, .attempts = attempts};
+    return in_tx((sqlite_meta *)base, TX_WRITE, "claiming a webhook", tx_webhook_claim, &a, e);
+}
+
+/* Runs st, an UPDATE of delivery id that applies only while the caller's claim holds. */
+static int run_claimed(conn *c, sqlite3_stmt *st, int64_t id, cu_error *e, const char *what)
+{
+    int changed = run(c, st);
+    return changed < 0 ? db_fail(c, e, what)
+           : changed == 0
+               ? cu_fail(e, CU_ECONFLICT, "The claim of webhook delivery %lld is no longer held",
+                         (long long)id)
+               : 0;
+}
+
+static int tx_webhook_release(conn *c, void *arg, cu_error *e)
+{
+    webhook_args *a = arg;
+    sqlite3_stmt *st = stmt(c, S_WEBHOOK_RELEASE);
+    if (st) {
+        sqlite3_bind_int64(st, 1, a->id);
+        sqlite3_bind_int64(st, 2, a->lease);
+    }
+    return run_claimed(c, st, a->id, e, "releasing a webhook");
+}
+
+static int sq_webhook_release(meta_t *base, int64_t id, int64_t lease_until, cu_error *e)
+{
+    webhook_args a = {.id = id, .lease = lease_until};
+    return in_tx((sqlite_meta *)base, TX_WRITE, "releasing a webhook", tx_webhook_release, &a, e);
 }
 
 static int tx_webhook_result(conn *c, void *arg, cu_error *e)
@@ -957,14 +1037,16 @@ static int tx_webhook_result(conn *c, void *arg, cu_error *e)
         sqlite3_bind_int(st, 3, a->delivered);
         sqlite3_bind_int(st, 4, a->give_up);
         sqlite3_bind_int64(st, 5, a->id);
+        sqlite3_bind_int64(st, 6, a->lease);
     }
-    return run(c, st) < 0 ? db_fail(c, e, "recording a webhook attempt") : 0;
+    return run_claimed(c, st, a->id, e, "recording a webhook attempt");
 }
 
-static int sq_webhook_result(meta_t *base, int64_t id, bool delivered, int64_t next_attempt_at,
-                             bool give_up, const char *error, cu_error *e)
+static int sq_webhook_result(meta_t *base, int64_t id, int64_t lease_until, bool delivered,
+                             int64_t next_attempt_at, bool give_up, const char *error, cu_error *e)
 {
     webhook_args a = {.id = id,
+                      .lease = lease_until,
                       .delivered = delivered,
                       .next = next_attempt_at,
                       .give_up = give_up,
@@ -1091,6 +1173,8 @@ static const struct meta_ops sqlite_ops = {
     .files_list = sq_files_list,
     .webhooks_due = sq_webhooks_due,
     .webhook_next_due = sq_webhook_next_due,
+    .webhook_claim = sq_webhook_claim,
+    .webhook_release = sq_webhook_release,
     .webhook_result = sq_webhook_result,
     .close = sq_close,
 };

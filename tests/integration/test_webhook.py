@@ -1,11 +1,16 @@
 """Webhooks: payload, headers and signature, not delaying complete, retries with backoff,
-the attempt limit, and delivery surviving a server restart."""
+the attempt limit, and delivery surviving a server restart.
+
+The receivers here listen on loopback, which webhooks may reach only when
+WEBHOOK_ALLOWED_HOSTS lists it: every server these tests start lists 127.0.0.1
+(test_webhook_targets.py tests the refusals)."""
 
 import hashlib
 import hmac
 import http.server
 import json
 import os
+import socket
 import sys
 import threading
 import time
@@ -17,12 +22,26 @@ SECRET = "it-webhook-secret-77"
 PAYLOAD_KEYS = {"event", "file_id", "filename", "total_size", "final_path", "storage_backend", "completed_at"}
 
 
+def wait_on(cond, pred, timeout):
+    """Waits on the threading.Condition cond until pred() holds; False after timeout s."""
+    deadline = time.time() + timeout
+    with cond:
+        while not pred():
+            left = deadline - time.time()
+            if left <= 0:
+                return False
+            cond.wait(left)
+        return True
+
+
 class Receiver(object):
     """A local HTTP receiver that records every POST and answers from a script."""
 
-    def __init__(self, script=None, default=(200, 0.0)):
+    def __init__(self, script=None, default=(200, 0.0), host="127.0.0.1", headers=None):
         self.script = list(script or [])  # [(status, delay_seconds), ...] then `default`
         self.default = default
+        self.host = host
+        self.reply_headers = dict(headers or {})  # sent with every answer
         self.hits = []  # dicts: t, path, headers, body, status, done
         self.cond = threading.Condition()
         receiver = self
@@ -46,6 +65,8 @@ class Receiver(object):
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(reply)))
+                    for k, v in receiver.reply_headers.items():
+                        self.send_header(k, v)
                     self.end_headers()
                     self.wfile.write(reply)
                 except OSError:
@@ -57,24 +78,21 @@ class Receiver(object):
             def log_message(self, *a):
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        server_class = type("Server", (http.server.ThreadingHTTPServer,), {"address_family": family})
+        self.httpd = server_class((host, 0), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
-    def url(self, path="/hook"):
-        return "http://127.0.0.1:%d%s" % (self.port, path)
+    def url(self, path="/hook", host=None, userinfo=""):
+        host = host or (("[%s]" % self.host) if ":" in self.host else self.host)
+        return "http://%s%s:%d%s" % (userinfo, host, self.port, path)
 
     def wait_hits(self, n, timeout, done=False):
-        deadline = time.time() + timeout
-        with self.cond:
-            while len(self.hits) < n or (done and not all(h["done"] for h in self.hits[:n])):
-                left = deadline - time.time()
-                if left <= 0:
-                    return False
-                self.cond.wait(left)
-            return True
+        return wait_on(self.cond, lambda: len(self.hits) >= n and (not done or all(h["done"] for h in self.hits[:n])),
+                       timeout)
 
     def close(self):
         self.httpd.shutdown()
@@ -83,8 +101,16 @@ class Receiver(object):
 
 class WebhookTest(ServerTestCase):
 
-    def receiver(self, script=None, default=(200, 0.0)):
-        r = Receiver(script, default)
+    def start_server(self, env=None, allowed="127.0.0.1", **kw):
+        """A server whose webhooks may reach `allowed` (WEBHOOK_ALLOWED_HOSTS; None: the
+        default, public addresses only)."""
+        env = dict(env or {})
+        if allowed is not None:
+            env.setdefault("WEBHOOK_ALLOWED_HOSTS", allowed)
+        return super().start_server(env=env, **kw)
+
+    def receiver(self, script=None, default=(200, 0.0), **kw):
+        r = Receiver(script, default, **kw)
         self.addCleanup(r.close)
         return r
 

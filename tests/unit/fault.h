@@ -350,19 +350,28 @@ static inline int fm_files(meta_t *b, const meta_file_query *q, meta_upload **ou
     FAULT(FM(b)->ctl, "meta_files_list", e);
     return meta_files_list(FM(b)->inner, q, out, n, e);
 }
-static inline int fm_webhooks_due(meta_t *b, int64_t now, int limit, meta_webhook **out, int *n,
-                                  cu_error *e)
+static inline int fm_webhooks_due(meta_t *b, int64_t now, const meta_webhook *after, int limit,
+                                  meta_webhook **out, int *n, cu_error *e)
 {
-    return meta_webhooks_due(FM(b)->inner, now, limit, out, n, e);
+    return meta_webhooks_due(FM(b)->inner, now, after, limit, out, n, e);
 }
-static inline int fm_webhook_next(meta_t *b, int64_t *when, cu_error *e)
+static inline int fm_webhook_next(meta_t *b, int64_t after, int64_t *when, cu_error *e)
 {
-    return meta_webhook_next_due(FM(b)->inner, when, e);
+    return meta_webhook_next_due(FM(b)->inner, after, when, e);
 }
-static inline int fm_webhook_result(meta_t *b, int64_t id, bool ok, int64_t next, bool give_up,
-                                    const char *error, cu_error *e)
+static inline int fm_webhook_claim(meta_t *b, int64_t id, int64_t now, int64_t lease_until,
+                                   int *attempts, cu_error *e)
 {
-    return meta_webhook_result(FM(b)->inner, id, ok, next, give_up, error, e);
+    return meta_webhook_claim(FM(b)->inner, id, now, lease_until, attempts, e);
+}
+static inline int fm_webhook_release(meta_t *b, int64_t id, int64_t lease_until, cu_error *e)
+{
+    return meta_webhook_release(FM(b)->inner, id, lease_until, e);
+}
+static inline int fm_webhook_result(meta_t *b, int64_t id, int64_t lease_until, bool ok,
+                                    int64_t next, bool give_up, const char *error, cu_error *e)
+{
+    return meta_webhook_result(FM(b)->inner, id, lease_until, ok, next, give_up, error, e);
 }
 static inline void fm_close(meta_t *b)
 {
@@ -391,6 +400,8 @@ static const struct meta_ops fault_meta_ops = {
     .files_list = fm_files,
     .webhooks_due = fm_webhooks_due,
     .webhook_next_due = fm_webhook_next,
+    .webhook_claim = fm_webhook_claim,
+    .webhook_release = fm_webhook_release,
     .webhook_result = fm_webhook_result,
     .close = fm_close,
 };

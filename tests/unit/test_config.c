@@ -110,6 +110,12 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.body_min_rate, 1024);
     assert_true(cfg.body_rate_window_seconds == 30.0);
     assert_null(cfg.webhook_secret);
+    assert_null(cfg.webhook_allowed_hosts);
+    assert_null(cfg.webhook_allowlist); /* nothing but public addresses */
+    assert_int_equal(cfg.webhook_concurrency, 8);
+    assert_int_equal(cfg.webhook_per_host, 2);
+    assert_true(cfg.webhook_connect_timeout_seconds == 5.0);
+    assert_true(cfg.webhook_timeout_seconds == 10.0);
     assert_null(cfg.s3_endpoint);
     assert_string_equal(cfg.s3_bucket, "uploads");
     assert_string_equal(cfg.s3_region, "us-east-1");
@@ -420,6 +426,28 @@ static void test_parse_dotenv_pairs(void **state)
     assert_int_equal(none.n, 0);
 }
 
+static void test_webhook_allowed_hosts(void **state)
+{
+    (void)state;
+    cu_config cfg;
+    assert_int_equal(load_with(&cfg, "WEBHOOK_ALLOWED_HOSTS", "hooks.internal, 10.0.0.0/8"), 0);
+    assert_non_null(cfg.webhook_allowlist);
+    assert_true(netaddr_allowlist_has_name(cfg.webhook_allowlist, "hooks.internal"));
+    netaddr a;
+    assert_int_equal(netaddr_parse("10.2.3.4", &a), 0);
+    assert_true(netaddr_allowlist_has_addr(cfg.webhook_allowlist, &a));
+    config_free(&cfg);
+    assert_null(cfg.webhook_allowlist);
+    /* A bad entry stops the server at start, named. */
+    assert_refused("WEBHOOK_ALLOWED_HOSTS", "10.0.0.0/40");
+    assert_refused("WEBHOOK_ALLOWED_HOSTS", "ok.example, *.example.com");
+    assert_non_null(strstr(err, "*.example.com"));
+    assert_refused("WEBHOOK_CONCURRENCY", "0");
+    assert_refused("WEBHOOK_PER_HOST", "0");
+    assert_refused("WEBHOOK_TIMEOUT_SECONDS", "0");
+    assert_refused("WEBHOOK_CONNECT_TIMEOUT_SECONDS", "-1");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -436,6 +464,7 @@ int main(void)
         cmocka_unit_test(test_s3_limits),
         cmocka_unit_test(test_log_level),
         cmocka_unit_test(test_max_file_size),
+        cmocka_unit_test(test_webhook_allowed_hosts),
         cmocka_unit_test(test_dotenv),
         cmocka_unit_test(test_environment_wins_over_dotenv),
         cmocka_unit_test(test_parse_dotenv_pairs),

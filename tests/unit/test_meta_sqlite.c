@@ -10,6 +10,7 @@
 #include "meta/migrations.h"
 #include "unit_helpers.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -285,7 +286,7 @@ static int webhooks_due_count(fixture *f, int64_t at, meta_webhook **out)
     meta_webhook *list = NULL;
     int n = -1;
     cu_error err;
-    assert_cu_ok(meta_webhooks_due(f->meta, at, 16, &list, &n, &err), err);
+    assert_cu_ok(meta_webhooks_due(f->meta, at, NULL, 16, &list, &n, &err), err);
     if (out)
         *out = list;
     else
@@ -334,7 +335,7 @@ static void test_complete_queues_webhook(void **state)
     assert_int_equal(due[0].attempts, 0);
     meta_webhooks_free(due, 1);
     int64_t when = 0;
-    assert_cu_ok(meta_webhook_next_due(f->meta, &when, &err), err);
+    assert_cu_ok(meta_webhook_next_due(f->meta, 0, &when, &err), err);
     assert_int_equal(when, now);
 
     /* No webhook_url: a body queues nothing. A webhook_url without a body: nothing either. */
@@ -375,6 +376,16 @@ static int64_t queue_webhook(fixture *f, int64_t at)
     return id;
 }
 
+/* Claims id at now for a lease of 40 s; returns the lease. */
+static int64_t claim(fixture *f, int64_t id, int64_t now)
+{
+    cu_error err;
+    int attempts = -1;
+    assert_cu_ok(meta_webhook_claim(f->meta, id, now, now + 40, &attempts, &err), err);
+    assert_true(attempts >= 0);
+    return now + 40;
+}
+
 static void test_webhook_results(void **state)
 {
     fixture *f = *state;
@@ -383,28 +394,176 @@ static void test_webhook_results(void **state)
     int64_t id = queue_webhook(f, now);
 
     /* A failed try with a retry in the future: not due now, due then, attempts counted. */
-    assert_cu_ok(meta_webhook_result(f->meta, id, false, now + 600, false, "HTTP 500", &err), err);
+    int64_t lease = claim(f, id, now);
+    assert_cu_ok(meta_webhook_result(f->meta, id, lease, false, now + 600, false, "HTTP 500", &err),
+                 err);
     assert_int_equal(webhooks_due_count(f, now, NULL), 0);
     assert_int_equal(webhooks_due_count(f, now + 599, NULL), 0);
     meta_webhook *due = NULL;
     assert_int_equal(webhooks_due_count(f, now + 600, &due), 1);
     assert_int_equal(due[0].id, id);
     assert_int_equal(due[0].attempts, 1);
+    assert_int_equal(due[0].next_attempt_at, now + 600);
+    assert_int_equal(due[0].claimed_until, 0); /* the result ended the claim */
     meta_webhooks_free(due, 1);
     int64_t when = 0;
-    assert_cu_ok(meta_webhook_next_due(f->meta, &when, &err), err);
+    assert_cu_ok(meta_webhook_next_due(f->meta, 0, &when, &err), err);
     assert_int_equal(when, now + 600);
+    /* The claim is over: its holder cannot record a second result. */
+    assert_cu_fails(meta_webhook_result(f->meta, id, lease, true, now, false, NULL, &err),
+                    CU_ECONFLICT, err);
 
-    /* Delivered: never due again. */
-    assert_cu_ok(meta_webhook_result(f->meta, id, true, now + 600, false, NULL, &err), err);
+    /* Delivered: never due again, never claimed again. */
+    lease = claim(f, id, now + 600);
+    assert_cu_ok(meta_webhook_result(f->meta, id, lease, true, now + 600, false, NULL, &err), err);
     assert_int_equal(webhooks_due_count(f, now + 10000000, NULL), 0);
-    assert_cu_fails(meta_webhook_next_due(f->meta, &when, &err), CU_ENOTFOUND, err);
+    assert_cu_fails(meta_webhook_next_due(f->meta, 0, &when, &err), CU_ENOTFOUND, err);
+    int attempts;
+    assert_cu_fails(meta_webhook_claim(f->meta, id, now + 700, now + 740, &attempts, &err),
+                    CU_ECONFLICT, err);
 
     /* Given up: never due again either. */
     int64_t id2 = queue_webhook(f, now);
-    assert_cu_ok(meta_webhook_result(f->meta, id2, false, now + 5, true, "gone", &err), err);
+    lease = claim(f, id2, now);
+    assert_cu_ok(meta_webhook_result(f->meta, id2, lease, false, now + 5, true, "gone", &err), err);
     assert_int_equal(webhooks_due_count(f, now + 10000000, NULL), 0);
-    assert_cu_fails(meta_webhook_next_due(f->meta, &when, &err), CU_ENOTFOUND, err);
+    assert_cu_fails(meta_webhook_next_due(f->meta, 0, &when, &err), CU_ENOTFOUND, err);
+    assert_cu_fails(meta_webhook_claim(f->meta, id2, now + 10, now + 50, &attempts, &err),
+                    CU_ECONFLICT, err);
+}
+
+static void test_webhook_claims(void **state)
+{
+    fixture *f = *state;
+    cu_error err;
+    int64_t now = now_s(), when = 0;
+    int64_t id = queue_webhook(f, now);
+    int attempts = -1;
+
+    /* Not before it is due. */
+    assert_cu_fails(meta_webhook_claim(f->meta, id, now - 1, now + 39, &attempts, &err),
+                    CU_ECONFLICT, err);
+    int64_t lease = claim(f, id, now);
+
+    /* While the claim holds, nobody else takes it, and it is not listed as due; it falls
+     * due again when the lease runs out. */
+    assert_cu_fails(meta_webhook_claim(f->meta, id, now, now + 40, &attempts, &err), CU_ECONFLICT,
+                    err);
+    assert_cu_fails(meta_webhook_claim(f->meta, id, lease - 1, lease + 39, &attempts, &err),
+                    CU_ECONFLICT, err);
+    assert_int_equal(webhooks_due_count(f, now, NULL), 0);
+    assert_int_equal(webhooks_due_count(f, lease - 1, NULL), 0);
+    assert_cu_ok(meta_webhook_next_due(f->meta, now, &when, &err), err);
+    assert_int_equal(when, lease);
+
+    /* Only the holder's lease ends the claim. */
+    assert_cu_fails(meta_webhook_result(f->meta, id, lease + 1, true, now, false, NULL, &err),
+                    CU_ECONFLICT, err);
+    assert_cu_fails(meta_webhook_release(f->meta, id, lease - 1, &err), CU_ECONFLICT, err);
+
+    /* The holder died: once the lease has run out another claim takes over, and the first
+     * holder, should it wake up, can record nothing. */
+    assert_int_equal(webhooks_due_count(f, lease, NULL), 1);
+    int64_t second = lease + 40;
+    assert_cu_ok(meta_webhook_claim(f->meta, id, lease, second, &attempts, &err), err);
+    assert_int_equal(attempts, 0);
+    assert_cu_fails(meta_webhook_result(f->meta, id, lease, true, now, false, NULL, &err),
+                    CU_ECONFLICT, err);
+    assert_cu_fails(meta_webhook_release(f->meta, id, lease, &err), CU_ECONFLICT, err);
+
+    /* Released (cut short by shutdown): due again at once, no try counted. */
+    assert_cu_ok(meta_webhook_release(f->meta, id, second, &err), err);
+    meta_webhook *due = NULL;
+    assert_int_equal(webhooks_due_count(f, now, &due), 1);
+    assert_int_equal(due[0].attempts, 0);
+    assert_int_equal(due[0].claimed_until, 0);
+    meta_webhooks_free(due, 1);
+    assert_cu_fails(meta_webhook_release(f->meta, id, second, &err), CU_ECONFLICT, err);
+    assert_int_equal(claim(f, id, now), now + 40);
+    assert_cu_fails(meta_webhook_claim(f->meta, -5, now, now + 40, &attempts, &err), CU_ECONFLICT,
+                    err);
+}
+
+/* Paging through the due deliveries visits each once, in order, skipping claimed ones. */
+static void test_webhooks_due_pages(void **state)
+{
+    fixture *f = *state;
+    cu_error err;
+    int64_t now = now_s();
+    int64_t ids[7];
+    for (int i = 0; i < 7; i++)
+        ids[i] = queue_webhook(f, now - 7 + i); /* due one second apart, oldest first */
+    claim(f, ids[3], now);
+    int64_t seen[8];
+    int nseen = 0;
+    meta_webhook cursor = {0};
+    for (int page = 0;; page++) {
+        meta_webhook *due = NULL;
+        int n = -1;
+        assert_cu_ok(meta_webhooks_due(f->meta, now, page ? &cursor : NULL, 2, &due, &n, &err),
+                     err);
+        assert_true(n >= 0 && n <= 2 && nseen + n <= 6);
+        for (int i = 0; i < n; i++)
+            seen[nseen++] = due[i].id;
+        if (n) {
+            cursor.id = due[n - 1].id;
+            cursor.next_attempt_at = due[n - 1].next_attempt_at;
+        }
+        meta_webhooks_free(due, n);
+        if (n < 2)
+            break;
+    }
+    assert_int_equal(nseen, 6);
+    int64_t want[] = {ids[0], ids[1], ids[2], ids[4], ids[5], ids[6]};
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(seen[i], want[i]);
+}
+
+/* Many workers race to claim the same deliveries: each is claimed exactly once. */
+typedef struct {
+    fixture *f;
+    const int64_t *ids;
+    int nids;
+    int64_t now;
+    int claimed[16];
+} race;
+
+static void *claim_all(void *arg)
+{
+    race *r = arg;
+    for (int i = 0; i < r->nids; i++) {
+        cu_error err;
+        int attempts;
+        int rc = meta_webhook_claim(r->f->meta, r->ids[i], r->now, r->now + 40, &attempts, &err);
+        r->claimed[i] = rc == 0;
+        if (rc != 0 && rc != CU_ECONFLICT)
+            r->claimed[i] = -1;
+    }
+    return NULL;
+}
+
+static void test_webhook_claim_race(void **state)
+{
+    fixture *f = *state;
+    int64_t now = now_s(), ids[16];
+    for (int i = 0; i < 16; i++)
+        ids[i] = queue_webhook(f, now);
+    race races[8];
+    pthread_t threads[8];
+    for (int t = 0; t < 8; t++) {
+        races[t] = (race){.f = f, .ids = ids, .nids = 16, .now = now};
+        assert_int_equal(pthread_create(&threads[t], NULL, claim_all, &races[t]), 0);
+    }
+    for (int t = 0; t < 8; t++)
+        pthread_join(threads[t], NULL);
+    for (int i = 0; i < 16; i++) {
+        int winners = 0;
+        for (int t = 0; t < 8; t++) {
+            assert_int_not_equal(races[t].claimed[i], -1);
+            winners += races[t].claimed[i];
+        }
+        assert_int_equal(winners, 1);
+    }
 }
 
 static void test_upload_end(void **state)
@@ -720,6 +879,9 @@ int main(void)
         T(test_transition_is_compare_and_set),
         T(test_complete_queues_webhook),
         T(test_webhook_results),
+        T(test_webhook_claims),
+        T(test_webhooks_due_pages),
+        T(test_webhook_claim_race),
         T(test_upload_end),
         T(test_uploads_due),
         T(test_uploads_to_purge),

@@ -377,7 +377,7 @@ static void test_slots_any_order_then_complete(void **state)
     assert_true(f->events.webhook[f->events.n - 1]); /* with its webhook queued */
     meta_webhook *hooks = NULL;
     int n = 0;
-    assert_cu_ok(meta_webhooks_due(f->meta, INT64_MAX, 10, &hooks, &n, &err), err);
+    assert_cu_ok(meta_webhooks_due(f->meta, INT64_MAX, NULL, 10, &hooks, &n, &err), err);
     assert_int_equal(n, 1);
     assert_non_null(strstr(hooks[0].body, u.id));
     meta_webhooks_free(hooks, n);
@@ -679,7 +679,7 @@ static void test_concurrent_completions_agree(void **state)
     meta_webhook *hooks = NULL;
     int n = 0;
     cu_error err;
-    assert_cu_ok(meta_webhooks_due(f->meta, INT64_MAX, 10, &hooks, &n, &err), err);
+    assert_cu_ok(meta_webhooks_due(f->meta, INT64_MAX, NULL, 10, &hooks, &n, &err), err);
     assert_int_equal(n, 1);
     meta_webhooks_free(hooks, n);
     meta_upload_clear(&u);
@@ -1228,7 +1228,7 @@ static void check_consistent(fixture *f, scenario sc, const unsigned char *data,
         /* Exactly one webhook, whatever happened on the way. */
         meta_webhook *hooks = NULL;
         int n = 0;
-        assert_cu_ok(meta_webhooks_due(f->meta, INT64_MAX, 100, &hooks, &n, &err), err);
+        assert_cu_ok(meta_webhooks_due(f->meta, INT64_MAX, NULL, 100, &hooks, &n, &err), err);
         int mine = 0;
         for (int i = 0; i < n; i++)
             mine += !strcmp(hooks[i].upload_id, u->id);
