@@ -1081,7 +1081,8 @@ static void *watchdog_main(void *arg)
 
 /* ---- the daemon ---- */
 
-static void mhd_log(void *cls, const char *fmt, va_list ap)
+/* MHD's own format strings; the attribute tells the compiler that fmt is one. */
+__attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;
     char line[512];
