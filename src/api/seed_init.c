@@ -1,6 +1,8 @@
 /* seed_init.c - reading the init body: JSON, field presence and types. */
 #include "api/seed_init.h"
 
+#include "base/util.h"
+
 #include <string.h>
 
 void seed_init_body_clear(seed_init_body *b)
@@ -16,8 +18,11 @@ int seed_init_parse(const char *body, size_t len, seed_init_body *out, cu_error 
     /* NULs are allowed in strings so that a filename holding one is refused by the filename
      * policy, with its own message, rather than as malformed JSON. */
     json_t *doc = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
-    if (!doc)
+    if (!doc) {
+        /* jansson quotes the body near the error, possibly a piece of a UTF-8 character. */
+        util_utf8_scrub(jerr.text);
         return cu_fail(err, CU_EINVAL, "Malformed JSON: %s", jerr.text);
+    }
     int rc = 0;
     json_t *filename = json_object_get(doc, "filename");
     json_t *total_size = json_object_get(doc, "total_size");

@@ -23,8 +23,8 @@ typedef struct {
 } seed_init_body;
 
 /* Parses an init body of len bytes (not NUL-terminated). On success fills out, which must be
- * released with seed_init_body_clear; on failure returns CU_EINVAL (or CU_ENOMEM) with the
- * message the client gets, and out holds nothing. */
+ * released with seed_init_body_clear; on failure returns CU_EINVAL with the
+ * message the client gets (UTF-8, whatever the body held), and out holds nothing. */
 int seed_init_parse(const char *body, size_t len, seed_init_body *out, cu_error *err);
 void seed_init_body_clear(seed_init_body *b);
 
