@@ -10,6 +10,7 @@
 #include "api/auth.h"
 #include "api/digest.h"
 #include "api/seed_init.h"
+#include "api/seed_path.h"
 #include "api/token.h"
 #include "base/log.h"
 #include "base/util.h"
@@ -147,17 +148,14 @@ out:
     seed_init_body_clear(&in);
 }
 
-/* The upload id of the path, lowercased (ids are issued in lowercase), into id. Replies 404
- * and returns false when it is not a UUID. */
+/* The upload id of the path into id. Replies 404 and returns false when it is not a UUID. */
 static bool route_id(http_request *req, char id[CU_UUID_LEN + 1])
 {
-    const char *param = http_param(req, "id");
-    if (!param || strlen(param) != CU_UUID_LEN || !util_is_uuid(param)) {
-        http_reply_error(req, 404, "Upload not found");
+    cu_error err;
+    if (seed_path_upload_id(http_param(req, "id"), id, &err) != 0) {
+        http_reply_cu_error(req, &err);
         return false;
     }
-    for (int i = 0; i <= CU_UUID_LEN; i++)
-        id[i] = (char)(param[i] >= 'A' && param[i] <= 'F' ? param[i] - 'A' + 'a' : param[i]);
     return true;
 }
 
@@ -241,15 +239,14 @@ static void handle_part(void *ctx, http_request *req)
     char id[CU_UUID_LEN + 1];
     if (!route_id(req, id))
         return;
-    const char *num = http_param(req, "n");
     int64_t n;
-    if (util_parse_i64(num, &n) != 0 || num[0] == '+' || num[0] == '-' || strlen(num) > 9) {
-        http_reply_error(req, 400, "Part number must be a whole number, got \"%s\"", num);
+    cu_error err;
+    if (seed_path_part_number(http_param(req, "n"), &n, &err) != 0) {
+        http_reply_cu_error(req, &err);
         return;
     }
     unsigned char digest[32];
     bool has_digest;
-    cu_error err;
     if (digest_parse_part(http_header(req, "Content-Digest"), http_header(req, "X-Checksum-SHA256"),
                           digest, &has_digest, &err) != 0) {
         http_reply_cu_error(req, &err);

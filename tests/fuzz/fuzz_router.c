@@ -7,10 +7,12 @@
  * which one wins (the most literal segments of the method's, the first on a tie; HEAD takes
  * GET's), the Allow list, 404 against 405, OPTIONS, and every parameter: its value is
  * exactly the path's segment (or tail), ":" values are non-empty and hold no '/', and
- * putting the values back into the pattern gives the path. */
+ * putting the values back into the pattern gives the path. The seed's parsers then read
+ * the upload id and the part number out of the parameters (src/api/seed_path.c). */
 #include "fuzz_common.h"
 
 #include "api/seed.h"
+#include "api/seed_path.h"
 #include "http/router.h"
 
 static void no_handler(void *ctx, http_request *req)
@@ -182,6 +184,38 @@ static void check_params(const http_match *m, const ref_params *ref, const char 
     FUZZ_CHECK(k == m->nparams && !strcmp(rebuilt, path));
 }
 
+/* The seed's parsers of what the router extracted: an upload id is a UUID (then given
+ * lowercased), a part number is 1 to 9 digits (then their value). */
+static void check_seed_params(const http_match *m)
+{
+    const char *id = http_match_param(m, "id"), *n = http_match_param(m, "n");
+    cu_error err = {0};
+    if (id) {
+        char out[CU_UUID_LEN + 1];
+        bool uuid = strlen(id) == CU_UUID_LEN;
+        for (size_t i = 0; uuid && i < CU_UUID_LEN; i++) {
+            bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+            uuid = dash ? id[i] == '-' : id[i] && strchr("0123456789abcdefABCDEF", id[i]);
+        }
+        int rc = seed_path_upload_id(id, out, &err);
+        FUZZ_CHECK((rc == 0) == uuid);
+        for (size_t i = 0; rc == 0 && i <= CU_UUID_LEN; i++)
+            FUZZ_CHECK(out[i] == (id[i] >= 'A' && id[i] <= 'F' ? id[i] | 0x20 : id[i]));
+        FUZZ_CHECK(rc == 0 || (rc == CU_ENOTFOUND && !strcmp(err.msg, "Upload not found")));
+    }
+    if (n) {
+        size_t len = strlen(n);
+        bool digits = len >= 1 && len <= 9 && strspn(n, "0123456789") == len;
+        int64_t value = -1, want = 0;
+        int rc = seed_path_part_number(n, &value, &err);
+        FUZZ_CHECK((rc == 0) == digits);
+        for (size_t i = 0; rc == 0 && i < len; i++)
+            want = want * 10 + (n[i] - '0');
+        FUZZ_CHECK(rc == 0 ? value == want
+                           : rc == CU_EINVAL && err.msg[0] != '\0' && fuzz_utf8_ok(err.msg));
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (!router)
@@ -237,6 +271,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     } else if (best >= 0) {
         FUZZ_CHECK(m.route == routes[winner] && m.status == 0);
         check_params(&m, &params[winner], path);
+        check_seed_params(&m);
     } else {
         FUZZ_CHECK(!m.route && m.status == (any ? 405 : 404));
     }
