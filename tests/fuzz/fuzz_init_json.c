@@ -1,19 +1,111 @@
-/* fuzz_init_json.c - the body of POST /upload/init (src/api/seed_init.c), then the checks
- * its values go through at init that need no storage: the filename policy and the digest.
+/* fuzz_init_json.c - the body of POST /upload/init (src/api/seed_init.c), then what the
+ * handler does with it before any token is signed: upload_validate, the engine's checks of
+ * the filename, size, webhook URL and digest, for a local, an S3 and an SMB backend (their
+ * descriptors only: validation does no I/O).
  *
  * Invariants: a refusal is CU_EINVAL with a message that can be sent as a JSON string
  * (valid UTF-8) and leaves nothing allocated; an accepted body is an object whose fields
  * are what the parser says they are (same pointers, lengths and values), the filename is
- * NUL-terminated after its length, and a webhook_url holds no NUL. */
+ * NUL-terminated after its length, and a webhook_url holds no NUL. What upload_validate
+ * accepts obeys the filename policy (filename_oracle.h) and the backend's rules, fits the
+ * size and part limits, has an http(s) webhook URL without spaces or control characters
+ * and a 64-hex-digit digest on a backend that can read a file back; its refusals are
+ * 4xx/501 codes with messages fit for a reply. */
 #include "filename_oracle.h"
 
 #include "api/seed_init.h"
 #include "base/util.h"
+#include "core/upload.h"
 
 #include <jansson.h>
 
+#define CHUNK ((int64_t)50 << 20)
+#define MAX_PARTS 10000
+#define MAX_FILE_SIZE ((int64_t)1 << 40)
+
+static const struct storage_stage_read_ops stage_read; /* present: the capability, unused */
+static const struct storage_append_ops append;
+
+typedef struct {
+    storage_t storage;
+    upload_service *svc;
+} backend;
+
+static cu_config cfg = {.chunk_size = CHUNK,
+                        .max_parts = MAX_PARTS,
+                        .max_file_size = MAX_FILE_SIZE,
+                        .upload_ttl_seconds = 3600};
+/* What validation reads of each backend (src/storage/{local,s3,smb}.c). */
+static backend backends[] = {
+    {.storage = {.name = "local",
+                 .allows_trailing_dot_space = true,
+                 .stage_read = &stage_read,
+                 .append = &append}},
+    {.storage = {.name = "s3",
+                 .allows_trailing_dot_space = true,
+                 .min_part_size = 5 << 20,
+                 .append = &append}},
+    {.storage = {.name = "smb",
+                 .forbidden_name_chars = ORACLE_SMB_FORBIDDEN,
+                 .stage_read = &stage_read,
+                 .append = &append}},
+};
+#define NBACKENDS (sizeof backends / sizeof *backends)
+
+static void setup(void)
+{
+    for (size_t i = 0; i < NBACKENDS; i++) {
+        upload_deps deps = {.cfg = &cfg, .storage = &backends[i].storage};
+        FUZZ_CHECK((backends[i].svc = upload_service_new(&deps)) != NULL);
+    }
+}
+
+static bool webhook_ok(const char *url)
+{
+    size_t len = strlen(url);
+    if ((strncmp(url, "http://", 7) && strncmp(url, "https://", 8)) || len <= 8 || len > 2048)
+        return false;
+    for (const unsigned char *p = (const unsigned char *)url; *p; p++)
+        if (*p <= ' ' || *p == 0x7f)
+            return false;
+    return true;
+}
+
+/* The engine's verdict on the body for one backend, held to the rules it states. */
+static void check_validate(const backend *b, const seed_init_body *in)
+{
+    upload_create_request cr = {.id = "550e8400-e29b-41d4-a716-446655440000",
+                                .protocol = "seed",
+                                .filename = in->filename,
+                                .filename_len = in->filename_len,
+                                .total_size = in->total_size,
+                                .layout = UPLOAD_LAYOUT_SLOTS,
+                                .slot_size = CHUNK,
+                                .webhook_url = in->webhook_url,
+                                .checksum_sha256 = in->checksum_sha256};
+    cu_error err = {0};
+    int rc = upload_validate(b->svc, &cr, &err);
+    if (rc != 0) {
+        FUZZ_CHECK(rc == CU_EINVAL || rc == CU_ETOOLARGE || rc == CU_ENOTSUP);
+        FUZZ_CHECK(err.code == rc && err.msg[0] != '\0' && fuzz_utf8_ok(err.msg));
+        return;
+    }
+    FUZZ_CHECK(oracle_filename_ok(in->filename, in->filename_len));
+    FUZZ_CHECK(oracle_storage_ok(in->filename, b->storage.forbidden_name_chars,
+                                 b->storage.allows_trailing_dot_space));
+    FUZZ_CHECK(in->total_size >= 0 && in->total_size <= MAX_FILE_SIZE);
+    int64_t parts = upload_slot_count(in->total_size, CHUNK, false);
+    FUZZ_CHECK(parts <= MAX_PARTS && parts * CHUNK >= in->total_size);
+    FUZZ_CHECK(!in->webhook_url || webhook_ok(in->webhook_url));
+    unsigned char digest[32];
+    FUZZ_CHECK(!in->checksum_sha256 ||
+               (util_unhex_sha256(in->checksum_sha256, digest) == 0 && b->storage.stage_read));
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    if (!backends[0].svc)
+        setup();
     seed_init_body in;
     cu_error err = {0};
     int rc = seed_init_parse((const char *)data, size, &in, &err);
@@ -40,16 +132,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                (json_is_string(checksum) ? json_string_value(checksum) : NULL));
     FUZZ_CHECK(!checksum || json_is_null(checksum) || json_is_string(checksum));
 
-    /* What upload_validate does next with the values, where it needs no storage. */
+    /* The filename policy on its own, then the engine's whole validation. */
     oracle_check_filename(in.filename, in.filename_len);
-    unsigned char digest[32];
-    if (in.checksum_sha256 && util_unhex_sha256(in.checksum_sha256, digest) == 0) {
-        char hex[CU_SHA256_HEX_LEN + 1];
-        util_hex(digest, sizeof digest, hex);
-        FUZZ_CHECK(strlen(in.checksum_sha256) == CU_SHA256_HEX_LEN);
-        for (int i = 0; i < CU_SHA256_HEX_LEN; i++)
-            FUZZ_CHECK(hex[i] == (in.checksum_sha256[i] | 0x20)); /* hex, either case */
-    }
+    for (size_t i = 0; i < NBACKENDS; i++)
+        check_validate(&backends[i], &in);
     seed_init_body_clear(&in);
     FUZZ_CHECK(in.doc == NULL);
     return 0;
