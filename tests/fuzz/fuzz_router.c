@@ -1,8 +1,8 @@
 /* fuzz_router.c - the route matcher (src/http/router.c) on any method and path.
  *
- * The router holds the server's real routes (seed_api_register) and a few more with
- * parameters, a "*rest" tail and overlaps, as other protocol modules add them. The input is
- * the method, a newline, then the path. Every answer is compared with a matcher written
+ * The router holds the server's real routes (health_api_register, seed_api_register) and a
+ * few more with parameters, a "*rest" tail and overlaps, as other modules add them. The
+ * input is the method, a newline, then the path. Every answer is compared with a matcher written
  * here independently (split both into segments, compare by index): which routes match,
  * which one wins (the most literal segments of the method's, the first on a tie; HEAD takes
  * GET's), the Allow list, 404 against 405, OPTIONS, and every parameter: its value is
@@ -11,6 +11,7 @@
  * the upload id and the part number out of the parameters (src/api/seed_path.c). */
 #include "fuzz_common.h"
 
+#include "api/health.h"
 #include "api/seed.h"
 #include "api/seed_path.h"
 #include "http/router.h"
@@ -37,13 +38,14 @@ static const http_route extra_routes[] = {
 };
 
 #define NEXTRA (sizeof extra_routes / sizeof *extra_routes)
-#define MAX_ROUTES (SEED_ROUTES + NEXTRA)
+#define MAX_ROUTES (HEALTH_ROUTES + SEED_ROUTES + NEXTRA)
 #define MAX_SEGS 4096
 
 static http_router *router;
 static const http_route *routes[MAX_ROUTES];
 static size_t nroutes;
-static seed_api seed; /* its routes only: no handler runs here */
+static health_api health; /* their routes only: no handler runs here */
+static seed_api seed;
 
 static void collect(void *ctx, const http_route *route)
 {
@@ -55,7 +57,9 @@ static void collect(void *ctx, const http_route *route)
 static void setup(void)
 {
     router = http_router_new();
-    FUZZ_CHECK(router && seed_api_register(&seed, router) == 0);
+    /* In the order main() adds them. */
+    FUZZ_CHECK(router && health_api_register(&health, router) == 0 &&
+               seed_api_register(&seed, router) == 0);
     for (size_t i = 0; i < NEXTRA; i++)
         FUZZ_CHECK(http_router_add(router, &extra_routes[i]) == 0);
     http_router_each(router, collect, NULL);
