@@ -10,14 +10,21 @@
  * accepts obeys the filename policy (filename_oracle.h) and the backend's rules, fits the
  * size and part limits, has an http(s) webhook URL without spaces or control characters
  * and a 64-hex-digit digest on a backend that can read a file back; its refusals are
- * 4xx/501 codes with messages fit for a reply. */
+ * 4xx/501 codes with messages fit for a reply. A webhook URL it accepts never names, as a
+ * literal, an address that is not public (loopback, private, metadata...), in any form the
+ * resolver reads and through libcurl's reading of the URL and of international names. */
 #include "filename_oracle.h"
 
 #include "api/seed_init.h"
+#include "base/netaddr.h"
 #include "base/util.h"
 #include "core/upload.h"
 
+#include <curl/curl.h>
+#include <ctype.h>
+#include <idn2.h>
 #include <jansson.h>
+#include <netdb.h>
 
 #define CHUNK ((int64_t)50 << 20)
 #define MAX_PARTS 10000
@@ -71,6 +78,52 @@ static bool webhook_ok(const char *url)
     return true;
 }
 
+/* A host that is an address literal, in any form getaddrinfo reads, must be public. */
+static void check_host_public(const char *host)
+{
+    char h[256];
+    size_t len = strlen(host);
+    if (len >= 2 && host[0] == '[' && host[len - 1] == ']')
+        host++, len -= 2;
+    if (len >= sizeof h)
+        return;
+    for (size_t i = 0; i < len; i++)
+        h[i] = (char)tolower((unsigned char)host[i]);
+    h[len] = '\0';
+    if (len > 1 && h[len - 1] == '.')
+        h[len - 1] = '\0';
+    struct addrinfo hints = {.ai_flags = AI_NUMERICHOST, .ai_socktype = SOCK_STREAM};
+    struct addrinfo *res = NULL;
+    if (getaddrinfo(h, NULL, &hints, &res) != 0)
+        return; /* a name: the connect-time guard checks what it resolves to */
+    netaddr a;
+    FUZZ_CHECK(netaddr_from_sockaddr(res->ai_addr, res->ai_addrlen, &a) == 0);
+    freeaddrinfo(res);
+    FUZZ_CHECK(netaddr_special(&a) == NULL);
+}
+
+/* The host of an accepted webhook URL as libcurl reads it, and as it converts a name that
+ * is not ASCII (IDNA 2008, then 2003). */
+static void check_webhook_public(const char *url)
+{
+    CURLU *u = curl_url();
+    FUZZ_CHECK(u != NULL);
+    char *host = NULL;
+    if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK) {
+        check_host_public(host);
+        const int modes[] = {IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL, IDN2_TRANSITIONAL};
+        for (size_t i = 0; i < sizeof modes / sizeof *modes; i++) {
+            char *ace = NULL;
+            if (idn2_lookup_u8((const uint8_t *)host, (uint8_t **)&ace, modes[i]) == IDN2_OK)
+                check_host_public(ace);
+            idn2_free(ace);
+        }
+    }
+    curl_free(host);
+    curl_url_cleanup(u);
+}
+
 /* The engine's verdict on the body for one backend, held to the rules it states. */
 static void check_validate(const backend *b, const seed_init_body *in)
 {
@@ -97,6 +150,8 @@ static void check_validate(const backend *b, const seed_init_body *in)
     int64_t parts = upload_slot_count(in->total_size, CHUNK, false);
     FUZZ_CHECK(parts <= MAX_PARTS && parts * CHUNK >= in->total_size);
     FUZZ_CHECK(!in->webhook_url || webhook_ok(in->webhook_url));
+    if (in->webhook_url)
+        check_webhook_public(in->webhook_url);
     unsigned char digest[32];
     FUZZ_CHECK(!in->checksum_sha256 ||
                (util_unhex_sha256(in->checksum_sha256, digest) == 0 && b->storage.stage_read));
