@@ -12,9 +12,25 @@
  * components ending in a dot or a space. */
 #define ORACLE_SMB_FORBIDDEN "\\:*?\"<>|"
 
+/* Whether a component is named the way stored files are, "<uuid>_...": no directory may
+ * be (it could stand where another upload's file must go). */
+static inline bool oracle_stored_name(const char *comp, size_t clen)
+{
+    static const char hex[] = "0123456789abcdefABCDEF";
+    if (clen < 37 || comp[36] != '_')
+        return false;
+    for (size_t i = 0; i < 36; i++) {
+        bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+        if (dash ? comp[i] != '-' : !comp[i] || !strchr(hex, comp[i]))
+            return false;
+    }
+    return true;
+}
+
 /* Whether the policy allows name: 1 to 1024 bytes, relative, no NUL, control character or
  * backslash, and split on '/' into components that are neither empty, "." nor "..", of at
- * most 255 bytes, the last (stored as "<uuid>_<name>") of at most 218. */
+ * most 255 bytes, the last (stored as "<uuid>_<name>") of at most 218, the others not
+ * named like a stored file. */
 static inline bool oracle_filename_ok(const char *name, size_t len)
 {
     if (len < 1 || len > 1024 || name[0] == '/')
@@ -33,6 +49,8 @@ static inline bool oracle_filename_ok(const char *name, size_t len)
         if (clen == 0 || clen > 255 || (last && clen > 218))
             return false;
         if (name[comp] == '.' && (clen == 1 || (clen == 2 && name[comp + 1] == '.')))
+            return false;
+        if (!last && oracle_stored_name(name + comp, clen))
             return false;
         comp = i + 1;
     }
