@@ -6,8 +6,9 @@
 # when everything is installed, one line naming what it installs otherwise (apt's own
 # output is shown only if apt fails).
 #
-# Usage: scripts/install-deps.sh [--test] [--bench]
-#   --test   also what only the tests need  (TEST_PKGS)
+# Usage: scripts/install-deps.sh [--test] [--fuzz] [--bench]
+#   --test   also what only the tests need  (TEST_PKGS, and FUZZ_PKGS for the corpus tests)
+#   --fuzz   also what the fuzz targets need (FUZZ_PKGS)
 #   --bench  also what only the benchmarks need (BENCH_PKGS)
 # Must run as root (or via sudo) when something is missing.
 set -euo pipefail
@@ -23,24 +24,28 @@ BUILD_PKGS=(
 # backend; Node.js for the S3 test server, s3rver, installed from the npm registry by
 # `make test`) and smbclient as an independent SMB client.
 TEST_PKGS=(samba smbclient nodejs)
+# Needed by the fuzz targets (tests/fuzz): clang, and its runtimes for libFuzzer, ASan and
+# UBSan. `make fuzz` fuzzes with them; `make test` runs each target over its corpus.
+FUZZ_PKGS=(clang libclang-rt-14-dev)
 # Needed only by the benchmarks (nginx is the reference server; wrk makes request load).
 BENCH_PKGS=(nginx-light wrk)
 
 prog=${0##*/}
 
 usage() {
-    echo "usage: $prog [--test] [--bench]"
+    echo "usage: $prog [--test] [--fuzz] [--bench]"
 }
 
 wanted=("${BUILD_PKGS[@]}")
 for arg in "$@"; do
     case $arg in
         --test)
-            wanted+=("${TEST_PKGS[@]}")
+            wanted+=("${TEST_PKGS[@]}" "${FUZZ_PKGS[@]}")
             # Debian's nodejs leaves npm to a package of its own; builds of nodejs that
             # bundle npm conflict with that package, so ask for it only when npm is missing.
             command -v npm >/dev/null 2>&1 || wanted+=(npm)
             ;;
+        --fuzz) wanted+=("${FUZZ_PKGS[@]}") ;;
         --bench) wanted+=("${BENCH_PKGS[@]}") ;;
         -h | --help) usage; exit 0 ;;
         *) echo "$prog: unknown argument: $arg" >&2; usage >&2; exit 2 ;;

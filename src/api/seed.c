@@ -8,6 +8,9 @@
 #include "api/seed.h"
 
 #include "api/auth.h"
+#include "api/digest.h"
+#include "api/seed_init.h"
+#include "api/seed_path.h"
 #include "api/token.h"
 #include "base/log.h"
 #include "base/util.h"
@@ -90,44 +93,12 @@ static void handle_init(void *ctx, http_request *req)
     seed_api *api = ctx;
     size_t len;
     const char *body = http_body(req, &len);
-    json_error_t jerr;
-    json_t *doc = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
-    if (!doc || !json_is_object(doc)) {
-        if (doc)
-            http_reply_error(req, 400, "Request body must be a JSON object");
-        else
-            http_reply_error(req, 400, "Malformed JSON: %s", jerr.text);
-        json_decref(doc);
-        return;
-    }
-    json_t *filename = json_object_get(doc, "filename");
-    json_t *total_size = json_object_get(doc, "total_size");
-    json_t *webhook = json_object_get(doc, "webhook_url");
-    json_t *checksum = json_object_get(doc, "checksum_sha256");
+    seed_init_body in;
     part_tokens tokens = {0};
-    if (!filename || !json_is_string(filename)) {
-        http_reply_error(req, 400,
-                         filename ? "filename must be a string" : "Missing field: filename");
-        goto out;
-    }
-    if (!total_size || !json_is_integer(total_size)) {
-        http_reply_error(req, 400,
-                         total_size ? "total_size must be a whole number of bytes"
-                                    : "Missing field: total_size");
-        goto out;
-    }
-    if (webhook && !json_is_null(webhook) && !json_is_string(webhook)) {
-        http_reply_error(req, 400, "webhook_url must be a string");
-        goto out;
-    }
-    if (checksum && !json_is_null(checksum) && !json_is_string(checksum)) {
-        http_reply_error(req, 400, "checksum_sha256 must be a string");
-        goto out;
-    }
-    if (json_is_string(webhook) &&
-        strlen(json_string_value(webhook)) != json_string_length(webhook)) {
-        http_reply_error(req, 400, "webhook_url must be an http:// or https:// URL");
-        goto out;
+    cu_error err;
+    if (seed_init_parse(body, len, &in, &err) != 0) {
+        http_reply_cu_error(req, &err);
+        return;
     }
     char id[CU_UUID_LEN + 1];
     if (util_uuid_v4(id) != 0) {
@@ -139,16 +110,15 @@ static void handle_init(void *ctx, http_request *req)
         .id = id,
         .protocol = "seed",
         .owner = http_principal(req),
-        .filename = json_string_value(filename),
-        .filename_len = json_string_length(filename),
-        .total_size = json_integer_value(total_size),
+        .filename = in.filename,
+        .filename_len = in.filename_len,
+        .total_size = in.total_size,
         .layout = UPLOAD_LAYOUT_SLOTS,
         .slot_size = api->cfg->chunk_size,
-        .webhook_url = json_is_string(webhook) ? json_string_value(webhook) : NULL,
-        .checksum_sha256 = json_is_string(checksum) ? json_string_value(checksum) : NULL,
+        .webhook_url = in.webhook_url,
+        .checksum_sha256 = in.checksum_sha256,
         .expires_at = expires_at,
     };
-    cu_error err;
     /* Everything is checked before any token is signed: a refused size costs nothing. */
     if (upload_validate(api->uploads, &cr, &err) != 0 ||
         tokens_issue(api, id, cr.total_size, expires_at, &tokens, &err) != 0) {
@@ -175,20 +145,17 @@ static void handle_init(void *ctx, http_request *req)
     meta_upload_clear(&u);
 out:
     tokens_free(&tokens);
-    json_decref(doc);
+    seed_init_body_clear(&in);
 }
 
-/* The upload id of the path, lowercased (ids are issued in lowercase), into id. Replies 404
- * and returns false when it is not a UUID. */
+/* The upload id of the path into id. Replies 404 and returns false when it is not a UUID. */
 static bool route_id(http_request *req, char id[CU_UUID_LEN + 1])
 {
-    const char *param = http_param(req, "id");
-    if (!param || strlen(param) != CU_UUID_LEN || !util_is_uuid(param)) {
-        http_reply_error(req, 404, "Upload not found");
+    cu_error err;
+    if (seed_path_upload_id(http_param(req, "id"), id, &err) != 0) {
+        http_reply_cu_error(req, &err);
         return false;
     }
-    for (int i = 0; i <= CU_UUID_LEN; i++)
-        id[i] = (char)(param[i] >= 'A' && param[i] <= 'F' ? param[i] - 'A' + 'a' : param[i]);
     return true;
 }
 
@@ -224,44 +191,6 @@ static void part_abort(void *state)
 
 static const http_stream_ops part_stream_ops = {
     .data = part_data, .end = part_end, .abort = part_abort};
-
-/* Reads the optional part digests: Content-Digest (RFC 9530) and X-Checksum-SHA256. When
- * both are sent they must agree. Returns 1 when one was given, 0 when none, -1 (after
- * replying) when one is malformed or they disagree. */
-static int part_digest(http_request *req, unsigned char out[32])
-{
-    const char *hex = http_header(req, "X-Checksum-SHA256");
-    const char *cd = http_header(req, "Content-Digest");
-    int found = 0;
-    if (cd) {
-        /* sha-256=:<base64>: possibly among other algorithms, comma-separated. */
-        const char *p = strcasestr(cd, "sha-256=:");
-        if (p) {
-            p += strlen("sha-256=:");
-            const char *end = strchr(p, ':');
-            if (!end || util_base64_decode(p, (size_t)(end - p), out, 32) != 32) {
-                http_reply_error(req, 400,
-                                 "Content-Digest: sha-256 must be :<base64 of 32 bytes>:");
-                return -1;
-            }
-            found = 1;
-        }
-    }
-    if (hex) {
-        unsigned char other[32];
-        if (util_unhex_sha256(hex, other) != 0) {
-            http_reply_error(req, 400, "X-Checksum-SHA256 must be 64 hex digits");
-            return -1;
-        }
-        if (found && memcmp(other, out, sizeof other) != 0) {
-            http_reply_error(req, 400, "Content-Digest and X-Checksum-SHA256 disagree");
-            return -1;
-        }
-        memcpy(out, other, sizeof other);
-        found = 1;
-    }
-    return found;
-}
 
 /* The part token: its signature, its upload, and that it is the one issued for this part of
  * this size, still valid. The upload's state is checked first, as the client needs to know
@@ -310,17 +239,19 @@ static void handle_part(void *ctx, http_request *req)
     char id[CU_UUID_LEN + 1];
     if (!route_id(req, id))
         return;
-    const char *num = http_param(req, "n");
     int64_t n;
-    if (util_parse_i64(num, &n) != 0 || num[0] == '+' || num[0] == '-' || strlen(num) > 9) {
-        http_reply_error(req, 400, "Part number must be a whole number, got \"%s\"", num);
+    cu_error err;
+    if (seed_path_part_number(http_param(req, "n"), &n, &err) != 0) {
+        http_reply_cu_error(req, &err);
         return;
     }
     unsigned char digest[32];
-    int has_digest = part_digest(req, digest);
-    if (has_digest < 0)
+    bool has_digest;
+    if (digest_parse_part(http_header(req, "Content-Digest"), http_header(req, "X-Checksum-SHA256"),
+                          digest, &has_digest, &err) != 0) {
+        http_reply_cu_error(req, &err);
         return;
-    cu_error err;
+    }
     if (check_part_token(api, auth_bearer(req), id, n, &err) != 0) {
         http_reply_cu_error(req, &err);
         return;

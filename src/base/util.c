@@ -158,6 +158,45 @@ int util_base64_decode(const char *in, size_t in_len, unsigned char *out, size_t
     return n;
 }
 
+/* The length of the well-formed UTF-8 sequence s starts with (1 to 4), or 0. Stops at the
+ * first byte that is not a continuation, so it never reads past a NUL. */
+static size_t utf8_sequence(const unsigned char *s)
+{
+    unsigned c = s[0], min;
+    size_t n;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf)
+        n = 2, min = 0x80;
+    else if (c >= 0xe0 && c <= 0xef)
+        n = 3, min = 0x800;
+    else if (c >= 0xf0 && c <= 0xf4)
+        n = 4, min = 0x10000;
+    else
+        return 0;
+    unsigned cp = c & (0x7fu >> n);
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        cp = cp << 6 | (s[i] & 0x3fu);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return n;
+}
+
+void util_utf8_scrub(char *s)
+{
+    unsigned char *p = (unsigned char *)s;
+    while (*p) {
+        size_t n = utf8_sequence(p);
+        if (n == 0)
+            *p++ = '?';
+        else
+            p += n;
+    }
+}
+
 void util_sha256_hex(const void *data, size_t len, char out[CU_SHA256_HEX_LEN + 1])
 {
     unsigned char md[SHA256_DIGEST_LENGTH];

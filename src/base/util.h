@@ -40,6 +40,11 @@ int util_unhex_sha256(const char *hex, unsigned char out[32]);
 /* Decodes standard base64 (with padding) into out; returns the length or -1. */
 int util_base64_decode(const char *in, size_t in_len, unsigned char *out, size_t out_cap);
 
+/* Replaces, in place, every byte of s that is not part of well-formed UTF-8 (a stray or
+ * truncated sequence, an overlong form, a surrogate, past U+10FFFF) with '?'. For text that
+ * quotes a client's bytes and must become a JSON string. */
+void util_utf8_scrub(char *s);
+
 /* SHA-256 of a buffer, as hex into out[65]. */
 void util_sha256_hex(const void *data, size_t len, char out[CU_SHA256_HEX_LEN + 1]);
 /* Compares two strings in time independent of where they differ (and of their lengths). */

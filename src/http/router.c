@@ -126,7 +126,7 @@ static void allow_add(char *allow, size_t cap, const char *method)
 {
     size_t mlen = strlen(method);
     for (const char *p = allow; (p = strstr(p, method)) != NULL; p += mlen)
-        if ((p == allow || p[-2] == ',') && (p[mlen] == '\0' || p[mlen] == ','))
+        if ((p == allow || (p - allow >= 2 && p[-2] == ',')) && (p[mlen] == '\0' || p[mlen] == ','))
             return;
     size_t len = strlen(allow);
     snprintf(allow + len, cap - len, "%s%s", len ? ", " : "", method);

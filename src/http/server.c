@@ -382,6 +382,9 @@ void http_reply_error(http_request *req, int status, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    /* Messages quote the client (its path, a parameter, a parser's view of its body) and
+     * jansson packs only UTF-8: without this, such a refusal became a 500. */
+    util_utf8_scrub(msg);
     if (!req->error_msg)
         req->error_msg = strdup(msg); /* for the access log line: the one log of a refusal */
     bool has_retry = false;
@@ -1081,7 +1084,8 @@ static void *watchdog_main(void *arg)
 
 /* ---- the daemon ---- */
 
-static void mhd_log(void *cls, const char *fmt, va_list ap)
+/* MHD's own format strings; the attribute tells the compiler that fmt is one. */
+__attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;
     char line[512];

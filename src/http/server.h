@@ -138,7 +138,8 @@ int http_want_multipart(http_request *req, const http_multipart_ops *ops, void *
 int http_add_header(http_request *req, const char *name, const char *value);
 /* Replies with obj (the reference is taken), Content-Type application/json. */
 void http_reply_json(http_request *req, int status, json_t *obj);
-/* Replies {"error": msg, "status": status}; the access log line carries the message. */
+/* Replies {"error": msg, "status": status}; the access log line carries the message. Bytes
+ * of msg that are not UTF-8 (a client's, quoted) are sent as '?'. */
 void http_reply_error(http_request *req, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Replies with the status that err's code stands for. */

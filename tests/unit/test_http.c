@@ -623,6 +623,23 @@ static void test_not_found_method_and_options(void **state)
     close(fd);
 }
 
+/* A refusal quoting the client's bytes is still JSON: the path of a 404 is decoded from
+ * %FF to a byte that is not UTF-8, which jansson would not pack (the reply was a 500). */
+static void test_refusal_quoting_non_utf8(void **state)
+{
+    fixture *f = *state;
+    int fd = conn_open(f->port, NULL);
+    reply r;
+    request(fd, "GET /%FF%C3x HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_true(read_reply(fd, 5000, false, &r));
+    assert_json_error(&r, 404);
+    json_t *doc = json_loads(r.body, 0, NULL);
+    assert_string_equal(json_string_value(json_object_get(doc, "error")), "Not found: /??x");
+    json_decref(doc);
+    reply_free(&r);
+    close(fd);
+}
+
 static void test_filter_answers_and_done_hook(void **state)
 {
     fixture *f = *state;
@@ -1130,6 +1147,7 @@ int main(void)
         T(test_json_keepalive_and_request_ids),
         T(test_head_is_get_without_body),
         T(test_not_found_method_and_options),
+        T(test_refusal_quoting_non_utf8),
         T(test_filter_answers_and_done_hook),
         T(test_reply_kinds),
         T(test_json_body_bounded_before_continue),

@@ -9,6 +9,7 @@
 #include "unit_helpers.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -267,6 +268,38 @@ static void test_percent_encode(void **state)
     assert_string_equal(tight, "ab"); /* "%20" would not fit */
 }
 
+static void test_utf8_scrub(void **state)
+{
+    (void)state;
+    struct {
+        const char *in, *out;
+    } cases[] = {
+        {"", ""},
+        {"plain ascii", "plain ascii"},
+        {"\xc3\xa9t\xc3\xa9 \xe6\x96\x87 \xf0\x9f\x8e\xac",
+         "\xc3\xa9t\xc3\xa9 \xe6\x96\x87 \xf0\x9f\x8e\xac"},
+        {"near '\"\\\xc7'", "near '\"\\?'"}, /* a character cut after its first byte */
+        {"a\xff"
+         "b\xfe",
+         "a?b?"},                                 /* bytes UTF-8 never uses */
+        {"\x80x", "?x"},                          /* a stray continuation byte */
+        {"\xe6\x96", "??"},                       /* truncated at the end */
+        {"\xc0\xaf", "??"},                       /* an overlong '/' */
+        {"\xed\xa0\x80", "???"},                  /* a UTF-16 surrogate */
+        {"\xf4\x90\x80\x80", "????"},             /* past U+10FFFF */
+        {"\xf4\x8f\xbf\xbf", "\xf4\x8f\xbf\xbf"}, /* U+10FFFF itself */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char buf[64];
+        snprintf(buf, sizeof buf, "%s", cases[i].in);
+        util_utf8_scrub(buf);
+        assert_string_equal(buf, cases[i].out);
+        json_t *s = json_string(buf); /* what the scrub is for: jansson takes the result */
+        assert_non_null(s);
+        json_decref(s);
+    }
+}
+
 static void test_mkdir_p(void **state)
 {
     (void)state;
@@ -315,7 +348,8 @@ int main(void)
         cmocka_unit_test(test_unhex_rejects),  cmocka_unit_test(test_base64_decode),
         cmocka_unit_test(test_sha256_hex),     cmocka_unit_test(test_secret_equal),
         cmocka_unit_test(test_parse_i64),      cmocka_unit_test(test_parse_double),
-        cmocka_unit_test(test_percent_encode), cmocka_unit_test(test_mkdir_p),
+        cmocka_unit_test(test_percent_encode), cmocka_unit_test(test_utf8_scrub),
+        cmocka_unit_test(test_mkdir_p),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
