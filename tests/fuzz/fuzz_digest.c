@@ -35,15 +35,28 @@ static bool hex_bytes(const char *hex, unsigned char out[32])
     return true;
 }
 
-/* The value between "sha-256=:" (any case) and the next ':' of a Content-Digest, decoded:
- * 1 with the 32 bytes, 0 when there is no sha-256 member, -1 when it is not base64 of 32
- * bytes (44 characters of the standard alphabet, the last one '='). */
+/* The value of the sha-256 member of a Content-Digest dictionary (members split at commas,
+ * optional spaces or tabs before a key, the key "sha-256" in any case), decoded: 1 with the
+ * 32 bytes, 0 when there is no such member, -1 when its value is not :<base64 of 32
+ * bytes>: (44 characters of the standard alphabet, the last one '='). */
 static int content_digest_bytes(const char *value, unsigned char out[32])
 {
-    const char *p = strcasestr(value, "sha-256=:");
+    char *copy = strdup(value), *save = NULL;
+    FUZZ_CHECK(copy != NULL);
+    const char *p = NULL;
+    /* strtok_r drops empty members; an empty member has no key, so nothing is lost. */
+    for (char *m = strtok_r(copy, ",", &save); m && !p; m = strtok_r(NULL, ",", &save)) {
+        while (*m == ' ' || *m == '\t')
+            m++;
+        if (strncasecmp(m, "sha-256=", 8) == 0)
+            p = value + (m - copy) + 8;
+    }
+    free(copy);
     if (!p)
         return 0;
-    p += strlen("sha-256=:");
+    if (*p != ':')
+        return -1;
+    p++;
     const char *end = strchr(p, ':');
     if (!end || end - p != 44 || p[43] != '=' || p[42] == '=')
         return -1;
