@@ -66,10 +66,8 @@ void config_parse_dotenv(const char *text,
     while (line && *line) {
         const char *eol = strchr(line, '\n');
         size_t len = eol ? (size_t)(eol - line) : strlen(line);
-        char buf[4096];
-        if (len < sizeof buf) {
-            memcpy(buf, line, len);
-            buf[len] = '\0';
+        char *buf = strndup(line, len); /* no limit on a line: .env is the operator's own */
+        if (buf) {
             char *s = buf;
             while (isspace((unsigned char)*s))
                 s++;
@@ -110,6 +108,7 @@ void config_parse_dotenv(const char *text,
                 if (*name)
                     fn(ctx, name, value);
             }
+            free(buf);
         }
         line = eol ? eol + 1 : NULL;
     }

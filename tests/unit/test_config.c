@@ -420,6 +420,21 @@ static void test_parse_dotenv_pairs(void **state)
     assert_string_equal(q.values[1], "2");
     assert_string_equal(q.values[2], "v");
 
+    /* A long line (a list of allowed hosts, a certificate) is read like any other. */
+    size_t long_len = 10000;
+    char *text = malloc(long_len + 32);
+    assert_non_null(text);
+    memcpy(text, "LONG=", 5);
+    memset(text + 5, 'x', long_len);
+    strcpy(text + 5 + long_len, "\nAFTER=1\n");
+    collected l = {0};
+    config_parse_dotenv(text, collect, &l);
+    free(text);
+    assert_int_equal(l.n, 2);
+    assert_string_equal(l.names[0], "LONG");
+    assert_int_equal(strlen(l.values[0]), sizeof l.values[0] - 1); /* (collect truncates) */
+    assert_string_equal(l.names[1], "AFTER");
+
     collected none = {0};
     config_parse_dotenv("", collect, &none);
     config_parse_dotenv(NULL, collect, &none);
