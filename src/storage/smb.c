@@ -52,6 +52,7 @@
 #include <stdlib.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -78,10 +79,11 @@
 
 /* A writer process (see "workers" below), as the server sees it. */
 typedef struct {
-    pid_t pid; /* -1 once reaped */
-    int fd;    /* the server's end of its socket pair; -1 once the worker is gone */
-    bool busy; /* lent to a writer, which alone uses fd meanwhile */
-    int index; /* for the log */
+    pid_t pid;            /* -1 once reaped */
+    int fd;               /* the server's end of its socket pair; -1 once the worker is gone */
+    bool busy;            /* lent to a writer, which alone uses fd and slots meanwhile */
+    int index;            /* for the log */
+    unsigned char *slots; /* SMB_WORKER_SLOTS buffers of SMB_WRITE_BUFFER, shared with it */
 } smb_worker;
 
 typedef struct {
@@ -106,21 +108,31 @@ typedef struct {
     smb_worker *worker; /* the worker it writes through, lent for its life; or NULL: */
     SMBCCTX *ctx;       /* in-process, on a context borrowed from the pool for its life */
     SMBCFILE *file;
-    unsigned char *buf; /* buf_cap bytes, gathered into one write */
+    unsigned char *buf; /* buf_cap bytes, gathered into one write: its own, or a worker's slot */
     size_t buf_len, buf_cap;
-    size_t in_flight; /* bytes sent to the worker whose acknowledgement is not read yet */
-    int64_t start;    /* the writer's first offset */
-    int64_t offset;   /* end of what the server acknowledged: then in_flight, then buf */
-    int64_t end;      /* one past the last byte it may write */
-    int err;          /* the first failed write's errno value: nothing is sent after it */
-    bool append;      /* an append writer: keeps what it wrote even when cut short */
-    bool lost;        /* its worker died under it (err is set too) */
+    unsigned char *own_buf; /* in-process: buf, malloc'ed; NULL through a worker */
+    int slot;               /* through a worker: which of its slots buf is */
+    size_t in_flight;       /* bytes handed to the worker whose acknowledgement is not read yet */
+    int64_t start;          /* the writer's first offset */
+    int64_t offset;         /* end of what the server acknowledged: then in_flight, then buf */
+    int64_t end;            /* one past the last byte it may write */
+    int err;                /* the first failed write's errno value: nothing is sent after it */
+    bool append;            /* an append writer: keeps what it wrote even when cut short */
+    bool lost;              /* its worker died under it (err is set too) */
     char id[CU_UUID_LEN + 1];
 } smb_writer;
 
 static const struct storage_writer_ops smb_writer_ops;
 static int writer_fail(const smb_writer *w, int err, cu_error *e);
 
+/* Frees a writer whose file is closed (or was never opened). A worker's slot stays with the
+ * worker, also when the worker is gone: it is unmapped with the storage. */
+static void writer_free(smb_writer *w)
+{
+    assert(!w->worker && !w->file);
+    free(w->own_buf);
+    free(w);
+}
 /* ---- contexts ---- */
 
 static void auth_fn(SMBCCTX *c, const char *srv, const char *shr, char *wg, int wglen, char *un,
@@ -362,12 +374,16 @@ static int close_put(smb_storage *s, SMBCCTX *c, SMBCFILE *f, int err)
  *
  * libsmbclient takes one call at a time per process (above), so several parts reach the
  * share at once only from several processes. At open, before this process makes its first
- * libsmbclient call and while it has one thread, SMB_WORKERS children are forked; each makes
- * its own libsmbclient context and serves one writer at a time over a socket pair: OPEN the
- * staging file at an offset, WRITE frames of the gathered buffer, CLOSE (which reports what
- * the server said). A part writer borrows a free worker for its whole life; one that finds
- * none writes in-process as before, rather than wait. Everything else (create, finish,
- * abort, reads, concatenation) stays in-process: it is not where the time goes.
+ * libsmbclient call and while it has one thread, SMB_WORKERS children are forked; each makes * its
+ * own libsmbclient context and serves one writer at a time over a socket pair: OPEN the staging
+ * file at an offset, WRITE frames of the gathered buffer, CLOSE (which reports what the server
+ * said). The frames' bytes do not go through the socket: the writer gathers the body straight into
+ * one of two buffers shared with its worker, and a WRITE names the buffer, so the worker writes
+ * from it while the writer fills the other. Through the socket pair every byte was copied twice
+ * more (into the socket and out of it): 0.12 CPU-s per 512 MiB (perf), on a machine where CPU is
+ * what runs out first (see the head of this file). A part writer borrows a free worker for its
+ * whole life; one that finds none writes in-process as before, rather than wait. Everything else
+ * (create, finish, abort, reads, concatenation) stays in-process: it is not where the time goes.
  *
  * A fork from a threaded process could copy a lock some other thread held, so there is no
  * fork later: a worker that dies fails the writer it served, with a clear error, and is
@@ -378,9 +394,14 @@ enum { WORKER_OPEN = 1, WORKER_WRITE = 2, WORKER_CLOSE = 3 };
 /* One request; the same binary is at both ends, so structs go as they are. */
 typedef struct {
     uint32_t op;
-    uint32_t len;   /* bytes that follow: OPEN the URL with its NUL, WRITE the data */
+    uint32_t len;   /* OPEN: bytes of the URL that follow, with its NUL; WRITE: bytes to write */
     int64_t offset; /* OPEN: the file offset writes start at */
+    uint32_t slot;  /* WRITE: the shared buffer that holds them */
+    uint32_t unused;
 } worker_request;
+
+/* Two buffers per worker: one written by the worker, one filled by its writer. */
+#define SMB_WORKER_SLOTS 2
 
 typedef struct {
     int32_t err; /* the operation's errno value, or 0 */
@@ -445,10 +466,10 @@ typedef struct {
     smb_storage *s; /* the worker's copy of the server's, for ctx_new and its auth_fn */
     int fd;
     int index;
-    SMBCCTX *ctx;   /* its own context, kept between writers, or NULL */
-    SMBCFILE *file; /* the file a writer has open, or NULL */
-    int file_err;   /* the first error on that file */
-    unsigned char *buf;
+    SMBCCTX *ctx;               /* its own context, kept between writers, or NULL */
+    SMBCFILE *file;             /* the file a writer has open, or NULL */
+    int file_err;               /* the first error on that file */
+    const unsigned char *slots; /* shared with the server */
 } worker_state;
 
 /* Opens url at offset with the worker's context, and once more on a fresh connection when
@@ -473,14 +494,13 @@ static int worker_open(worker_state *ws, const char *url, int64_t offset)
     return err;
 }
 
-/* Writes len bytes of ws->buf; returns how many the server acknowledged, *err set when
- * fewer. */
-static int64_t worker_write(worker_state *ws, size_t len, int *err)
+/* Writes len bytes of buf; returns how many the server acknowledged, *err set when fewer. */
+static int64_t worker_write(worker_state *ws, const unsigned char *buf, size_t len, int *err)
 {
     *err = ws->file_err;
     size_t done = 0;
     while (!*err && done < len) {
-        ssize_t n = smbc_getFunctionWrite(ws->ctx)(ws->ctx, ws->file, ws->buf + done, len - done);
+        ssize_t n = smbc_getFunctionWrite(ws->ctx)(ws->ctx, ws->file, buf + done, len - done);
         if (n <= 0)
             *err = ws->file_err = n < 0 && errno ? errno : EIO;
         else
@@ -526,11 +546,9 @@ static int worker_serve(worker_state *ws)
             break;
         }
         case WORKER_WRITE:
-            if (!ws->file || req.len > SMB_WRITE_BUFFER)
+            if (!ws->file || req.len > SMB_WRITE_BUFFER || req.slot >= SMB_WORKER_SLOTS)
                 return EPROTO;
-            if ((err = read_full(ws->fd, ws->buf, req.len)) != 0)
-                return err;
-            reply.done = worker_write(ws, req.len, &err);
+            reply.done = worker_write(ws, ws->slots + req.slot * SMB_WRITE_BUFFER, req.len, &err);
             reply.err = err;
             break;
         case WORKER_CLOSE:
@@ -547,7 +565,8 @@ static int worker_serve(worker_state *ws)
 }
 
 /* The worker's life, in the child: never returns. */
-__attribute__((noreturn)) static void worker_main(smb_storage *s, int fd, int index, pid_t server)
+__attribute__((noreturn)) static void
+worker_main(smb_storage *s, int fd, const unsigned char *slots, int index, pid_t server)
 {
     /* Dies with the server (even by SIGKILL), which forked it from its only thread. */
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != server)
@@ -564,20 +583,20 @@ __attribute__((noreturn)) static void worker_main(smb_storage *s, int fd, int in
     /* Keeps its socket and the standard descriptors (the log) only. The other workers'
      * sockets above all: a copy here would keep them open after the server closes them. */
     for (int i = 0; i < s->nworkers; i++)
-        if (close(s->workers[i].fd) != 0)
+        if (close(s->workers[i].fd) != 0 ||
+            munmap(s->workers[i].slots, SMB_WORKER_SLOTS * SMB_WRITE_BUFFER) != 0)
             _exit(1);
     if ((fd > 3 && close_range(3, (unsigned)fd - 1, 0) != 0) ||
         close_range((unsigned)fd + 1, ~0U, 0) != 0)
         log_warn("smb worker %d: closing inherited descriptors: %s", index, strerror(errno));
-    worker_state ws = {.s = s, .fd = fd, .index = index, .buf = malloc(SMB_WRITE_BUFFER)};
-    int err = ws.buf ? worker_serve(&ws) : ENOMEM;
+    worker_state ws = {.s = s, .fd = fd, .index = index, .slots = slots};
+    int err = worker_serve(&ws);
     if (err)
         log_error("smb worker %d: %s", index, err == EPROTO ? "bad request" : strerror(err));
     if (ws.file)
         smbc_getFunctionClose(ws.ctx)(ws.ctx, ws.file);
     if (ws.ctx)
         smbc_free_context(ws.ctx, 1);
-    free(ws.buf);
     close(fd);
     /* _exit, not exit: exit would run the handlers the server registered (OpenSSL, curl)
      * and flush stdio buffers copied from it at fork, printing its output twice. So
@@ -634,14 +653,22 @@ static void workers_start(smb_storage *s, int n)
     fflush(NULL);
     for (int i = 0; i < n; i++) {
         int sv[2];
+        /* Shared with this worker only; its pages are taken as they are first written. */
+        unsigned char *slots = mmap(NULL, SMB_WORKER_SLOTS * SMB_WRITE_BUFFER,
+                                    PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (slots == MAP_FAILED) {
+            log_warn("smb storage: %d of %d SMB workers: mmap: %s", i, n, strerror(errno));
+            return;
+        }
         if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
             log_warn("smb storage: %d of %d SMB workers: socketpair: %s", i, n, strerror(errno));
+            munmap(slots, SMB_WORKER_SLOTS * SMB_WRITE_BUFFER);
             return;
         }
         pid_t pid = fork();
         if (pid == 0) {
             close(sv[0]);
-            worker_main(s, sv[1], i, server);
+            worker_main(s, sv[1], slots, i, server);
         }
         int err = pid < 0 ? errno : 0;
         close(sv[1]);
@@ -654,10 +681,12 @@ static void workers_start(smb_storage *s, int n)
         }
         if (err) {
             close(sv[0]);
+            munmap(slots, SMB_WORKER_SLOTS * SMB_WRITE_BUFFER);
             log_warn("smb storage: %d of %d SMB workers: %s", i, n, strerror(err));
             return;
         }
-        s->workers[s->nworkers++] = (smb_worker){.pid = pid, .fd = sv[0], .index = i};
+        s->workers[s->nworkers++] =
+            (smb_worker){.pid = pid, .fd = sv[0], .index = i, .slots = slots};
     }
 }
 
@@ -704,9 +733,11 @@ static void workers_stop(smb_storage *s)
             s->workers[i].fd = -1;
         }
     }
-    for (int i = 0; i < s->nworkers; i++)
+    for (int i = 0; i < s->nworkers; i++) {
         if (s->workers[i].pid > 0)
             worker_reap(&s->workers[i]);
+        munmap(s->workers[i].slots, SMB_WORKER_SLOTS * SMB_WRITE_BUFFER);
+    }
     free(s->workers);
     s->workers = NULL;
     s->nworkers = 0;
@@ -770,13 +801,12 @@ static void writer_lose_worker(smb_writer *w, int err)
         w->err = EPIPE;
 }
 
-/* Sends a request (and len bytes of data) to the writer's worker; returns 0, or -1 after
- * losing the worker. */
-static int worker_send(smb_writer *w, uint32_t op, int64_t offset, const void *data, size_t len)
+/* Sends a request (with len bytes of data for OPEN) to the writer's worker; returns 0, or -1
+ * after losing the worker. */
+static int worker_send(smb_writer *w, const worker_request *req, const void *data, size_t len)
 {
-    assert(w->worker && len <= UINT32_MAX);
-    worker_request req = {.op = op, .len = (uint32_t)len, .offset = offset};
-    int err = send_full(w->worker->fd, &req, sizeof req, data, len);
+    assert(w->worker);
+    int err = send_full(w->worker->fd, req, sizeof *req, data, len);
     if (err)
         writer_lose_worker(w, err);
     return err ? -1 : 0;
@@ -814,8 +844,9 @@ static int worker_open_for(smb_writer *w, const char *url, int64_t offset)
 {
     while ((w->worker = worker_borrow(w->s)) != NULL) {
         worker_reply reply;
-        if (worker_send(w, WORKER_OPEN, offset, url, strlen(url) + 1) == 0 &&
-            worker_receive(w, &reply) == 0) {
+        size_t len = strlen(url) + 1;
+        worker_request req = {.op = WORKER_OPEN, .len = (uint32_t)len, .offset = offset};
+        if (worker_send(w, &req, url, len) == 0 && worker_receive(w, &reply) == 0) {
             if (reply.err == 0)
                 return 0;
             worker_return(w->s, w->worker);
@@ -841,15 +872,10 @@ static int writer_new(smb_storage *s, const storage_upload *u, int64_t offset, i
     size_t cap =
         end - offset < (int64_t)SMB_WRITE_BUFFER ? (size_t)(end - offset) : SMB_WRITE_BUFFER;
     smb_writer *w = calloc(1, sizeof *w);
-    unsigned char *buf = malloc(cap ? cap : 1);
-    if (!w || !buf) {
-        free(w);
-        free(buf);
+    if (!w)
         return cu_fail_oom(e);
-    }
     w->base.ops = &smb_writer_ops;
     w->s = s;
-    w->buf = buf;
     w->buf_cap = cap;
     w->start = w->offset = offset;
     w->end = end;
@@ -858,14 +884,19 @@ static int writer_new(smb_storage *s, const storage_upload *u, int64_t offset, i
     char url[SMB_URL_MAX];
     staging_url(s, u->id, url);
     int err = worker_open_for(w, url, offset);
-    if (err < 0) { /* no worker free: in-process, one call at a time */
+    if (err == 0) {
+        w->buf = w->worker->slots;
+    } else if (err < 0) { /* no worker free: in-process, one call at a time */
+        if (!(w->buf = w->own_buf = malloc(cap ? cap : 1))) {
+            free(w);
+            return cu_fail_oom(e);
+        }
         pthread_mutex_lock(&s->lock);
         err = open_at(s, url, O_WRONLY, offset, &w->ctx, &w->file);
         pthread_mutex_unlock(&s->lock);
     }
     if (err) {
-        free(w);
-        free(buf);
+        writer_free(w);
         return err == ENOENT ? gone(e) : smb_fail(e, err, "opening the staging file", u->id);
     }
     *out = &w->base;
@@ -901,10 +932,14 @@ static int flush_buffer(smb_writer *w)
     if (w->err)
         return w->err;
     if (w->worker) {
-        if (worker_send(w, WORKER_WRITE, 0, w->buf, w->buf_len) != 0)
+        worker_request req = {
+            .op = WORKER_WRITE, .len = (uint32_t)w->buf_len, .slot = (uint32_t)w->slot};
+        if (worker_send(w, &req, NULL, 0) != 0)
             return w->err;
         w->in_flight = w->buf_len;
         w->buf_len = 0;
+        w->slot = (w->slot + 1) % SMB_WORKER_SLOTS;
+        w->buf = w->worker->slots + (size_t)w->slot * SMB_WRITE_BUFFER;
         return 0;
     }
     const unsigned char *p = w->buf;
@@ -931,6 +966,8 @@ static int smb_writer_write(storage_writer_t *base, const void *buf, size_t len,
     /* The caller checks sizes against the upload; this guards the neighbouring slots. */
     if ((int64_t)len > w->end - w->offset - (int64_t)w->in_flight - (int64_t)w->buf_len)
         return cu_fail(e, CU_EINVAL, "Write past the end of the %s", w->append ? "upload" : "part");
+    if (w->err) /* nothing is sent after a failed write */
+        return writer_fail(w, w->err, e);
     const unsigned char *p = buf;
     while (len > 0) {
         size_t n = w->buf_cap - w->buf_len < len ? w->buf_cap - w->buf_len : len;
@@ -962,8 +999,8 @@ static int writer_close(smb_writer *w)
     if (w->worker) {
         worker_settle(w);
         worker_reply reply;
-        if (w->worker && worker_send(w, WORKER_CLOSE, 0, NULL, 0) == 0 &&
-            worker_receive(w, &reply) == 0) {
+        worker_request req = {.op = WORKER_CLOSE};
+        if (w->worker && worker_send(w, &req, NULL, 0) == 0 && worker_receive(w, &reply) == 0) {
             worker_return(w->s, w->worker);
             w->worker = NULL;
             return reply.err;
@@ -972,7 +1009,10 @@ static int writer_close(smb_writer *w)
     assert(!w->worker && !w->in_flight);
     if (w->lost)
         return EPIPE; /* the worker's connection is gone, and with it the file */
-    return close_put(w->s, w->ctx, w->file, w->err);
+    int err = close_put(w->s, w->ctx, w->file, w->err);
+    w->ctx = NULL;
+    w->file = NULL;
+    return err;
 }
 
 static int smb_writer_finish(storage_writer_t *base, const unsigned char *sha256,
@@ -990,8 +1030,7 @@ static int smb_writer_finish(storage_writer_t *base, const unsigned char *sha256
      * counts only whole. */
     out->durable = w->append ? acked : (!err && acked == length ? acked : 0);
     int rc = err ? writer_fail(w, err, e) : 0;
-    free(w->buf);
-    free(w);
+    writer_free(w);
     return rc;
 }
 
@@ -1001,8 +1040,7 @@ static void smb_writer_abort(storage_writer_t *base)
      * in the pool; one that failed a write (w->err) or the close is thrown away. */
     smb_writer *w = (smb_writer *)base;
     writer_close(w);
-    free(w->buf);
-    free(w);
+    writer_free(w);
 }
 
 static int finish_op(smb_storage *s, SMBCCTX *c, void *arg)

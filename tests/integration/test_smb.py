@@ -701,7 +701,7 @@ class SmbWorkerTest(SmbTestCase):
         fid, tokens = init["file_id"], [p["token"] for p in init["parts"]]
 
         # 1. Parts 0 and 1 in flight, one on each worker; kill the first worker once both
-        # hold a whole 4 MiB frame of their part (the bodies are still coming).
+        # have sent smbd a whole 4 MiB frame of their part (the bodies are still coming).
         replies = {}
 
         def put(n):
@@ -714,7 +714,7 @@ class SmbWorkerTest(SmbTestCase):
         for th in threads:
             th.start()
         deadline = time.time() + 20
-        while min(proc_io(pid).get("rchar", 0) for pid in workers) < 4 << 20:
+        while min(proc_io(pid).get("wchar", 0) for pid in workers) < 4 << 20:
             self.assertLess(time.time(), deadline, "the workers never got a frame: %r"
                             % [proc_io(pid) for pid in workers])
             time.sleep(0.01)
@@ -732,12 +732,12 @@ class SmbWorkerTest(SmbTestCase):
         self.assertIn("pending", self.status_parts(srv, fid)[failed])
 
         # 2. Three parts at once: the surviving worker takes one, the others go in-process.
-        before = proc_io(workers[1]).get("rchar", 0)
+        before = proc_io(workers[1]).get("wchar", 0)
         with concurrent.futures.ThreadPoolExecutor(max_workers=3) as ex:
             got = list(ex.map(lambda n: srv.put_part(fid, n, tokens[n], parts[n], timeout=120), (2, 3, 4)))
         for n, r in zip((2, 3, 4), got):
             self.assertEqual(self.assertOk(r, "(part %d)" % n)["checksum_sha256"], sha256_hex(parts[n]))
-        self.assertGreaterEqual(proc_io(workers[1]).get("rchar", 0) - before, part,
+        self.assertGreaterEqual(proc_io(workers[1]).get("wchar", 0) - before, part,
                                 "the surviving worker wrote none of the later parts")
 
         # 3. The last worker dies while idle: the next part notices and goes in-process.
