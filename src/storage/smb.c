@@ -7,34 +7,52 @@
  *
  * libsmbclient is not thread-safe, even with one context per thread: it keeps process-wide
  * state (talloc stack frames, loadparm) that concurrent calls corrupt, and Debian's build
- * exports neither smbc_thread_posix() nor smbc_thread_impl() (nm -D). So every call into it
- * is made under one lock, held for one call or one short operation, never while waiting
- * for a client's body: parts of different uploads interleave write by write. Every
- * operation (and every part writer, for its whole life) still borrows a context of its own
- * from a pool: a context whose connection broke (the NAS rebooted, the network dropped) is
- * thrown away instead of returned, so the next request connects afresh, and no writer is
- * left holding a handle of a context someone else freed.
+ * exports neither smbc_thread_posix() nor smbc_thread_impl() (nm -D). So in one process
+ * every call into it is made under one lock, held for one call or one short operation, never
+ * while waiting for a client's body, and the process has one SMB request in flight at a
+ * time. Part writes, where the time goes, are therefore made by worker processes forked at
+ * open (SMB_WORKERS, "workers" below), each with a libsmbclient of its own, so that several
+ * parts reach the NAS at once. What stays in-process (create, rename, remove, reads,
+ * server-side copies, and parts that find no worker free) borrows a context of its own from
+ * a pool, for one operation or a writer's whole life: a context whose connection broke (the
+ * NAS rebooted, the network dropped) is thrown away instead of returned, so the next request
+ * connects afresh, and no writer is left holding a handle of a context someone else freed.
  *
- * Where the time went (512 MiB in 50 MiB parts, 4 in parallel, against smbclient put to the
- * same smbd; bench/smb.sh): each body piece the HTTP layer handed over (~128 KiB) became
- * one smbc_write, that is one synchronous round trip under the lock plus a fresh tevent
- * loop (epoll_create, fcntl, epoll_ctl: 4,200 of each per upload, strace -c), so the four
- * parts took turns at small writes. Writers now gather pieces into SMB_WRITE_BUFFER writes
- * (with smbd on tmpfs: 2.1 s before, 1.3 s after). What is left:
- *  - one request in flight at a time, because of the lock. smbclient put keeps several
- *    writes outstanding, so smbd receives the next while its aio threads copy the last
- *    into the page cache; here the lock is held while smbd copies (that copy alone took
- *    0.1 to 1.4 s per 512 MiB in this VM, perf), which is why with the share on disk the
- *    writes' size hardly matters and smbclient stays 2-4 times faster. Only concurrent
- *    calls would help: Samba's thread hooks set from here (libsamba-util's
- *    smb_thread_set_functions, what the unexported smbc_thread_posix() is for) come too
- *    late, smbc_new_context crashed on a talloc stack key made before them; and libsmb2,
- *    whose async API needs no lock, is not in Debian 12.
- *  - CPU on a 2-core machine that also runs curl and smbd: per 512 MiB, SHA-256 of the
- *    parts 0.35 s, the kernel's copies in from curl and out to smbd 0.34 s, curl 0.35 s,
- *    smbd 0.56 s (perf); smbclient put costs its own sending (about curl's) and smbd's.
- * The protocol has nothing to give: the connection is SMB3_11, signed only at session
- * setup, unencrypted (smbstatus), and writes go out at Samba's 8 MiB maximum or below. */
+ * Where the time goes (512 MiB in 50 MiB parts, 4 in parallel with curl, against smbclient
+ * put to the same smbd, share on disk, on this 2-core VM; medians of 5 runs taken while
+ * nothing else ran, CPU from /proc per process):
+ *
+ *                   wall    CPU-s: all   smbd  client  server  workers
+ *    smbclient put  1.31 s        1.73   1.34    0.38
+ *    in-process     2.11 s        2.88   1.54    0.38    0.89
+ *    4 workers      1.83 s        3.08   1.58    0.40    0.72     0.14
+ *
+ *  - In-process, the lock kept one request in flight: smbclient put keeps several writes
+ *    outstanding, so smbd receives the next while its aio threads copy the last into the
+ *    page cache, where here the lock was held while smbd copied. Gathering the body's
+ *    pieces (~128 KiB) into SMB_WRITE_BUFFER writes had helped with smbd on tmpfs (2.1 s to
+ *    1.3 s), hardly with the share on disk. With workers, four writes are in flight at once
+ *    (test_smb.py's SmbParallelWritesTest, behind a proxy that delays replies: four parts
+ *    take about the time of one, where in-process they take four times as long).
+ *  - What is left is CPU: 3.08 CPU-s on 2 cores is 1.54 s at the very least, 1.18 times
+ *    smbclient's 1.31 s, and at the 84% the pipeline keeps both cores busy, 1.83 s. Against
+ *    smbclient the server adds the SHA-256 of every byte (about 0.33 CPU-s, perf), receiving
+ *    the body over HTTP, and smbd spends more with four writers in one file (ext4's inode
+ *    lock: rwsem_spin_on_owner); the workers cost 0.14 CPU-s, since frames reach them
+ *    through shared memory (through the socket pair, in runs beside other jobs, they cost
+ *    0.29 and the server 0.09 more). On a machine with cores to spare the ratio to
+ *    smbclient goes down; on this one 1.2 is out of reach without less work per byte.
+ * Tried and not taken: Samba's thread hooks set from here (libsamba-util's
+ * smb_thread_set_functions, what the unexported smbc_thread_posix() is for) come too late,
+ * smbc_new_context crashed on a talloc stack key made before them; libsmb2, whose async API
+ * needs no lock, is not in Debian 12; libsmbclient loaded again per thread with
+ * dlmopen(LM_ID_NEWLM), reported to crash in lp_load_global, did connect from four threads
+ * at once in a test of its own (with and without ASan, beside a copy in the base), but each
+ * namespace brings its own libc (malloc, stdio, the single-threaded flags), glibc allows 15
+ * of them, and sanitizers do not see into them, where a fork gives the same independence
+ * with nothing shared. The protocol has nothing to give: the connection is SMB3_11, signed
+ * only at session setup, unencrypted (smbstatus), and writes go out at Samba's 8 MiB
+ * maximum or below. */
 #include "storage/storage.h"
 
 #include "base/log.h"
@@ -68,13 +86,14 @@
 #define SMB_POOL_MAX 64
 #define SMB_URL_MAX 4096
 
-/* Writers gather the HTTP layer's small pieces (tens of KiB) into writes of this size. A
- * write is one synchronous round trip made under the one lock, so its size sets both the
- * per-call cost (a new tevent loop each time) and how long the other parts wait. 512 MiB
- * in 50 MiB parts, 4 in parallel, smbd on tmpfs, medians of 6: pieces as they came
+/* Writers gather the HTTP layer's small pieces (tens of KiB) into writes of this size. In
+ * process, a write is one synchronous round trip made under the one lock, so its size sets
+ * both the per-call cost (a new tevent loop each time) and how long the other parts wait.
+ * 512 MiB in 50 MiB parts, 4 in parallel, smbd on tmpfs, medians of 6: pieces as they came
  * (~128 KiB) 2.1 s, 1 MiB 1.47 s, 2 MiB 1.39 s, 4 MiB 1.33 s, 8 MiB (Samba's largest
- * SMB2 write) 1.27 s; smbclient put 0.65-0.9 s. 4 MiB is the knee, and a part in flight
- * costs no more memory than that (smaller slots get smaller buffers). */
+ * SMB2 write) 1.27 s; smbclient put 0.65-0.9 s. 4 MiB is the knee. Through a worker it is
+ * the frame the worker writes while the next is gathered: two of them per worker, shared
+ * with it; an in-process part costs one (smaller slots get smaller buffers). */
 #define SMB_WRITE_BUFFER ((size_t)4 << 20)
 
 /* A writer process (see "workers" below), as the server sees it. */
