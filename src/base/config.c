@@ -232,6 +232,17 @@ static const config_var vars[] = {
      .def = "",
      FIELD(smb_path, F_STR),
      .help = "Directory within the share"},
+    {.name = "SMB_WORKERS",
+     .group = "Storage",
+     .type = V_INT,
+     .def = "4",
+     .imin = 0,
+     .imax = 64,
+     FIELD(smb_workers, F_INT),
+     .help = "Processes that write parts to the share, each with its own connection, so that "
+             "this many parts reach the server at once (libsmbclient takes one call at a time "
+             "per process); a part that finds none free is written from the server process. "
+             "0: every SMB call from the server process"},
     {.name = "S3_ENDPOINT",
      .group = "Storage",
      .type = V_STRING,

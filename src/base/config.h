@@ -30,6 +30,7 @@ typedef struct cu_config_s {
     char *smb_pass;
     char *smb_share;
     char *smb_path;
+    int smb_workers;   /* SMB_WORKERS: writer processes, 0: none */
     char *s3_endpoint; /* NULL: AWS's own endpoint for the region */
     char *s3_bucket;
     char *s3_region;

@@ -7,34 +7,52 @@
  *
  * libsmbclient is not thread-safe, even with one context per thread: it keeps process-wide
  * state (talloc stack frames, loadparm) that concurrent calls corrupt, and Debian's build
- * exports neither smbc_thread_posix() nor smbc_thread_impl() (nm -D). So every call into it
- * is made under one lock, held for one call or one short operation, never while waiting
- * for a client's body: parts of different uploads interleave write by write. Every
- * operation (and every part writer, for its whole life) still borrows a context of its own
- * from a pool: a context whose connection broke (the NAS rebooted, the network dropped) is
- * thrown away instead of returned, so the next request connects afresh, and no writer is
- * left holding a handle of a context someone else freed.
+ * exports neither smbc_thread_posix() nor smbc_thread_impl() (nm -D). So in one process
+ * every call into it is made under one lock, held for one call or one short operation, never
+ * while waiting for a client's body, and the process has one SMB request in flight at a
+ * time. Part writes, where the time goes, are therefore made by worker processes forked at
+ * open (SMB_WORKERS, "workers" below), each with a libsmbclient of its own, so that several
+ * parts reach the NAS at once. What stays in-process (create, rename, remove, reads,
+ * server-side copies, and parts that find no worker free) borrows a context of its own from
+ * a pool, for one operation or a writer's whole life: a context whose connection broke (the
+ * NAS rebooted, the network dropped) is thrown away instead of returned, so the next request
+ * connects afresh, and no writer is left holding a handle of a context someone else freed.
  *
- * Where the time went (512 MiB in 50 MiB parts, 4 in parallel, against smbclient put to the
- * same smbd; bench/smb.sh): each body piece the HTTP layer handed over (~128 KiB) became
- * one smbc_write, that is one synchronous round trip under the lock plus a fresh tevent
- * loop (epoll_create, fcntl, epoll_ctl: 4,200 of each per upload, strace -c), so the four
- * parts took turns at small writes. Writers now gather pieces into SMB_WRITE_BUFFER writes
- * (with smbd on tmpfs: 2.1 s before, 1.3 s after). What is left:
- *  - one request in flight at a time, because of the lock. smbclient put keeps several
- *    writes outstanding, so smbd receives the next while its aio threads copy the last
- *    into the page cache; here the lock is held while smbd copies (that copy alone took
- *    0.1 to 1.4 s per 512 MiB in this VM, perf), which is why with the share on disk the
- *    writes' size hardly matters and smbclient stays 2-4 times faster. Only concurrent
- *    calls would help: Samba's thread hooks set from here (libsamba-util's
- *    smb_thread_set_functions, what the unexported smbc_thread_posix() is for) come too
- *    late, smbc_new_context crashed on a talloc stack key made before them; and libsmb2,
- *    whose async API needs no lock, is not in Debian 12.
- *  - CPU on a 2-core machine that also runs curl and smbd: per 512 MiB, SHA-256 of the
- *    parts 0.35 s, the kernel's copies in from curl and out to smbd 0.34 s, curl 0.35 s,
- *    smbd 0.56 s (perf); smbclient put costs its own sending (about curl's) and smbd's.
- * The protocol has nothing to give: the connection is SMB3_11, signed only at session
- * setup, unencrypted (smbstatus), and writes go out at Samba's 8 MiB maximum or below. */
+ * Where the time goes (512 MiB in 50 MiB parts, 4 in parallel with curl, against smbclient
+ * put to the same smbd, share on disk, on this 2-core VM; medians of 5 runs taken while
+ * nothing else ran, CPU from /proc per process):
+ *
+ *                   wall    CPU-s: all   smbd  client  server  workers
+ *    smbclient put  1.31 s        1.73   1.34    0.38
+ *    in-process     2.11 s        2.88   1.54    0.38    0.89
+ *    4 workers      1.83 s        3.08   1.58    0.40    0.72     0.14
+ *
+ *  - In-process, the lock kept one request in flight: smbclient put keeps several writes
+ *    outstanding, so smbd receives the next while its aio threads copy the last into the
+ *    page cache, where here the lock was held while smbd copied. Gathering the body's
+ *    pieces (~128 KiB) into SMB_WRITE_BUFFER writes had helped with smbd on tmpfs (2.1 s to
+ *    1.3 s), hardly with the share on disk. With workers, four writes are in flight at once
+ *    (test_smb.py's SmbParallelWritesTest, behind a proxy that delays replies: four parts
+ *    take about the time of one, where in-process they take four times as long).
+ *  - What is left is CPU: 3.08 CPU-s on 2 cores is 1.54 s at the very least, 1.18 times
+ *    smbclient's 1.31 s, and at the 84% the pipeline keeps both cores busy, 1.83 s. Against
+ *    smbclient the server adds the SHA-256 of every byte (about 0.33 CPU-s, perf), receiving
+ *    the body over HTTP, and smbd spends more with four writers in one file (ext4's inode
+ *    lock: rwsem_spin_on_owner); the workers cost 0.14 CPU-s, since frames reach them
+ *    through shared memory (through the socket pair, in runs beside other jobs, they cost
+ *    0.29 and the server 0.09 more). On a machine with cores to spare the ratio to
+ *    smbclient goes down; on this one 1.2 is out of reach without less work per byte.
+ * Tried and not taken: Samba's thread hooks set from here (libsamba-util's
+ * smb_thread_set_functions, what the unexported smbc_thread_posix() is for) come too late,
+ * smbc_new_context crashed on a talloc stack key made before them; libsmb2, whose async API
+ * needs no lock, is not in Debian 12; libsmbclient loaded again per thread with
+ * dlmopen(LM_ID_NEWLM), reported to crash in lp_load_global, did connect from four threads
+ * at once in a test of its own (with and without ASan, beside a copy in the base), but each
+ * namespace brings its own libc (malloc, stdio, the single-threaded flags), glibc allows 15
+ * of them, and sanitizers do not see into them, where a fork gives the same independence
+ * with nothing shared. The protocol has nothing to give: the connection is SMB3_11, signed
+ * only at session setup, unencrypted (smbstatus), and writes go out at Samba's 8 MiB
+ * maximum or below. */
 #include "storage/storage.h"
 
 #include "base/log.h"
@@ -45,25 +63,47 @@
 #include <fcntl.h>
 #include <libsmbclient.h>
 #include <openssl/evp.h>
+#include <dirent.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
+#ifdef __SANITIZE_ADDRESS__
+#include <sanitizer/lsan_interface.h>
+#endif
 
 #define SMB_POOL_MAX 64
 #define SMB_URL_MAX 4096
 
-/* Writers gather the HTTP layer's small pieces (tens of KiB) into writes of this size. A
- * write is one synchronous round trip made under the one lock, so its size sets both the
- * per-call cost (a new tevent loop each time) and how long the other parts wait. 512 MiB
- * in 50 MiB parts, 4 in parallel, smbd on tmpfs, medians of 6: pieces as they came
+/* Writers gather the HTTP layer's small pieces (tens of KiB) into writes of this size. In
+ * process, a write is one synchronous round trip made under the one lock, so its size sets
+ * both the per-call cost (a new tevent loop each time) and how long the other parts wait.
+ * 512 MiB in 50 MiB parts, 4 in parallel, smbd on tmpfs, medians of 6: pieces as they came
  * (~128 KiB) 2.1 s, 1 MiB 1.47 s, 2 MiB 1.39 s, 4 MiB 1.33 s, 8 MiB (Samba's largest
- * SMB2 write) 1.27 s; smbclient put 0.65-0.9 s. 4 MiB is the knee, and a part in flight
- * costs no more memory than that (smaller slots get smaller buffers). */
+ * SMB2 write) 1.27 s; smbclient put 0.65-0.9 s. 4 MiB is the knee. Through a worker it is
+ * the frame the worker writes while the next is gathered: two of them per worker, shared
+ * with it; an in-process part costs one (smaller slots get smaller buffers). */
 #define SMB_WRITE_BUFFER ((size_t)4 << 20)
+
+/* A writer process (see "workers" below), as the server sees it. */
+typedef struct {
+    pid_t pid;            /* -1 once reaped */
+    int fd;               /* the server's end of its socket pair; -1 once the worker is gone */
+    bool busy;            /* lent to a writer, which alone uses fd and slots meanwhile */
+    int index;            /* for the log */
+    unsigned char *slots; /* SMB_WORKER_SLOTS buffers of SMB_WRITE_BUFFER, shared with it */
+} smb_worker;
 
 typedef struct {
     storage_t base;
@@ -74,25 +114,44 @@ typedef struct {
     pthread_mutex_t lock; /* held for every libsmbclient call; guards the pool too */
     SMBCCTX *idle[SMB_POOL_MAX];
     int nidle;
+    /* Lending workers takes only this lock, never the one above: a part gets a worker while
+     * another thread waits on the share in-process. */
+    pthread_mutex_t workers_lock;
+    smb_worker *workers; /* nworkers of them, forked at open */
+    int nworkers;
 } smb_storage;
 
 typedef struct {
     struct storage_writer base;
     smb_storage *s;
-    SMBCCTX *ctx; /* borrowed from the pool for the writer's life */
+    smb_worker *worker; /* the worker it writes through, lent for its life; or NULL: */
+    SMBCCTX *ctx;       /* in-process, on a context borrowed from the pool for its life */
     SMBCFILE *file;
-    unsigned char *buf; /* buf_cap bytes, gathered into one write */
+    unsigned char *buf; /* buf_cap bytes, gathered into one write: its own, or a worker's slot */
     size_t buf_len, buf_cap;
-    int64_t start;  /* the writer's first offset */
-    int64_t offset; /* file offset of buf[0]: everything before it the server acknowledged */
-    int64_t end;    /* one past the last byte it may write */
-    int err;        /* the first failed write's errno value: nothing is sent after it */
-    bool append;    /* an append writer: keeps what it wrote even when cut short */
+    unsigned char *own_buf; /* in-process: buf, malloc'ed; NULL through a worker */
+    int slot;               /* through a worker: which of its slots buf is */
+    size_t in_flight;       /* bytes handed to the worker whose acknowledgement is not read yet */
+    int64_t start;          /* the writer's first offset */
+    int64_t offset;         /* end of what the server acknowledged: then in_flight, then buf */
+    int64_t end;            /* one past the last byte it may write */
+    int err;                /* the first failed write's errno value: nothing is sent after it */
+    bool append;            /* an append writer: keeps what it wrote even when cut short */
+    bool lost;              /* its worker died under it (err is set too) */
     char id[CU_UUID_LEN + 1];
 } smb_writer;
 
 static const struct storage_writer_ops smb_writer_ops;
+static int writer_fail(const smb_writer *w, int err, cu_error *e);
 
+/* Frees a writer whose file is closed (or was never opened). A worker's slot stays with the
+ * worker, also when the worker is gone: it is unmapped with the storage. */
+static void writer_free(smb_writer *w)
+{
+    assert(!w->worker && !w->file);
+    free(w->own_buf);
+    free(w);
+}
 /* ---- contexts ---- */
 
 static void auth_fn(SMBCCTX *c, const char *srv, const char *shr, char *wg, int wglen, char *un,
@@ -330,6 +389,496 @@ static int close_put(smb_storage *s, SMBCCTX *c, SMBCFILE *f, int err)
     return close_err;
 }
 
+/* ---- workers ----
+ *
+ * libsmbclient takes one call at a time per process (above), so several parts reach the
+ * share at once only from several processes. At open, before this process makes its first
+ * libsmbclient call and while it has one thread, SMB_WORKERS children are forked; each makes * its
+ * own libsmbclient context and serves one writer at a time over a socket pair: OPEN the staging
+ * file at an offset, WRITE frames of the gathered buffer, CLOSE (which reports what the server
+ * said). The frames' bytes do not go through the socket: the writer gathers the body straight into
+ * one of two buffers shared with its worker, and a WRITE names the buffer, so the worker writes
+ * from it while the writer fills the other. Through the socket pair every byte was copied twice
+ * more (into the socket and out of it): 0.12 CPU-s per 512 MiB (perf), on a machine where CPU is
+ * what runs out first (see the head of this file). A part writer borrows a free worker for its
+ * whole life; one that finds none writes in-process as before, rather than wait. Everything else
+ * (create, finish, abort, reads, concatenation) stays in-process: it is not where the time goes.
+ *
+ * A fork from a threaded process could copy a lock some other thread held, so there is no
+ * fork later: a worker that dies fails the writer it served, with a clear error, and is
+ * never lent again; the others and the in-process path carry on. */
+
+enum { WORKER_OPEN = 1, WORKER_WRITE = 2, WORKER_CLOSE = 3 };
+
+/* One request; the same binary is at both ends, so structs go as they are. */
+typedef struct {
+    uint32_t op;
+    uint32_t len;   /* OPEN: bytes of the URL that follow, with its NUL; WRITE: bytes to write */
+    int64_t offset; /* OPEN: the file offset writes start at */
+    uint32_t slot;  /* WRITE: the shared buffer that holds them */
+    uint32_t unused;
+} worker_request;
+
+/* Two buffers per worker: one written by the worker, one filled by its writer. */
+#define SMB_WORKER_SLOTS 2
+
+typedef struct {
+    int32_t err; /* the operation's errno value, or 0 */
+    uint32_t unused;
+    int64_t done; /* WRITE: bytes the server acknowledged */
+} worker_reply;
+
+/* How long the server waits for a worker to take a request or answer one before it gives
+ * up on the worker. A worker's own SMB requests time out after 20 s (smbc_setTimeout), and an
+ * OPEN may connect twice; only a worker that is stuck for good takes longer. */
+#define SMB_WORKER_TIMEOUT_S 120
+
+/* Reads exactly len bytes of fd; returns 0 or an errno value (EPIPE when the other end
+ * closed, EAGAIN when SO_RCVTIMEO passed). */
+static int read_full(int fd, void *buf, size_t len)
+{
+    unsigned char *p = buf;
+    while (len > 0) {
+        ssize_t n = read(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return errno;
+        if (n == 0)
+            return EPIPE;
+        assert((size_t)n <= len);
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Sends head and then len bytes of data; returns 0 or an errno value. MSG_NOSIGNAL: a dead
+ * peer is an error to handle, not a SIGPIPE for the whole process. */
+static int send_full(int fd, const void *head, size_t head_len, const void *data, size_t len)
+{
+    struct iovec iov[2] = {{(void *)head, head_len}, {(void *)data, len}};
+    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = 2};
+    while (msg.msg_iovlen > 0) {
+        ssize_t n = sendmsg(fd, &msg, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return errno;
+        size_t sent = (size_t)n;
+        while (msg.msg_iovlen > 0 && sent >= msg.msg_iov[0].iov_len) {
+            sent -= msg.msg_iov[0].iov_len;
+            msg.msg_iov++;
+            msg.msg_iovlen--;
+        }
+        if (msg.msg_iovlen > 0) {
+            msg.msg_iov[0].iov_base = (char *)msg.msg_iov[0].iov_base + sent;
+            msg.msg_iov[0].iov_len -= sent;
+        }
+    }
+    return 0;
+}
+
+/* -- in the worker -- */
+
+typedef struct {
+    smb_storage *s; /* the worker's copy of the server's, for ctx_new and its auth_fn */
+    int fd;
+    int index;
+    SMBCCTX *ctx;               /* its own context, kept between writers, or NULL */
+    SMBCFILE *file;             /* the file a writer has open, or NULL */
+    int file_err;               /* the first error on that file */
+    const unsigned char *slots; /* shared with the server */
+} worker_state;
+
+/* Opens url at offset with the worker's context, and once more on a fresh connection when
+ * the old one turns out to be dead (the NAS restarted since the last writer). */
+static int worker_open(worker_state *ws, const char *url, int64_t offset)
+{
+    assert(!ws->file);
+    int err = ENOMEM;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (!ws->ctx && !(ws->ctx = ctx_new(ws->s)))
+            return ENOMEM;
+        err = open_file(ws->ctx, url, O_WRONLY, offset, &ws->file);
+        if (!err) {
+            ws->file_err = 0;
+            return 0;
+        }
+        if (!connection_error(err))
+            break;
+        smbc_free_context(ws->ctx, 1);
+        ws->ctx = NULL;
+    }
+    return err;
+}
+
+/* Writes len bytes of buf; returns how many the server acknowledged, *err set when fewer. */
+static int64_t worker_write(worker_state *ws, const unsigned char *buf, size_t len, int *err)
+{
+    *err = ws->file_err;
+    size_t done = 0;
+    while (!*err && done < len) {
+        ssize_t n = smbc_getFunctionWrite(ws->ctx)(ws->ctx, ws->file, buf + done, len - done);
+        if (n <= 0)
+            *err = ws->file_err = n < 0 && errno ? errno : EIO;
+        else
+            done += (size_t)n;
+    }
+    assert(done <= len);
+    return (int64_t)done;
+}
+
+/* Closes the file; a context whose connection failed is thrown away, so the next writer
+ * connects afresh. Returns the close's errno value, or 0. */
+static int worker_close(worker_state *ws)
+{
+    int err = smbc_getFunctionClose(ws->ctx)(ws->ctx, ws->file) != 0 ? (errno ? errno : EIO) : 0;
+    ws->file = NULL;
+    if (connection_error(ws->file_err) || connection_error(err)) {
+        smbc_free_context(ws->ctx, 1);
+        ws->ctx = NULL;
+    }
+    return err;
+}
+
+/* Serves requests until the server closes its end; returns 0 then, or an errno value
+ * (EPROTO for a request out of place: a bug, the worker ends). */
+static int worker_serve(worker_state *ws)
+{
+    for (;;) {
+        worker_request req;
+        int err = read_full(ws->fd, &req, sizeof req);
+        if (err)
+            return err == EPIPE ? 0 : err;
+        worker_reply reply = {0};
+        switch (req.op) {
+        case WORKER_OPEN: {
+            char url[SMB_URL_MAX];
+            if (ws->file || req.len == 0 || req.len > sizeof url)
+                return EPROTO;
+            if ((err = read_full(ws->fd, url, req.len)) != 0)
+                return err;
+            if (url[req.len - 1] != '\0' || req.offset < 0)
+                return EPROTO;
+            reply.err = worker_open(ws, url, req.offset);
+            break;
+        }
+        case WORKER_WRITE:
+            if (!ws->file || req.len > SMB_WRITE_BUFFER || req.slot >= SMB_WORKER_SLOTS)
+                return EPROTO;
+            reply.done = worker_write(ws, ws->slots + req.slot * SMB_WRITE_BUFFER, req.len, &err);
+            reply.err = err;
+            break;
+        case WORKER_CLOSE:
+            if (!ws->file || req.len != 0)
+                return EPROTO;
+            reply.err = worker_close(ws);
+            break;
+        default:
+            return EPROTO;
+        }
+        if ((err = send_full(ws->fd, &reply, sizeof reply, NULL, 0)) != 0)
+            return err;
+    }
+}
+
+/* The worker's life, in the child: never returns. */
+__attribute__((noreturn)) static void
+worker_main(smb_storage *s, int fd, const unsigned char *slots, int index, pid_t server)
+{
+    /* Dies with the server (even by SIGKILL), which forked it from its only thread. */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != server)
+        _exit(1);
+    /* The server decides when a worker ends, by closing its socket: a SIGTERM or Ctrl-C
+     * meant for the service (systemd signals the whole cgroup) waits for it. */
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGHUP);
+    if (sigprocmask(SIG_BLOCK, &stop, NULL) != 0 || signal(SIGPIPE, SIG_IGN) == SIG_ERR)
+        _exit(1);
+    /* Keeps its socket and the standard descriptors (the log) only. The other workers'
+     * sockets above all: a copy here would keep them open after the server closes them. */
+    for (int i = 0; i < s->nworkers; i++)
+        if (close(s->workers[i].fd) != 0 ||
+            munmap(s->workers[i].slots, SMB_WORKER_SLOTS * SMB_WRITE_BUFFER) != 0)
+            _exit(1);
+    if ((fd > 3 && close_range(3, (unsigned)fd - 1, 0) != 0) ||
+        close_range((unsigned)fd + 1, ~0U, 0) != 0)
+        log_warn("smb worker %d: closing inherited descriptors: %s", index, strerror(errno));
+    worker_state ws = {.s = s, .fd = fd, .index = index, .slots = slots};
+    int err = worker_serve(&ws);
+    if (err)
+        log_error("smb worker %d: %s", index, err == EPROTO ? "bad request" : strerror(err));
+    if (ws.file)
+        smbc_getFunctionClose(ws.ctx)(ws.ctx, ws.file);
+    if (ws.ctx)
+        smbc_free_context(ws.ctx, 1);
+    close(fd);
+    /* _exit, not exit: exit would run the handlers the server registered (OpenSSL, curl)
+     * and flush stdio buffers copied from it at fork, printing its output twice. So
+     * LeakSanitizer, which runs at exit, is asked here. */
+#ifdef __SANITIZE_ADDRESS__
+    __lsan_do_leak_check();
+#endif
+    _exit(err ? 1 : 0);
+}
+
+/* -- in the server -- */
+
+/* Threads in this process, or -1 when /proc cannot tell. */
+static int process_threads(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    if (!d)
+        return -1;
+    int n = 0;
+    for (struct dirent *de; (de = readdir(d));)
+        n += de->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+static void describe_exit(int status, char *out, size_t cap)
+{
+    if (WIFSIGNALED(status))
+        snprintf(out, cap, "killed by signal %d", WTERMSIG(status));
+    else
+        snprintf(out, cap, "exit status %d", WEXITSTATUS(status));
+}
+
+/* Forks n workers (fewer when fork fails: logged). The caller holds no lock and has made
+ * no libsmbclient call yet. */
+static void workers_start(smb_storage *s, int n)
+{
+    assert(n > 0 && !s->workers);
+    int threads = process_threads();
+    if (threads != 1) {
+        /* fork copies only the calling thread: a lock another one held stays held. */
+        log_warn("smb storage: %d threads at start-up, so no SMB workers: every SMB call is made "
+                 "from the server process",
+                 threads);
+        return;
+    }
+    s->workers = calloc((size_t)n, sizeof *s->workers);
+    if (!s->workers) {
+        log_warn("smb storage: out of memory, so no SMB workers");
+        return;
+    }
+    pid_t server = getpid();
+    /* What the server's stdio holds would be written again by every child. */
+    fflush(NULL);
+    for (int i = 0; i < n; i++) {
+        int sv[2];
+        /* Shared with this worker only; its pages are taken as they are first written. */
+        unsigned char *slots = mmap(NULL, SMB_WORKER_SLOTS * SMB_WRITE_BUFFER,
+                                    PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (slots == MAP_FAILED) {
+            log_warn("smb storage: %d of %d SMB workers: mmap: %s", i, n, strerror(errno));
+            return;
+        }
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+            log_warn("smb storage: %d of %d SMB workers: socketpair: %s", i, n, strerror(errno));
+            munmap(slots, SMB_WORKER_SLOTS * SMB_WRITE_BUFFER);
+            return;
+        }
+        pid_t pid = fork();
+        if (pid == 0) {
+            close(sv[0]);
+            worker_main(s, sv[1], slots, i, server);
+        }
+        int err = pid < 0 ? errno : 0;
+        close(sv[1]);
+        struct timeval limit = {.tv_sec = SMB_WORKER_TIMEOUT_S};
+        if (!err && (setsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit) != 0 ||
+                     setsockopt(sv[0], SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit) != 0)) {
+            err = errno;
+            kill(pid, SIGKILL);
+            waitpid(pid, NULL, 0);
+        }
+        if (err) {
+            close(sv[0]);
+            munmap(slots, SMB_WORKER_SLOTS * SMB_WRITE_BUFFER);
+            log_warn("smb storage: %d of %d SMB workers: %s", i, n, strerror(err));
+            return;
+        }
+        s->workers[s->nworkers++] =
+            (smb_worker){.pid = pid, .fd = sv[0], .index = i, .slots = slots};
+    }
+}
+
+/* Waits for a worker that was told to end (its socket closed), SIGKILL after a few seconds. */
+static void worker_reap(smb_worker *wk)
+{
+    assert(wk->pid > 0 && wk->fd < 0);
+    int status = 0;
+    for (int waited_ms = 0;; waited_ms += 10) {
+        pid_t r = waitpid(wk->pid, &status, WNOHANG);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) { /* ECHILD: someone set SIGCHLD to SIG_IGN, so it reaped itself */
+            wk->pid = -1;
+            return;
+        }
+        if (r == wk->pid)
+            break;
+        if (waited_ms >= 5000) {
+            log_warn("smb storage: worker %d (pid %d) did not end: killing it", wk->index,
+                     (int)wk->pid);
+            kill(wk->pid, SIGKILL);
+            while (waitpid(wk->pid, &status, 0) < 0 && errno == EINTR)
+                ;
+            break;
+        }
+        nanosleep(&(struct timespec){.tv_nsec = 10 * 1000 * 1000}, NULL);
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        char how[64];
+        describe_exit(status, how, sizeof how);
+        log_warn("smb storage: worker %d (pid %d) ended with %s", wk->index, (int)wk->pid, how);
+    }
+    wk->pid = -1;
+}
+
+/* Ends every worker: each reads the end of its socket, drops its connection and exits. */
+static void workers_stop(smb_storage *s)
+{
+    for (int i = 0; i < s->nworkers; i++) {
+        assert(!s->workers[i].busy); /* no writer outlives the storage */
+        if (s->workers[i].fd >= 0) {
+            close(s->workers[i].fd);
+            s->workers[i].fd = -1;
+        }
+    }
+    for (int i = 0; i < s->nworkers; i++) {
+        if (s->workers[i].pid > 0)
+            worker_reap(&s->workers[i]);
+        munmap(s->workers[i].slots, SMB_WORKER_SLOTS * SMB_WRITE_BUFFER);
+    }
+    free(s->workers);
+    s->workers = NULL;
+    s->nworkers = 0;
+}
+
+/* A free worker, now lent to the caller, or NULL when every one is busy or gone. The lowest
+ * free one: the busier a worker, the more likely its connection is warm. */
+static smb_worker *worker_borrow(smb_storage *s)
+{
+    smb_worker *wk = NULL;
+    pthread_mutex_lock(&s->workers_lock);
+    for (int i = 0; i < s->nworkers && !wk; i++)
+        if (s->workers[i].fd >= 0 && !s->workers[i].busy)
+            wk = &s->workers[i];
+    if (wk)
+        wk->busy = true;
+    pthread_mutex_unlock(&s->workers_lock);
+    return wk;
+}
+
+static void worker_return(smb_storage *s, smb_worker *wk)
+{
+    pthread_mutex_lock(&s->workers_lock);
+    assert(wk->busy && wk->fd >= 0);
+    wk->busy = false;
+    pthread_mutex_unlock(&s->workers_lock);
+}
+
+/* The writer's worker failed to take a request or answer one (err): it died, or is stuck
+ * and is killed now. It is reaped and never lent again; the writer fails. Logged once,
+ * here, as the worker can be lost only once. */
+static void writer_lose_worker(smb_writer *w, int err)
+{
+    smb_storage *s = w->s;
+    smb_worker *wk = w->worker;
+    assert(wk && wk->busy && wk->fd >= 0);
+    if (kill(wk->pid, SIGKILL) != 0 && errno != ESRCH)
+        log_warn("smb storage: killing worker %d: %s", wk->index, strerror(errno));
+    int status = 0;
+    pid_t r;
+    while ((r = waitpid(wk->pid, &status, 0)) < 0 && errno == EINTR)
+        ;
+    char how[64] = "gone";
+    if (r == wk->pid)
+        describe_exit(status, how, sizeof how);
+    pthread_mutex_lock(&s->workers_lock);
+    close(wk->fd);
+    wk->fd = -1;
+    wk->busy = false;
+    wk->pid = -1;
+    int left = 0;
+    for (int i = 0; i < s->nworkers; i++)
+        left += s->workers[i].fd >= 0;
+    pthread_mutex_unlock(&s->workers_lock);
+    log_error("smb storage: worker %d (%s) lost while writing %s: %s; %d of %d workers left%s",
+              wk->index, how, w->id, err == EAGAIN ? "no answer in time" : strerror(err), left,
+              s->nworkers, left ? "" : ": every SMB call is now made from the server process");
+    w->worker = NULL;
+    w->lost = true;
+    if (!w->err)
+        w->err = EPIPE;
+}
+
+/* Sends a request (with len bytes of data for OPEN) to the writer's worker; returns 0, or -1
+ * after losing the worker. */
+static int worker_send(smb_writer *w, const worker_request *req, const void *data, size_t len)
+{
+    assert(w->worker);
+    int err = send_full(w->worker->fd, req, sizeof *req, data, len);
+    if (err)
+        writer_lose_worker(w, err);
+    return err ? -1 : 0;
+}
+
+/* Reads the worker's reply to the request sent last; returns 0, or -1 after losing it. */
+static int worker_receive(smb_writer *w, worker_reply *reply)
+{
+    assert(w->worker);
+    int err = read_full(w->worker->fd, reply, sizeof *reply);
+    if (err)
+        writer_lose_worker(w, err);
+    return err ? -1 : 0;
+}
+
+/* Reads the acknowledgement of the frame in flight, if there is one. */
+static void worker_settle(smb_writer *w)
+{
+    if (!w->in_flight)
+        return;
+    size_t sent = w->in_flight;
+    w->in_flight = 0;
+    worker_reply reply;
+    if (worker_receive(w, &reply) != 0)
+        return;
+    assert(reply.done >= 0 && (size_t)reply.done <= sent);
+    w->offset += reply.done;
+    if (!w->err && (reply.err || (size_t)reply.done != sent))
+        w->err = reply.err ? reply.err : EIO;
+}
+
+/* Opens url at offset on a free worker for writer w. Returns 0 (w->worker is set), an errno
+ * value the server answered, or -1 when no worker could take it. */
+static int worker_open_for(smb_writer *w, const char *url, int64_t offset)
+{
+    while ((w->worker = worker_borrow(w->s)) != NULL) {
+        worker_reply reply;
+        size_t len = strlen(url) + 1;
+        worker_request req = {.op = WORKER_OPEN, .len = (uint32_t)len, .offset = offset};
+        if (worker_send(w, &req, url, len) == 0 && worker_receive(w, &reply) == 0) {
+            if (reply.err == 0)
+                return 0;
+            worker_return(w->s, w->worker);
+            w->worker = NULL;
+            return reply.err;
+        }
+        /* Lost before any byte was written: nothing failed yet, try another. */
+        w->lost = false;
+        w->err = 0;
+    }
+    return -1;
+}
+
 static int gone(cu_error *e)
 {
     return cu_fail(e, CU_EGONE, "The upload's data is gone (cancelled or expired)");
@@ -342,30 +891,33 @@ static int writer_new(smb_storage *s, const storage_upload *u, int64_t offset, i
     size_t cap =
         end - offset < (int64_t)SMB_WRITE_BUFFER ? (size_t)(end - offset) : SMB_WRITE_BUFFER;
     smb_writer *w = calloc(1, sizeof *w);
-    unsigned char *buf = malloc(cap ? cap : 1);
-    if (!w || !buf) {
-        free(w);
-        free(buf);
+    if (!w)
         return cu_fail_oom(e);
-    }
-    char url[SMB_URL_MAX];
-    staging_url(s, u->id, url);
-    pthread_mutex_lock(&s->lock);
-    int err = open_at(s, url, O_WRONLY, offset, &w->ctx, &w->file);
-    pthread_mutex_unlock(&s->lock);
-    if (err) {
-        free(w);
-        free(buf);
-        return err == ENOENT ? gone(e) : smb_fail(e, err, "opening the staging file", u->id);
-    }
     w->base.ops = &smb_writer_ops;
     w->s = s;
-    w->buf = buf;
     w->buf_cap = cap;
     w->start = w->offset = offset;
     w->end = end;
     w->append = append;
     snprintf(w->id, sizeof w->id, "%s", u->id);
+    char url[SMB_URL_MAX];
+    staging_url(s, u->id, url);
+    int err = worker_open_for(w, url, offset);
+    if (err == 0) {
+        w->buf = w->worker->slots;
+    } else if (err < 0) { /* no worker free: in-process, one call at a time */
+        if (!(w->buf = w->own_buf = malloc(cap ? cap : 1))) {
+            free(w);
+            return cu_fail_oom(e);
+        }
+        pthread_mutex_lock(&s->lock);
+        err = open_at(s, url, O_WRONLY, offset, &w->ctx, &w->file);
+        pthread_mutex_unlock(&s->lock);
+    }
+    if (err) {
+        writer_free(w);
+        return err == ENOENT ? gone(e) : smb_fail(e, err, "opening the staging file", u->id);
+    }
     *out = &w->base;
     return 0;
 }
@@ -386,13 +938,29 @@ static int smb_append_open(storage_t *base, const storage_upload *u, int64_t off
     return writer_new((smb_storage *)base, u, offset, end, true, out, e);
 }
 
-/* Sends the buffer as one write and waits for the server's acknowledgement. Returns 0 or
- * an errno value; after an error the writer sends nothing more (its file offset is
- * unknown), and w->offset stays at the end of what the server acknowledged. */
+/* Sends the buffer as one write. In-process, it waits for the server's acknowledgement.
+ * Through a worker it first reads the acknowledgement of the frame before (at most one is
+ * in flight, so memory stays bounded), then hands the buffer over and returns: the next one
+ * is gathered from the body while the worker writes this one. Returns 0 or an errno value;
+ * after an error the writer sends nothing more (its file offset is unknown), and w->offset
+ * stays at the end of what the server acknowledged. */
 static int flush_buffer(smb_writer *w)
 {
+    if (w->worker)
+        worker_settle(w);
     if (w->err)
         return w->err;
+    if (w->worker) {
+        worker_request req = {
+            .op = WORKER_WRITE, .len = (uint32_t)w->buf_len, .slot = (uint32_t)w->slot};
+        if (worker_send(w, &req, NULL, 0) != 0)
+            return w->err;
+        w->in_flight = w->buf_len;
+        w->buf_len = 0;
+        w->slot = (w->slot + 1) % SMB_WORKER_SLOTS;
+        w->buf = w->worker->slots + (size_t)w->slot * SMB_WRITE_BUFFER;
+        return 0;
+    }
     const unsigned char *p = w->buf;
     size_t left = w->buf_len;
     while (left > 0) {
@@ -415,8 +983,10 @@ static int smb_writer_write(storage_writer_t *base, const void *buf, size_t len,
 {
     smb_writer *w = (smb_writer *)base;
     /* The caller checks sizes against the upload; this guards the neighbouring slots. */
-    if ((int64_t)len > w->end - w->offset - (int64_t)w->buf_len)
+    if ((int64_t)len > w->end - w->offset - (int64_t)w->in_flight - (int64_t)w->buf_len)
         return cu_fail(e, CU_EINVAL, "Write past the end of the %s", w->append ? "upload" : "part");
+    if (w->err) /* nothing is sent after a failed write */
+        return writer_fail(w, w->err, e);
     const unsigned char *p = buf;
     while (len > 0) {
         size_t n = w->buf_cap - w->buf_len < len ? w->buf_cap - w->buf_len : len;
@@ -427,18 +997,41 @@ static int smb_writer_write(storage_writer_t *base, const void *buf, size_t len,
         if (w->buf_len == w->buf_cap) {
             int err = flush_buffer(w);
             if (err)
-                return smb_fail(e, err, "writing", w->id);
+                return writer_fail(w, err, e);
         }
     }
     return 0;
 }
 
-static int writer_free(smb_writer *w, int err)
+static int writer_fail(const smb_writer *w, int err, cu_error *e)
 {
-    int close_err = close_put(w->s, w->ctx, w->file, err);
-    free(w->buf);
-    free(w);
-    return close_err;
+    if (!w->lost)
+        return smb_fail(e, err, "writing", w->id);
+    return cu_fail(e, CU_EIO, "The SMB worker process writing the %s is gone; send it again",
+                   w->append ? "upload" : "part");
+}
+
+/* Closes the writer's file, once whatever is in flight is acknowledged, and gives its worker
+ * or context back; returns the close's errno value, or 0. */
+static int writer_close(smb_writer *w)
+{
+    if (w->worker) {
+        worker_settle(w);
+        worker_reply reply;
+        worker_request req = {.op = WORKER_CLOSE};
+        if (w->worker && worker_send(w, &req, NULL, 0) == 0 && worker_receive(w, &reply) == 0) {
+            worker_return(w->s, w->worker);
+            w->worker = NULL;
+            return reply.err;
+        }
+    }
+    assert(!w->worker && !w->in_flight);
+    if (w->lost)
+        return EPIPE; /* the worker's connection is gone, and with it the file */
+    int err = close_put(w->s, w->ctx, w->file, w->err);
+    w->ctx = NULL;
+    w->file = NULL;
+    return err;
 }
 
 static int smb_writer_finish(storage_writer_t *base, const unsigned char *sha256,
@@ -446,27 +1039,27 @@ static int smb_writer_finish(storage_writer_t *base, const unsigned char *sha256
 {
     smb_writer *w = (smb_writer *)base;
     (void)sha256;
-    int err = w->buf_len ? flush_buffer(w) : w->err;
-    char id[CU_UUID_LEN + 1];
-    memcpy(id, w->id, sizeof id);
-    bool append = w->append;
-    int64_t acked = w->offset - w->start, length = w->end - w->start;
+    if (w->buf_len)
+        flush_buffer(w);
     /* Closing the handle is where the server reports a failed write-behind. */
-    int close_err = writer_free(w, err);
-    if (!err)
-        err = close_err;
+    int close_err = writer_close(w);
+    int err = w->err ? w->err : close_err;
+    int64_t acked = w->offset - w->start, length = w->end - w->start;
     /* An append keeps what the server acknowledged, also when cut short or failed; a slot
      * counts only whole. */
-    out->durable = append ? acked : (!err && acked == length ? acked : 0);
-    return err ? smb_fail(e, err, "writing", id) : 0;
+    out->durable = w->append ? acked : (!err && acked == length ? acked : 0);
+    int rc = err ? writer_fail(w, err, e) : 0;
+    writer_free(w);
+    return rc;
 }
 
 static void smb_writer_abort(storage_writer_t *base)
 {
-    /* A client that went away leaves a good connection for the next part; one that failed
-     * a write (w->err) or the close is thrown away by ctx_put. */
+    /* A client that went away leaves a good connection for the next part, in its worker or
+     * in the pool; one that failed a write (w->err) or the close is thrown away. */
     smb_writer *w = (smb_writer *)base;
-    writer_free(w, w->err);
+    writer_close(w);
+    writer_free(w);
 }
 
 static int finish_op(smb_storage *s, SMBCCTX *c, void *arg)
@@ -817,8 +1410,10 @@ static int smb_concat(storage_t *base, const storage_upload *dst, const storage_
 static void smb_destroy(storage_t *base)
 {
     smb_storage *s = (smb_storage *)base;
+    workers_stop(s);
     for (int i = 0; i < s->nidle; i++)
         smbc_free_context(s->idle[i], 1);
+    pthread_mutex_destroy(&s->workers_lock);
     pthread_mutex_destroy(&s->lock);
     free(s->host);
     free(s->share);
@@ -892,6 +1487,7 @@ int storage_smb_open(const storage_smb_options *o, storage_t **out, cu_error *er
     s->base.forbidden_name_chars = "\\:*?\"<>|";
     s->base.allows_trailing_dot_space = false;
     pthread_mutex_init(&s->lock, NULL);
+    pthread_mutex_init(&s->workers_lock, NULL);
     s->host = strdup(o->host);
     s->share = strdup(o->share);
     s->user = strdup(o->user ? o->user : "");
@@ -912,6 +1508,11 @@ int storage_smb_open(const storage_smb_options *o, storage_t **out, cu_error *er
     len = strlen(s->host) + strlen(share_enc) + 32;
     s->url_base = malloc(len);
     snprintf(s->url_base, len, "smb://%s:%d/%s", s->host, s->port, share_enc);
+
+    /* First, while this is the process's only thread and before its first libsmbclient call:
+     * what the workers copy must be nothing libsmbclient made. */
+    if (o->workers > 0)
+        workers_start(s, o->workers);
 
     /* Reach the share, make SMB_PATH/.staging, and say plainly what failed if it does. */
     pthread_mutex_lock(&s->lock);

@@ -240,7 +240,8 @@ int storage_open_configured(const cu_config *cfg, storage_t **out, cu_error *err
                                  .user = cfg->smb_user,
                                  .password = cfg->smb_pass,
                                  .share = cfg->smb_share,
-                                 .path = cfg->smb_path};
+                                 .path = cfg->smb_path,
+                                 .workers = cfg->smb_workers};
         return storage_smb_open(&o, out, err);
     }
     default:

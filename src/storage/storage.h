@@ -235,11 +235,13 @@ typedef struct {
     const char *password;
     const char *share;
     const char *path; /* directory within the share, may be "" */
+    int workers;      /* writer processes forked at open (SMB_WORKERS); 0: none */
 } storage_smb_options;
 
 /* An SMB share through libsmbclient. Checks at once that the share answers to the
  * credentials; the error says whether access was denied, the share was not found or the host
- * could not be reached. */
+ * could not be reached. Forks opts->workers writer processes first, so call it while the
+ * process has one thread (before any other starts); storage_destroy ends them. */
 int storage_smb_open(const storage_smb_options *opts, storage_t **out, cu_error *err);
 
 struct cu_config_s;

@@ -10,6 +10,7 @@ Environment:
 """
 
 import base64
+import collections
 import concurrent.futures
 import hashlib
 import hmac
@@ -25,6 +26,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -61,6 +63,25 @@ def free_port():
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+def proc_stat(pid):
+    """(state, ppid, process group) of a process from /proc/<pid>/stat; None once it is gone."""
+    try:
+        with open("/proc/%s/stat" % pid) as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    return fields[0], int(fields[1]), int(fields[2])
+
+
+def live_processes():
+    """(pid, ppid, process group) of every process that has not exited (zombies left out)."""
+    for name in os.listdir("/proc"):
+        st = proc_stat(name) if name.isdigit() else None
+        if st and st[0] != "Z":
+            yield int(name), st[1], st[2]
 
 
 def sha256_hex(data):
@@ -816,19 +837,7 @@ class SmbServer(object):
         """Pids still in smbd's process group (the daemon and its children)."""
         if self.pgid is None:
             return []
-        pids = []
-        for name in os.listdir("/proc"):
-            if not name.isdigit():
-                continue
-            try:
-                with open("/proc/%s/stat" % name) as f:
-                    stat = f.read()
-            except OSError:
-                continue
-            fields = stat[stat.rindex(")") + 2:].split()
-            if int(fields[2]) == self.pgid and fields[0] != "Z":
-                pids.append(int(name))
-        return pids
+        return [pid for pid, _, pgrp in live_processes() if pgrp == self.pgid]
 
     def _kill_group(self, wait=10):
         if self.pgid is None:
@@ -969,6 +978,183 @@ class SmbServer(object):
         }
         env.update(extra)
         return env
+
+
+class SmbLatencyProxy(object):
+    """A TCP proxy in front of an smbd that holds back every reply by `delay` seconds (a NAS
+    a few network hops away, as far as the client can tell) and watches the SMB2 requests go
+    by: it counts WRITE requests in flight, from the moment the whole request has reached
+    the proxy until the moment its final reply is passed on, over every connection together.
+    A client that makes one SMB call at a time never has more than one in flight.
+
+    SMB2 as smbd speaks it here: each message in a 4-byte length frame (RFC 1002 session
+    message), a 64-byte header starting b"\\xfeSMB" (command at byte 12, status at 8, flags at
+    16, next command at 20, message id at 24), signed at session setup only and not
+    encrypted, so headers are plain. An interim reply (STATUS_PENDING) does not end a
+    request."""
+
+    SMB2_WRITE = 0x0009
+    STATUS_PENDING = 0x00000103
+    FLAG_RESPONSE = 0x00000001
+
+    def __init__(self, target_port, delay=0.1, host="127.0.0.1"):
+        self.target = (host, target_port)
+        self.delay = delay
+        self.lock = threading.Lock()
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind((host, 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        self.sockets = []
+        self.closed = False
+        self.reset()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def reset(self):
+        """Starts counting afresh (writes still in flight stay counted)."""
+        with self.lock:
+            self.in_flight = getattr(self, "in_flight", 0)
+            self.max_in_flight = self.in_flight
+            self.writes = 0
+            self.connections_writing = set()
+
+    def stats(self):
+        with self.lock:
+            return {"max_writes_in_flight": self.max_in_flight, "writes": self.writes,
+                    "connections_writing": len(self.connections_writing)}
+
+    def close(self):
+        self.closed = True
+        for s in [self.listener] + self.sockets:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    # -- internals
+    @staticmethod
+    def _frames(buf):
+        """Splits whole frames off buf (a bytearray); returns them as a list."""
+        out = []
+        while len(buf) >= 4:
+            n = int.from_bytes(buf[1:4], "big")
+            if len(buf) < 4 + n:
+                break
+            out.append(bytes(buf[:4 + n]))
+            del buf[:4 + n]
+        return out
+
+    @classmethod
+    def _headers(cls, frame):
+        """(command, status, flags, message id) of each SMB2 header in a frame."""
+        body, at = frame[4:], 0
+        while at + 64 <= len(body) and body[at:at + 4] == b"\xfeSMB":
+            h = body[at:at + 64]
+            yield (int.from_bytes(h[12:14], "little"), int.from_bytes(h[8:12], "little"),
+                   int.from_bytes(h[16:20], "little"), int.from_bytes(h[24:32], "little"))
+            nxt = int.from_bytes(h[20:24], "little")
+            if not nxt:
+                break
+            at += nxt
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(self.target, timeout=10)
+            except OSError:
+                client.close()
+                continue
+            server.settimeout(None)
+            self.sockets += [client, server]
+            conn = {"id": len(self.sockets), "writes": set()}
+            threading.Thread(target=self._requests, args=(client, server, conn), daemon=True).start()
+            threading.Thread(target=self._replies, args=(server, client, conn), daemon=True).start()
+
+    @classmethod
+    def _frames_from(cls, sock):
+        """Yields the frames read from sock, each once it is whole, until sock closes."""
+        buf = bytearray()
+        while True:
+            data = sock.recv(1 << 20)
+            if not data:
+                return
+            buf += data
+            yield from cls._frames(buf)
+
+    def _requests(self, src, dst, conn):
+        try:
+            for frame in self._frames_from(src):
+                for cmd, _, flags, mid in self._headers(frame):
+                    if cmd == self.SMB2_WRITE and not flags & self.FLAG_RESPONSE:
+                        with self.lock:
+                            conn["writes"].add(mid)
+                            self.in_flight += 1
+                            self.writes += 1
+                            self.connections_writing.add(conn["id"])
+                            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+                dst.sendall(frame)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def _replies(self, src, dst, conn):
+        queue, cond, done = collections.deque(), threading.Condition(), []
+
+        def sender():
+            try:
+                while True:
+                    with cond:
+                        while not queue and not done:
+                            cond.wait()
+                        if not queue:
+                            return
+                        due, frame, ends = queue.popleft()
+                    pause = due - time.time()
+                    if pause > 0:
+                        time.sleep(pause)
+                    if ends:  # counted out before the client can see the reply
+                        with self.lock:
+                            self.in_flight -= ends
+                    dst.sendall(frame)
+            except OSError:
+                pass
+
+        t = threading.Thread(target=sender, daemon=True)
+        t.start()
+        try:
+            for frame in self._frames_from(src):
+                ends = 0
+                for cmd, status, _, mid in self._headers(frame):
+                    if cmd == self.SMB2_WRITE and status != self.STATUS_PENDING:
+                        with self.lock:
+                            if mid in conn["writes"]:
+                                conn["writes"].discard(mid)
+                                ends += 1
+                with cond:
+                    queue.append((time.time() + self.delay, frame, ends))
+                    cond.notify()
+        except OSError:
+            pass
+        finally:
+            with cond:
+                done.append(True)
+                cond.notify()
+            t.join(self.delay + 5)
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
 
 # ----------------------------------------------------------------------------- S3 (s3rver behind tests/s3/launcher.js)

@@ -6,17 +6,24 @@ written at its offset as it streams in; complete renames it to
 double slashes); storage_backend is smb. A dropped connection to the NAS is reconnected on
 the next request. Wrong credentials, unknown share or unreachable host at start: exit 2
 with a line saying which. Files are checked byte for byte on the share's directory on disk
-(and once over SMB with smbclient)."""
+(and once over SMB with smbclient).
 
+Parts are written by SMB_WORKERS worker processes (each with its own libsmbclient), so
+several reach smbd at once; the flow and robustness tests run again with SMB_WORKERS=0,
+where every SMB call is made from the server process, one at a time."""
+
+import concurrent.futures
 import os
 import random
+import signal
 import sys
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (CHUNK, RawConn, ServerTestCase, SmbServer, UUID_RE, file_sha256,  # noqa: E402
-                     free_port, request_head, sha256_hex, split_parts)
+from harness import (CHUNK, RawConn, ServerTestCase, SmbLatencyProxy, SmbServer, UUID_RE,  # noqa: E402
+                     file_sha256, free_port, live_processes, proc_stat, request_head, sha256_hex,
+                     split_parts)
 
 TTL_ENV = {"UPLOAD_TTL_HOURS": "0.0005", "CLEANUP_INTERVAL_SECONDS": "0.5"}  # 1.8 s
 STARTUP_LIMIT = 10.0  # seconds within which a start-up error must end the process
@@ -42,7 +49,10 @@ def slow_put(port, fid, n, token, body, piece=128 * 1024, delay=0.004, on_first=
 
 class SmbTestCase(ServerTestCase):
     """One smbd for the whole class (each test uses its own SMB_PATH below the share);
-    tests that kill smbd start their own."""
+    tests that kill smbd start their own. mode_env is added to every server's environment
+    (the classes that run again without workers set SMB_WORKERS=0 there)."""
+
+    mode_env = {}
 
     @classmethod
     def setUpClass(cls):
@@ -69,8 +79,13 @@ class SmbTestCase(ServerTestCase):
     def start_smb_server(self, smb_path, smb=None, env=None):
         smb = smb or self.smb
         e = smb.server_env(smb_path)
+        e.update(self.mode_env)
         e.update(env or {})
         return self.start_server(env=e)
+
+    def worker_pids(self, srv):
+        """The server's child processes (its SMB workers; it starts no others)."""
+        return sorted(pid for pid, ppid, _ in live_processes() if ppid == srv.proc.pid)
 
     # -- share helpers
     def staging(self, smb_path, smb=None):
@@ -180,8 +195,8 @@ class SmbFlowTest(SmbTestCase):
 
     def test_parts_reach_the_share_in_large_writes(self):
         """The HTTP layer hands a body over in pieces of tens of KiB; the writer gathers them,
-        so an 8 MiB part reaches smbd in a few large SMB2 WRITEs (each one round trip under
-        the one libsmbclient lock), not in hundreds of small ones."""
+        so an 8 MiB part reaches smbd in a few large SMB2 WRITEs (each one round trip, in a
+        worker or under the one libsmbclient lock), not in hundreds of small ones."""
         smb_path = "bigwrites"
         srv = self.start_smb_server(smb_path, env={"CHUNK_SIZE_MB": "8"})
         data = os.urandom(8 * CHUNK + 4321)
@@ -368,8 +383,9 @@ class SmbFlowTest(SmbTestCase):
             r = self.put_retrying_409(srv, fid, n, tokens[n], parts[n])
             j = self.assertOk(r, "(part %d after resume)" % n)
             self.assertEqual(j["checksum_sha256"], sha256_hex(parts[n]))
-        # The connection the dropped request wrote on was fine: it went back to the pool
-        # and carried the resumed parts, no new SMB session was needed.
+        # The connection the dropped request wrote on was fine: it went back to the pool, or
+        # its worker was freed (not left stuck), and carried the resumed parts: no new SMB
+        # session was needed.
         sessions = self.smb.profile()["smb2_sesssetup_count"] - before["smb2_sesssetup_count"]
         self.assertEqual(sessions, 0, "SMB sessions set up after a client hung up mid-part")
         c = self.assertOk(srv.complete(fid))
@@ -555,6 +571,191 @@ class SmbRobustnessTest(SmbTestCase):
         path = self.assertSmbComplete(c, fid, "complete.bin", len(data), "before", smb_path, smb=smb)
         self.assertShareFile(path, data)
         self.assertEqual(self.staging(smb_path, smb=smb), [])
+
+
+class SmbFlowWithoutWorkersTest(SmbFlowTest):
+    """The same flows with SMB_WORKERS=0: every SMB call from the server process."""
+    mode_env = {"SMB_WORKERS": "0"}
+
+
+class SmbRobustnessWithoutWorkersTest(SmbRobustnessTest):
+    """The same with SMB_WORKERS=0."""
+    mode_env = {"SMB_WORKERS": "0"}
+
+
+def proc_io(pid):
+    """/proc/<pid>/io as {name: int} ({} once the process is gone)."""
+    try:
+        with open("/proc/%d/io" % pid) as f:
+            return {k: int(v) for k, v in (line.split(":") for line in f)}
+    except (OSError, ValueError):
+        return {}
+
+
+def wait_dead(pid, timeout=10):
+    """Waits until pid has exited (gone or a zombie); returns whether it did."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        st = proc_stat(pid)
+        if st is None or st[0] in "ZX":
+            return True
+        time.sleep(0.02)
+    return False
+
+
+class SmbParallelWritesTest(SmbTestCase):
+    """Several parts in flight reach smbd at the same time: behind a proxy that holds every
+    reply back by DELAY seconds (a NAS some network hops away), four parts written by four
+    workers have four SMB2 WRITEs in flight together and take about the time of one, where
+    the server process alone, one libsmbclient call at a time, never has more than one
+    WRITE in flight and takes about four times as long."""
+
+    DELAY = 0.15
+    PART_MB = 4
+
+    def upload_through_proxy(self, smb_path, env):
+        """Warms every worker's connection with four parts at once, then times one part alone
+        and four at once of a second upload; returns (one, four, proxy stats of the four)."""
+        proxy = SmbLatencyProxy(self.smb.port, delay=self.DELAY)
+        self.addCleanup(proxy.close)
+        srv = self.start_smb_server(smb_path, env=dict(env, SMB_PORT=str(proxy.port),
+                                                       CHUNK_SIZE_MB=str(self.PART_MB)))
+        part = self.PART_MB * CHUNK
+
+        def put_all(fid, tokens, parts, numbers):
+            with concurrent.futures.ThreadPoolExecutor(max_workers=len(numbers)) as ex:
+                replies = list(ex.map(lambda n: srv.put_part(fid, n, tokens[n], parts[n], timeout=120),
+                                      numbers))
+            for n, r in zip(numbers, replies):
+                self.assertEqual(self.assertOk(r, "(part %d)" % n)["checksum_sha256"], sha256_hex(parts[n]))
+
+        warm = os.urandom(4 * part)
+        init = self.assertOk(srv.init("warm.bin", len(warm)))
+        put_all(init["file_id"], [p["token"] for p in init["parts"]], split_parts(warm, part), range(4))
+
+        data = os.urandom(5 * part)
+        parts = split_parts(data, part)
+        init = self.assertOk(srv.init("five.bin", len(data)))
+        fid, tokens = init["file_id"], [p["token"] for p in init["parts"]]
+        t0 = time.time()
+        put_all(fid, tokens, parts, [0])
+        one = time.time() - t0
+        proxy.reset()
+        t0 = time.time()
+        put_all(fid, tokens, parts, [1, 2, 3, 4])
+        four = time.time() - t0
+        stats = proxy.stats()
+        c = self.assertOk(srv.complete(fid))
+        self.assertShareFile(self.assertSmbComplete(c, fid, "five.bin", len(data), "", smb_path), data)
+        return one, four, stats
+
+    def test_four_parts_write_at_once(self):
+        one, four, stats = self.upload_through_proxy("parallel", {})
+        what = "one part %.2f s, four at once %.2f s, proxy saw %r" % (one, four, stats)
+        self.assertGreaterEqual(stats["max_writes_in_flight"], 3, "writes did not overlap: " + what)
+        self.assertGreaterEqual(stats["connections_writing"], 4, what)
+        self.assertLess(four, 2.5 * one, "four parts took too long next to one: " + what)
+
+    def test_without_workers_one_write_at_a_time(self):
+        """The control: the same measurement sees the in-process path's one lock."""
+        one, four, stats = self.upload_through_proxy("parallel0", {"SMB_WORKERS": "0"})
+        what = "one part %.2f s, four at once %.2f s, proxy saw %r" % (one, four, stats)
+        self.assertEqual(stats["max_writes_in_flight"], 1, what)
+        self.assertGreaterEqual(stats["writes"], 4, what)
+
+
+class SmbWorkerTest(SmbTestCase):
+    """Workers' lives: forked at start, each dies with the server, and one that dies under
+    a part fails that part only."""
+
+    def test_workers_start_and_end_with_the_server(self):
+        srv = self.start_smb_server("lives", env={"SMB_WORKERS": "3"})
+        pids = self.worker_pids(srv)
+        self.assertEqual(len(pids), 3, "expected 3 worker processes: %r" % pids)
+        srv.stop()  # SIGTERM: exit status 0, and the workers end with it
+        for pid in pids:
+            self.assertTrue(wait_dead(pid), "worker %d outlived the server's exit" % pid)
+        srv = self.start_smb_server("lives", env={"SMB_WORKERS": "2"})
+        pids = self.worker_pids(srv)
+        self.assertEqual(len(pids), 2, pids)
+        srv.kill9()
+        for pid in pids:
+            self.assertTrue(wait_dead(pid), "worker %d outlived the server's kill -9" % pid)
+        srv = self.start_smb_server("lives", env={"SMB_WORKERS": "0"})
+        self.assertEqual(self.worker_pids(srv), [], "SMB_WORKERS=0 forked workers")
+
+    def test_worker_killed_mid_part(self):
+        """Two parts in flight on the two workers; one worker gets SIGKILL once it holds
+        part of its part's data. That part fails with a JSON error, the other succeeds;
+        later parts go to the surviving worker or in-process, a worker killed while idle is
+        noticed by the next part, which goes in-process; the server stays up throughout."""
+        smb_path = "workerdeath"
+        part_mb = 8
+        srv = self.start_smb_server(smb_path, env={"SMB_WORKERS": "2", "CHUNK_SIZE_MB": str(part_mb)})
+        workers = self.worker_pids(srv)
+        self.assertEqual(len(workers), 2, workers)
+        part = part_mb * CHUNK
+        data = os.urandom(5 * part)
+        parts = split_parts(data, part)
+        init = self.assertOk(srv.init("death.bin", len(data)))
+        fid, tokens = init["file_id"], [p["token"] for p in init["parts"]]
+
+        # 1. Parts 0 and 1 in flight, one on each worker; kill the first worker once both
+        # have sent smbd a whole 4 MiB frame of their part (the bodies are still coming).
+        replies = {}
+
+        def put(n):
+            try:
+                replies[n] = slow_put(srv.port, fid, n, tokens[n], parts[n], piece=128 * 1024, delay=0.02)
+            except Exception as e:  # noqa: BLE001 - reported below
+                replies[n] = e
+
+        threads = [threading.Thread(target=put, args=(n,), daemon=True) for n in (0, 1)]
+        for th in threads:
+            th.start()
+        deadline = time.time() + 20
+        while min(proc_io(pid).get("wchar", 0) for pid in workers) < 4 << 20:
+            self.assertLess(time.time(), deadline, "the workers never got a frame: %r"
+                            % [proc_io(pid) for pid in workers])
+            time.sleep(0.01)
+        self.assertFalse(replies, "a part ended before the kill: %r" % replies)
+        os.kill(workers[0], signal.SIGKILL)
+        for th in threads:
+            th.join(60)
+        ok = [n for n in (0, 1) if not isinstance(replies[n], Exception) and replies[n].status == 200]
+        self.assertEqual(len(ok), 1, "expected exactly one of the two parts to succeed: %r" % replies)
+        failed = 1 - ok[0]
+        j = self.assertError(replies[failed], 500, contains="worker")
+        self.assertIn("send it again", j["error"])
+        self.assertTrue(srv.running())
+        self.assertEqual(self.worker_pids(srv), workers[1:], "the dead worker is not reaped")
+        self.assertIn("pending", self.status_parts(srv, fid)[failed])
+
+        # 2. Three parts at once: the surviving worker takes one, the others go in-process.
+        before = proc_io(workers[1]).get("wchar", 0)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=3) as ex:
+            got = list(ex.map(lambda n: srv.put_part(fid, n, tokens[n], parts[n], timeout=120), (2, 3, 4)))
+        for n, r in zip((2, 3, 4), got):
+            self.assertEqual(self.assertOk(r, "(part %d)" % n)["checksum_sha256"], sha256_hex(parts[n]))
+        self.assertGreaterEqual(proc_io(workers[1]).get("wchar", 0) - before, part,
+                                "the surviving worker wrote none of the later parts")
+
+        # 3. The last worker dies while idle: the next part notices and goes in-process.
+        os.kill(workers[1], signal.SIGKILL)
+        self.assertTrue(wait_dead(workers[1]))
+        r = srv.put_part(fid, failed, tokens[failed], parts[failed], timeout=120)
+        self.assertEqual(self.assertOk(r, "(part %d again)" % failed)["checksum_sha256"],
+                         sha256_hex(parts[failed]))
+        self.assertEqual(self.worker_pids(srv), [])
+        self.assertOk(srv.request("GET", "/health"))
+
+        c = self.assertOk(srv.complete(fid))
+        self.assertShareFile(self.assertSmbComplete(c, fid, "death.bin", len(data), "", smb_path), data)
+        log = srv.log_text()
+        for w in (0, 1):
+            self.assertEqual(log.count("worker %d (killed by signal 9) lost" % w), 1,
+                             "worker %d's death is not logged exactly once" % w)
+        self.assertIn("0 of 2 workers left", log)
 
 
 class SmbStartupErrorTest(SmbTestCase):
