@@ -1437,6 +1437,86 @@ static const struct storage_defer_ops smb_defer_ops = {.declare_length = smb_dec
 static const struct storage_append_ops smb_append_ops = {.open = smb_append_open};
 static const struct storage_stage_read_ops smb_stage_read_ops = {.sha256 = smb_stage_sha256};
 
+/* ---- sweep ---- */
+
+typedef struct {
+    char id[CU_UUID_LEN + 1];
+    int64_t changed_at;
+} staged_entry;
+
+typedef struct {
+    staged_entry *items;
+    size_t n, cap;
+} staged_list;
+
+/* Lists <SMB_PATH>/.staging: every "<uuid>.data" with its modification time. The listing is
+ * collected under the lock and handed out after, so the caller may remove what it finds. */
+static int list_staged_op(smb_storage *s, SMBCCTX *c, void *arg)
+{
+    staged_list *out = arg;
+    out->n = 0;
+    char dir_url[SMB_URL_MAX];
+    url_of(s, ".staging", dir_url);
+    SMBCFILE *dir = smbc_getFunctionOpendir(c)(c, dir_url);
+    if (!dir)
+        return errno == ENOENT ? 0 : errno; /* nothing staged yet */
+    int err = 0;
+    struct smbc_dirent *ent;
+    while ((ent = smbc_getFunctionReaddir(c)(c, dir)) != NULL) {
+        if (ent->smbc_type != SMBC_FILE || strlen(ent->name) != CU_UUID_LEN + 5 ||
+            strcmp(ent->name + CU_UUID_LEN, ".data"))
+            continue; /* anything else (the write probe, strangers) is not ours to judge */
+        staged_entry e = {.changed_at = 0};
+        memcpy(e.id, ent->name, CU_UUID_LEN);
+        if (!util_is_uuid(e.id))
+            continue;
+        if (out->n == out->cap) {
+            size_t cap = out->cap ? out->cap * 2 : 64;
+            staged_entry *items = realloc(out->items, cap * sizeof *items);
+            if (!items) {
+                err = ENOMEM;
+                break;
+            }
+            out->items = items;
+            out->cap = cap;
+        }
+        out->items[out->n++] = e;
+    }
+    smbc_getFunctionClosedir(c)(c, dir);
+    /* Times come from a stat of each file: a directory entry carries none. */
+    for (size_t i = 0; i < out->n && !err; i++) {
+        char url[SMB_URL_MAX];
+        staging_url(s, out->items[i].id, url);
+        struct stat st;
+        if (smbc_getFunctionStat(c)(c, url, &st) == 0)
+            out->items[i].changed_at = st.st_mtime;
+        else if (errno != ENOENT)
+            err = errno;
+        else
+            out->items[i].id[0] = '\0'; /* gone meanwhile */
+    }
+    return err;
+}
+
+static int smb_list_staged(storage_t *base, int (*fn)(void *ctx, const storage_staged *), void *ctx,
+                           cu_error *e)
+{
+    smb_storage *s = (smb_storage *)base;
+    staged_list list = {0};
+    int err = run_op(s, list_staged_op, &list);
+    int rc = err ? smb_fail(e, err, "listing the staging directory", "-") : 0;
+    for (size_t i = 0; i < list.n && rc == 0; i++) {
+        if (!list.items[i].id[0])
+            continue;
+        storage_staged st = {.id = list.items[i].id, .changed_at = list.items[i].changed_at};
+        rc = fn(ctx, &st);
+    }
+    free(list.items);
+    return rc;
+}
+
+static const struct storage_sweep_ops smb_sweep_ops = {.list_staged = smb_list_staged};
+
 static const struct storage_ops smb_ops = {
     .stage_create = smb_stage_create,
     .writer_open = smb_writer_open,
@@ -1482,6 +1562,7 @@ int storage_smb_open(const storage_smb_options *o, storage_t **out, cu_error *er
     s->base.defer = &smb_defer_ops;
     s->base.append = &smb_append_ops;
     s->base.stage_read = &smb_stage_read_ops;
+    s->base.sweep = &smb_sweep_ops;
     /* What Windows, and so most NAS firmware, refuses in a name; "name:x" would even open an
      * alternate data stream on a Windows server. */
     s->base.forbidden_name_chars = "\\:*?\"<>|";

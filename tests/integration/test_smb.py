@@ -19,6 +19,7 @@ import signal
 import sys
 import threading
 import time
+import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (CHUNK, RawConn, ServerTestCase, SmbLatencyProxy, SmbServer, UUID_RE,  # noqa: E402
@@ -395,6 +396,29 @@ class SmbFlowTest(SmbTestCase):
 
 
 class SmbRobustnessTest(SmbTestCase):
+
+    def test_staging_data_no_record_owns_is_swept(self):
+        smb_path = "sweep"
+        srv = self.start_smb_server(smb_path, env={"ORPHAN_GRACE_SECONDS": "1",
+                                                   "CLEANUP_INTERVAL_SECONDS": "0.5"})
+        live = self.init_ok(srv, "live.bin", 10)["file_id"]
+        staging = self.smb.path(smb_path, ".staging")
+        orphan = os.path.join(staging, "%s.data" % uuid.uuid4())
+        stranger = os.path.join(staging, "notes.txt")
+        for path in (orphan, stranger):
+            with open(path, "wb") as f:
+                f.write(b"x" * 100)
+            os.chmod(path, 0o666)
+        old = time.time() - 60  # older than the grace already
+        os.utime(orphan, (old, old))
+        deadline = time.time() + 15
+        while time.time() < deadline and os.path.exists(orphan):
+            time.sleep(0.2)
+        self.assertFalse(os.path.exists(orphan), "an orphan staging file was left on the share")
+        self.assertTrue(os.path.exists(stranger), "a file that is not staging data was removed")
+        self.assertTrue(os.path.exists(os.path.join(staging, "%s.data" % live)))
+        self.assertEqual(self.assertOk(srv.status(live))["status"], "pending")
+        self.assertIn("staging data no upload owns", srv.log_text())
 
     def test_kill9_mid_upload_then_restart_and_finish(self):
         smb_path = "crash"
