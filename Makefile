@@ -38,9 +38,12 @@ test:
 	@$(MAKE) --no-print-directory test-servers
 	@$(MAKE) --no-print-directory test-release test-asan
 
-# The S3 test server (s3rver behind a SigV4-checking launcher), pinned in tests/s3.
+# The S3 test server (s3rver behind a SigV4-checking launcher), pinned in tests/s3, and the
+# real clients and tools the tests drive (tus-js-client, flow.js, resumable.js, Uppy,
+# playwright-core, an OpenAPI validator, @tus/server for the bench), pinned in tests/js.
 test-servers:
 	@cd tests/s3 && npm ci --silent --no-audit --no-fund >/dev/null
+	@cd tests/js && npm ci --loglevel=error --no-audit --no-fund >/dev/null
 
 test-release: all
 	@cmake --build $(BUILD) --target fuzz_targets -j $(JOBS)

@@ -14,6 +14,12 @@ const char *auth_bearer(const http_request *req)
     return auth + 7;
 }
 
+const char *auth_scope_owner(const http_request *req)
+{
+    const char *principal = http_principal(req);
+    return principal && strcmp(principal, "key") != 0 ? principal : NULL;
+}
+
 static bool auth_request(void *ctx, http_request *req)
 {
     const auth_ctx *a = ctx;

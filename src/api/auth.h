@@ -19,6 +19,11 @@ typedef struct {
 /* The filter to register with the HTTP server; ctx must outlive it. */
 http_filter auth_filter(auth_ctx *ctx);
 
+/* Whose uploads a request may see and change: NULL for the API key (every upload), else its
+ * principal (a scoped credential sees only the uploads it created, which carry it as their
+ * owner). Modules pass it as the engine's owner argument. */
+const char *auth_scope_owner(const http_request *req);
+
 /* The bearer token of an Authorization header ("Bearer <token>"), or NULL. */
 const char *auth_bearer(const http_request *req);
 
