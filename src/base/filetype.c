@@ -1,6 +1,8 @@
 /* filetype.c - media type essences, type patterns and extension lists. */
 #include "base/filetype.h"
 
+#include "base/util.h"
+
 #include <ctype.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -118,6 +120,8 @@ static int list_parse(const char *text, const char *what, int (*check)(char *ent
         if (rc) {
             free(entry);
             filetype_list_free(list);
+            if (err)
+                util_utf8_scrub(err->msg); /* it quotes the entry, whatever its bytes */
             return rc;
         }
         list->entries[list->n++] = entry;

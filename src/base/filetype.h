@@ -1,10 +1,10 @@
 /* filetype.h - which kinds of file are allowed: media type patterns and name extensions.
  *
  * The operator lists what is allowed (ALLOWED_TYPES: image types and video/mp4, say;
- * ALLOWED_EXTENSIONS: ".jpg,png"); clients send a content type (a header, a form field, tus metadata), read here
- * to its essence: "Image/PNG; charset=x" is "image/png" (RFC 9110, section 8.3.1). Pure
- * functions: the engine calls them at creation and on what libmagic reports; a fuzzer calls
- * them on arbitrary bytes. Matching is case-insensitive throughout. */
+ * ALLOWED_EXTENSIONS: ".jpg,png"); clients send a content type (a header, a form field, tus
+ * metadata), read here to its essence: "Image/PNG; charset=x" is "image/png" (RFC 9110,
+ * section 8.3.1). Pure functions: the engine calls them at creation and on what libmagic reports; a
+ * fuzzer calls them on arbitrary bytes. Matching is case-insensitive throughout. */
 #ifndef CU_FILETYPE_H
 #define CU_FILETYPE_H
 
@@ -25,8 +25,9 @@ typedef struct filetype_list filetype_list;
 int filetype_essence(const char *value, size_t len, char out[FILETYPE_MAX]);
 
 /* Parses a comma-separated list of media type patterns: "type/subtype", a type with a star for
- * its subtype (any subtype), or a star for both (anything); spaces around an entry are ignored. NULL or "" gives *out = NULL (no list). On a bad
- * entry returns CU_EINVAL naming it. Free with filetype_list_free. */
+ * its subtype (any subtype), or a star for both (anything); spaces around an entry are ignored.
+ * NULL or "" gives *out = NULL (no list). On a bad entry returns CU_EINVAL naming it. Free with
+ * filetype_list_free. */
 int filetype_patterns_parse(const char *text, filetype_list **out, cu_error *err);
 /* Whether an essence (as filetype_essence makes it) matches one of the patterns. */
 bool filetype_patterns_match(const filetype_list *patterns, const char *essence);

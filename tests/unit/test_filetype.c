@@ -96,9 +96,9 @@ static void test_patterns(void **state)
     assert_null(l);
     assert_false(filetype_patterns_match(NULL, "image/png"));
 
-    const char *bad[] = {"image",     "image/png,",   ",image/png", "image/png,,video/mp4",
-                         "*/png",     "**/*",         "image/*x",   "image/png; q=1",
-                         "image/p ng", "image/",      "/*",         "*"};
+    const char *bad[] = {"image",      "image/png,", ",image/png", "image/png,,video/mp4",
+                         "*/png",      "**/*",       "image/*x",   "image/png; q=1",
+                         "image/p ng", "image/",     "/*",         "*"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         if (filetype_patterns_parse(bad[i], &l, &err) != CU_EINVAL)
             print_error("\"%s\" was taken as a pattern list\n", bad[i]);
@@ -130,7 +130,7 @@ static void test_extensions(void **state)
     assert_false(MATCH(""));
 #undef MATCH
     assert_false(filetype_extensions_match(l, "photo.jpg\0", 10)); /* a NUL is not an extension */
-    assert_true(filetype_extensions_match(l, "photo.jpgxx", 9));  /* the length decides */
+    assert_true(filetype_extensions_match(l, "photo.jpgxx", 9));   /* the length decides */
     assert_false(filetype_extensions_match(NULL, "a.jpg", 5));
     filetype_list_free(l);
 
@@ -241,8 +241,8 @@ static void test_sniff_bad_database(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_essence),      cmocka_unit_test(test_patterns),
-        cmocka_unit_test(test_extensions),   cmocka_unit_test(test_sniff),
+        cmocka_unit_test(test_essence),       cmocka_unit_test(test_patterns),
+        cmocka_unit_test(test_extensions),    cmocka_unit_test(test_sniff),
         cmocka_unit_test(test_sniff_threads), cmocka_unit_test(test_sniff_bad_database),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
