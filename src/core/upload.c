@@ -748,22 +748,21 @@ int upload_write_data(upload_write *w, const void *buf, size_t len, cu_error *er
                    : cu_fail(err, CU_ETOOLARGE, "Part %d must be %lld bytes, the body is longer",
                              w->slot, (long long)w->expected);
     }
+    /* Under the claim: a write that a newer one took over judges nothing. */
+    int rc = write_hold(w, err);
+    if (rc)
+        return rc;
     if (w->sniffing && !w->judged) {
         size_t take = w->sniff_window - w->sniff_len < len ? w->sniff_window - w->sniff_len : len;
         memcpy(w->sniff_buf + w->sniff_len, buf, take);
         w->sniff_len += take;
         /* Judged as soon as the window is full, before the rest is stored; with a digest to
          * check, only at the end, once the bytes are known to be the client's. */
-        int jrc = w->sniff_len == w->sniff_window && w->alg == UPLOAD_DIGEST_NONE
-                      ? write_judge(w, err)
-                      : 0;
-        if (jrc)
-            return jrc;
+        if (w->sniff_len == w->sniff_window && w->alg == UPLOAD_DIGEST_NONE)
+            rc = write_judge(w, err);
     }
-    int rc = write_hold(w, err);
-    if (rc)
-        return rc;
-    rc = storage_writer_write(w->writer, buf, len, err);
+    if (rc == 0)
+        rc = storage_writer_write(w->writer, buf, len, err);
     write_unhold(w);
     if (rc)
         return rc;
