@@ -17,7 +17,7 @@ set -euo pipefail
 BUILD_PKGS=(
     build-essential cmake pkg-config
     libmicrohttpd-dev libsqlite3-dev libjansson-dev libjwt-dev libssl-dev
-    libcurl4-openssl-dev libidn2-dev libcmocka-dev uuid-dev libsmbclient-dev
+    libcurl4-openssl-dev libidn2-dev libcmocka-dev uuid-dev libsmbclient-dev libmagic-dev
     python3 python3-requests curl ca-certificates
 )
 # Needed only by the tests: real servers started on loopback (Samba's smbd for the SMB

@@ -117,6 +117,7 @@ static void handle_init(void *ctx, http_request *req)
         .slot_size = api->cfg->chunk_size,
         .webhook_url = in.webhook_url,
         .checksum_sha256 = in.checksum_sha256,
+        .content_type = in.content_type,
         .expires_at = expires_at,
     };
     /* Everything is checked before any token is signed: a refused size costs nothing. */

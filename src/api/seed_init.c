@@ -28,6 +28,7 @@ int seed_init_parse(const char *body, size_t len, seed_init_body *out, cu_error 
     json_t *total_size = json_object_get(doc, "total_size");
     json_t *webhook = json_object_get(doc, "webhook_url");
     json_t *checksum = json_object_get(doc, "checksum_sha256");
+    json_t *content_type = json_object_get(doc, "content_type");
     if (!json_is_object(doc))
         rc = cu_fail(err, CU_EINVAL, "Request body must be a JSON object");
     else if (!filename || !json_is_string(filename))
@@ -41,6 +42,10 @@ int seed_init_parse(const char *body, size_t len, seed_init_body *out, cu_error 
         rc = cu_fail(err, CU_EINVAL, "webhook_url must be a string");
     else if (checksum && !json_is_null(checksum) && !json_is_string(checksum))
         rc = cu_fail(err, CU_EINVAL, "checksum_sha256 must be a string");
+    else if (content_type && !json_is_null(content_type) &&
+             (!json_is_string(content_type) ||
+              strlen(json_string_value(content_type)) != json_string_length(content_type)))
+        rc = cu_fail(err, CU_EINVAL, "content_type must be a string (a media type)");
     else if (json_is_string(webhook) &&
              strlen(json_string_value(webhook)) != json_string_length(webhook))
         rc = cu_fail(err, CU_EINVAL, "webhook_url must be an http:// or https:// URL");
@@ -54,5 +59,6 @@ int seed_init_parse(const char *body, size_t len, seed_init_body *out, cu_error 
     out->total_size = json_integer_value(total_size);
     out->webhook_url = json_is_string(webhook) ? json_string_value(webhook) : NULL;
     out->checksum_sha256 = json_is_string(checksum) ? json_string_value(checksum) : NULL;
+    out->content_type = json_is_string(content_type) ? json_string_value(content_type) : NULL;
     return 0;
 }

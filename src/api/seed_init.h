@@ -20,6 +20,8 @@ typedef struct {
     int64_t total_size;
     const char *webhook_url;     /* NULL when absent or null; never contains a NUL */
     const char *checksum_sha256; /* NULL when absent or null */
+    const char *content_type;    /* the file's declared media type; NULL when absent or null;
+                                    never contains a NUL */
 } seed_init_body;
 
 /* Parses an init body of len bytes (not NUL-terminated). On success fills out, which must be

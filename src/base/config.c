@@ -312,7 +312,30 @@ static const config_var vars[] = {
      .imin = 0,
      .imax = INT64_MAX,
      FIELD(max_file_size, F_I64),
-     .help = "Largest `total_size` accepted at init, in bytes (0: unlimited)"},
+     .help = "Largest file accepted, in bytes, by every protocol: its size at creation, a "
+             "length declared later, and a stream of unknown length as it grows are refused "
+             "with 413 above it (0: unlimited)"},
+    {.name = "ALLOWED_TYPES",
+     .group = "Uploads",
+     .type = V_STRING,
+     .def_doc = "any type",
+     FIELD(allowed_types, F_STR),
+     .help = "Comma-separated media types that files may have, e.g. `image/*,video/mp4` "
+             "(`type/*`: any subtype; `*/*`: anything). The type a client declares is checked "
+             "at creation, and libmagic reads the file's first 64 KiB as they arrive: its "
+             "finding decides. A file of another type is answered 415, its upload fails and "
+             "its data is removed. What libmagic cannot identify is `application/octet-stream` "
+             "(`text/plain` for text of no known kind, which a declared `text/...` type "
+             "refines); an empty file is `application/x-empty`; each is allowed only when "
+             "listed. Unset: any type, and nothing is read"},
+    {.name = "ALLOWED_EXTENSIONS",
+     .group = "Uploads",
+     .type = V_STRING,
+     .def_doc = "any name",
+     FIELD(allowed_extensions, F_STR),
+     .help = "Comma-separated file name extensions that uploads may have, with or without "
+             "the dot, in any case, e.g. `.jpg,.png` or `jpg,png,tar.gz`; another name is "
+             "answered 415 at creation"},
     {.name = "MAX_PARTS",
      .group = "Uploads",
      .type = V_INT,
@@ -662,6 +685,12 @@ static int check_together(loader *ld, cu_config *cfg)
     if (netaddr_allowlist_parse(cfg->webhook_allowed_hosts, &cfg->webhook_allowlist, &allow_err) !=
         0)
         return fail(ld, "WEBHOOK_ALLOWED_HOSTS: %s", allow_err.msg);
+    cu_error list_err;
+    if (filetype_patterns_parse(cfg->allowed_types, &cfg->allowed_type_list, &list_err) != 0)
+        return fail(ld, "ALLOWED_TYPES: %s", list_err.msg);
+    if (filetype_extensions_parse(cfg->allowed_extensions, &cfg->allowed_extension_list,
+                                  &list_err) != 0)
+        return fail(ld, "ALLOWED_EXTENSIONS: %s", list_err.msg);
     int64_t chunk_mb = cfg->chunk_size >> 20;
     if (chunk_mb > 95)
         snprintf(cfg->warnings, sizeof cfg->warnings,
@@ -707,6 +736,9 @@ void config_free(cu_config *cfg)
 {
     netaddr_allowlist_free(cfg->webhook_allowlist);
     cfg->webhook_allowlist = NULL;
+    filetype_list_free(cfg->allowed_type_list);
+    filetype_list_free(cfg->allowed_extension_list);
+    cfg->allowed_type_list = cfg->allowed_extension_list = NULL;
     for (size_t i = 0; i < NVARS; i++) {
         if (vars[i].field == F_STR) {
             char **s = field_of(cfg, &vars[i]);

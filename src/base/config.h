@@ -9,6 +9,7 @@
 #ifndef CU_CONFIG_H
 #define CU_CONFIG_H
 
+#include "base/filetype.h"
 #include "base/netaddr.h"
 
 #include <stdbool.h>
@@ -43,7 +44,12 @@ typedef struct cu_config_s {
     char *database_path;
     char *server_host;
     int server_port;
-    int64_t max_file_size; /* 0: unlimited */
+    int64_t max_file_size;                 /* 0: unlimited */
+    char *allowed_types;                   /* ALLOWED_TYPES as configured, or NULL */
+    filetype_list *allowed_type_list;      /* parsed from it by config_load; NULL: any type, nothing
+                                              is sniffed */
+    char *allowed_extensions;              /* ALLOWED_EXTENSIONS as configured, or NULL */
+    filetype_list *allowed_extension_list; /* parsed from it; NULL: any name */
     int max_parts;
     bool durability_fsync;
     char *webhook_secret; /* NULL: unsigned webhooks */

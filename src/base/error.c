@@ -3,6 +3,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 typedef struct {
     int code;
@@ -51,4 +52,12 @@ int cu_error_status(int code)
 {
     const error_entry *e = entry_for(code);
     return e ? e->status : 500;
+}
+
+int cu_error_by_name(const char *name)
+{
+    for (size_t i = 0; name && i < sizeof error_table / sizeof *error_table; i++)
+        if (!strcmp(error_table[i].name, name))
+            return error_table[i].code;
+    return CU_EIO;
 }

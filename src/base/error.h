@@ -51,5 +51,8 @@ int cu_fail_oom(cu_error *err);
 const char *cu_error_name(int code);
 /* The table's HTTP status for code; 500 for a code not in the table. */
 int cu_error_status(int code);
+/* The code of a table name ("conflict" -> CU_ECONFLICT); CU_EIO for a name not in the table
+ * (what a record written by a newer release may hold). */
+int cu_error_by_name(const char *name);
 
 #endif

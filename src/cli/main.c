@@ -7,6 +7,7 @@
 #include "base/config.h"
 #include "base/log.h"
 #include "core/reaper.h"
+#include "core/sniff.h"
 #include "core/upload.h"
 #include "core/webhook.h"
 #include "http/server.h"
@@ -21,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #define EXIT_CONFIG 2
 
@@ -117,6 +119,7 @@ static int serve(void)
     meta_t *meta = NULL;
     storage_t *storage = NULL;
     upload_service *uploads = NULL;
+    content_sniffer *sniffer = NULL;
     webhook_deliverer *webhooks = NULL;
     reaper *reap = NULL;
     http_server *http = NULL;
@@ -142,8 +145,19 @@ static int serve(void)
         status = EXIT_CONFIG;
         goto out;
     }
+    /* ALLOWED_TYPES: libmagic's database, loaded once, into a handle per core (a sniff holds
+     * one for at most a millisecond or so). */
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cfg.allowed_type_list && sniff_open(cores < 1   ? 1
+                                            : cores > 8 ? 8
+                                                        : (int)cores,
+                                            &sniffer, &err) != 0) {
+        fprintf(stderr, "chunked-uploader: configuration: ALLOWED_TYPES: %s\n", err.msg);
+        status = EXIT_CONFIG;
+        goto out;
+    }
     webhooks = webhook_start(&cfg, meta);
-    upload_deps deps = {.cfg = &cfg, .meta = meta, .storage = storage};
+    upload_deps deps = {.cfg = &cfg, .meta = meta, .storage = storage, .sniffer = sniffer};
     uploads = upload_service_new(&deps);
     upload_observer deliverer = {.on_event = webhook_on_event, .ctx = webhooks};
     if (uploads && webhooks && upload_observe(uploads, &deliverer) != 0)
@@ -198,6 +212,7 @@ out:
     reaper_stop(reap);
     webhook_stop(webhooks);
     upload_service_free(uploads);
+    sniff_close(sniffer);
     meta_close(meta);
     storage_destroy(storage);
     curl_global_cleanup();

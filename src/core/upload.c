@@ -1,6 +1,7 @@
 /* upload.c - the engine. */
 #include "core/upload.h"
 
+#include "base/filetype.h"
 #include "base/log.h"
 #include "base/util.h"
 #include "core/filename.h"
@@ -43,10 +44,22 @@ struct upload_write {
     EVP_MD_CTX *sha;   /* always: the bytes' SHA-256 (recorded, and sent on by S3) */
     EVP_MD_CTX *other; /* the expected digest's algorithm, when it is not SHA-256 */
     storage_writer_t *writer;
+    int64_t size_limit; /* a stream of unknown length: MAX_FILE_SIZE bounds it (else 0) */
+    /* ALLOWED_TYPES: a write at offset 0 gathers the file's first bytes (at most
+     * SNIFF_WINDOW) and has them judged before it stores more, or at its end. */
+    bool sniffing;            /* this write's bytes must be judged before they are kept */
+    bool judged;              /* they were: their type is in kind */
+    bool enforce;             /* the type decides (a partial upload's is only recorded) */
+    bool refused;             /* the type was refused: the upload failed, the writer is gone */
+    unsigned char *sniff_buf; /* the bytes so far, until judged */
+    size_t sniff_len, sniff_window;
+    char *declared; /* the upload's declared content type, or NULL */
+    char kind[FILETYPE_MAX];
 };
 
 upload_service *upload_service_new(const upload_deps *deps)
 {
+    assert(!deps->cfg->allowed_type_list || deps->sniffer);
     upload_service *svc = calloc(1, sizeof *svc);
     if (!svc)
         return NULL;
@@ -158,6 +171,103 @@ static const storage_upload *view_of(const meta_upload *u, upload_view *v)
     return &v->up;
 }
 
+/* ---- kinds of file ---- */
+
+/* ALLOWED_EXTENSIONS and ALLOWED_TYPES on what a create request says of its file: its name and
+ * the type the client declares. */
+static int check_declared_kind(const cu_config *cfg, const upload_create_request *req,
+                               cu_error *err)
+{
+    if (cfg->allowed_extension_list &&
+        !filetype_extensions_match(cfg->allowed_extension_list, req->filename, req->filename_len))
+        return cu_fail(err, CU_EMEDIATYPE,
+                       "The file name's extension is not allowed here (allowed: %s)",
+                       cfg->allowed_extensions);
+    if (!cfg->allowed_type_list || !req->content_type || !*req->content_type)
+        return 0;
+    char essence[FILETYPE_MAX];
+    if (filetype_essence(req->content_type, strlen(req->content_type), essence) != 0)
+        return cu_fail(err, CU_EMEDIATYPE,
+                       "The declared content type \"%.100s\" is not a media type",
+                       req->content_type);
+    /* "Some bytes": what clients declare when they do not know. The sniffed type decides. */
+    if (!strcmp(essence, "application/octet-stream"))
+        return 0;
+    if (!filetype_patterns_match(cfg->allowed_type_list, essence))
+        return cu_fail(err, CU_EMEDIATYPE, "Files of type %s are not allowed here (allowed: %s)",
+                       essence, cfg->allowed_types);
+    return 0;
+}
+
+/* Whether a file whose first bytes libmagic found to be `sniffed` may be kept, given the type
+ * its client declared (or NULL); kind gets the type it is recorded with. The declared type is
+ * only what the client says, so the finding decides, with one refinement: libmagic says
+ * text/plain for text it knows nothing more about, which a declared text type names better (a
+ * CSV declared text/csv is text/csv, and allowed only if text/csv is). */
+static bool content_allowed(const cu_config *cfg, const char *sniffed, const char *declared,
+                            char kind[FILETYPE_MAX])
+{
+    snprintf(kind, FILETYPE_MAX, "%s", sniffed);
+    char essence[FILETYPE_MAX];
+    if (!strcmp(sniffed, "text/plain") && declared &&
+        filetype_essence(declared, strlen(declared), essence) == 0 && !strncmp(essence, "text/", 5))
+        snprintf(kind, FILETYPE_MAX, "%s", essence);
+    return filetype_patterns_match(cfg->allowed_type_list, kind);
+}
+
+/* The reason a file of type kind is refused, in err (CU_EMEDIATYPE). */
+static int kind_refused(const cu_config *cfg, const char *kind, cu_error *err)
+{
+    return cu_fail(err, CU_EMEDIATYPE,
+                   "The file's content is %s, which is not allowed here (allowed: %s)", kind,
+                   cfg->allowed_types);
+}
+
+/* Whether files are sniffed (ALLOWED_TYPES is set). */
+static bool sniffs(const upload_service *svc)
+{
+    return svc->deps.cfg->allowed_type_list != NULL;
+}
+
+const char *upload_content_type(const meta_upload *u)
+{
+    if (u->detected_type)
+        return u->detected_type;
+    if (u->content_type && *u->content_type)
+        return u->content_type;
+    return "application/octet-stream";
+}
+
+static int end_upload(upload_service *svc, meta_upload *u, upload_state from, upload_state to,
+                      const cu_error *why, cu_error *err);
+
+/* Ends upload id (in state from) as failed because of why (a refused type) and removes its
+ * data; returns why's code with why's message and what became of the upload in err. */
+static int fail_upload(upload_service *svc, const char *id, upload_state from, const cu_error *why,
+                       cu_error *err)
+{
+    cu_error reason = *why, e2;
+    meta_upload u = {0};
+    int rc = meta_upload_get(svc->deps.meta, id, &u, &e2);
+    if (rc == 0)
+        rc = end_upload(svc, &u, from, UPLOAD_FAILED, &reason, &e2);
+    meta_upload_clear(&u);
+    if (rc) {
+        log_warn("upload %s: recording that it failed (%s): %s", id, reason.msg, e2.msg);
+        return cu_fail(err, reason.code, "%s", reason.msg);
+    }
+    log_info("upload %s failed: %s", id, reason.msg);
+    return cu_fail(err, reason.code, "%s; the upload failed and its data is removed", reason.msg);
+}
+
+/* The answer about an upload that failed: the code and reason it failed with. */
+static int failure_of(const meta_upload *u, cu_error *err)
+{
+    assert(u->state == UPLOAD_FAILED);
+    return cu_fail(err, u->failure_code < 0 ? u->failure_code : CU_ECONFLICT, "Upload failed: %s",
+                   u->failure_reason ? u->failure_reason : "no reason was recorded");
+}
+
 /* ---- creating ---- */
 
 /* The checks of a create request that need no storage: name, sizes, URL, digest. Fills the
@@ -171,6 +281,8 @@ static int check_create(upload_service *svc, const upload_create_request *req, m
     if (rc == 0 && !req->partial)
         rc = filename_check_for_storage(req->filename, st->forbidden_name_chars,
                                         st->allows_trailing_dot_space, st->name, err);
+    if (rc == 0 && !req->partial)
+        rc = check_declared_kind(cfg, req, err);
     if (rc)
         return rc;
     if (req->total_size < -1)
@@ -362,6 +474,8 @@ static int check_not_ended(const meta_upload *u, cu_error *err)
         return cu_fail(err, CU_EGONE, "Upload was cancelled");
     if (u->state == UPLOAD_DELETED)
         return cu_fail(err, CU_EGONE, "The file was deleted");
+    if (u->state == UPLOAD_FAILED)
+        return failure_of(u, err);
     return 0;
 }
 
@@ -398,6 +512,8 @@ int upload_check_writable(const meta_upload *u, cu_error *err)
         return 0;
     case UPLOAD_CANCELLED:
         return cu_fail(err, CU_ECONFLICT, "Upload was cancelled");
+    case UPLOAD_FAILED:
+        return failure_of(u, err);
     case UPLOAD_COMPLETE:
     case UPLOAD_FINALIZING:
     case UPLOAD_DELETED:
@@ -425,13 +541,15 @@ static void write_free(upload_write *w)
 {
     EVP_MD_CTX_free(w->sha);
     EVP_MD_CTX_free(w->other);
+    free(w->sniff_buf);
+    free(w->declared);
     free(w);
 }
 
 /* The checks that depend only on what never changes in an upload (its layout and sizes),
  * made before the claim so that a bad request never holds one. */
-static int check_range(const meta_upload *u, const upload_write_request *req, int64_t *offset,
-                       int64_t *expected, cu_error *err)
+static int check_range(const meta_upload *u, const upload_write_request *req, int64_t max_size,
+                       int64_t *offset, int64_t *expected, cu_error *err)
 {
     if (u->layout == UPLOAD_LAYOUT_SLOTS) {
         if (req->slot < 0 || req->slot >= u->total_parts)
@@ -456,6 +574,30 @@ static int check_range(const meta_upload *u, const upload_write_request *req, in
                        (long long)req->length, (long long)req->offset, (long long)u->total_size);
     if (req->length >= 0)
         *expected = req->length;
+    /* A stream of unknown length grows only up to MAX_FILE_SIZE. */
+    if (u->total_size < 0 && max_size > 0 &&
+        (req->offset > max_size || (req->length >= 0 && req->length > max_size - req->offset)))
+        return cu_fail(err, CU_ETOOLARGE,
+                       "%lld bytes at offset %lld go past the largest file allowed (%lld bytes)",
+                       (long long)req->length, (long long)req->offset, (long long)max_size);
+    if (u->total_size < 0 && max_size > 0 && *expected < 0)
+        *expected = max_size - req->offset;
+    return 0;
+}
+
+/* Makes w gather the first bytes of the file for judging (it writes at offset 0 of u). */
+static int sniff_prepare(upload_write *w, const meta_upload *u, cu_error *err)
+{
+    assert(w->offset == 0);
+    int64_t window = w->expected >= 0 && w->expected < SNIFF_WINDOW ? w->expected : SNIFF_WINDOW;
+    if (window == 0)
+        return 0; /* no bytes: an empty file is judged at its completion */
+    w->sniffing = true;
+    w->enforce = !u->partial;
+    w->sniff_window = (size_t)window;
+    if (!(w->sniff_buf = malloc(w->sniff_window)) ||
+        (u->content_type && !(w->declared = strdup(u->content_type))))
+        return cu_fail_oom(err);
     return 0;
 }
 
@@ -473,7 +615,8 @@ int upload_write_begin(upload_service *svc, const upload_write_request *req, upl
      * more useful answer first (an upload that ended, rather than a size). */
     rc = upload_check_writable(&u, err);
     if (rc == 0)
-        rc = check_range(&u, req, &offset, &expected, err);
+        rc = check_range(&u, req, svc->deps.cfg->max_file_size, &offset, &expected, err);
+    int64_t size_limit = stream && u.total_size < 0 ? svc->deps.cfg->max_file_size : 0;
     meta_upload_clear(&u);
     if (rc)
         return rc;
@@ -498,6 +641,7 @@ int upload_write_begin(upload_service *svc, const upload_write_request *req, upl
     w->stream = stream;
     w->offset = offset;
     w->expected = expected;
+    w->size_limit = size_limit;
     w->alg = req->digest_alg;
     memcpy(w->digest, req->digest, sizeof w->digest);
     rc = meta_upload_get(svc->deps.meta, req->id, &u, err);
@@ -514,6 +658,8 @@ int upload_write_begin(upload_service *svc, const upload_write_request *req, upl
     if (rc == 0 && stream && u.durable_offset != req->offset)
         rc = cu_fail(err, CU_ECONFLICT, "The upload is at offset %lld, not %lld",
                      (long long)u.durable_offset, (long long)req->offset);
+    if (rc == 0 && sniffs(svc) && offset == 0)
+        rc = sniff_prepare(w, &u, err);
     if (rc == 0 && !(w->sha = EVP_MD_CTX_new()))
         rc = cu_fail_oom(err);
     if (rc == 0 && EVP_DigestInit_ex(w->sha, EVP_sha256(), NULL) != 1)
@@ -559,17 +705,64 @@ static void write_unhold(upload_write *w)
     }
 }
 
+/* Has libmagic judge the first bytes gathered so far: 0 when they may stay (their type in
+ * w->kind), else CU_EMEDIATYPE: the upload has failed, its data is removed, and w stores
+ * nothing more. A partial upload's type is only recorded (its concatenation is judged). */
+static int write_judge(upload_write *w, cu_error *err)
+{
+    assert(w->sniffing && !w->judged && w->sniff_buf);
+    upload_service *svc = w->svc;
+    char sniffed[FILETYPE_MAX];
+    int rc = sniff_type(svc->deps.sniffer, w->sniff_buf, w->sniff_len, sniffed, err);
+    free(w->sniff_buf);
+    w->sniff_buf = NULL;
+    if (rc)
+        return rc;
+    w->judged = true;
+    if (!w->enforce) {
+        snprintf(w->kind, sizeof w->kind, "%s", sniffed);
+        return 0;
+    }
+    if (content_allowed(svc->deps.cfg, sniffed, w->declared, w->kind))
+        return 0;
+    /* The writer goes first: no backend is asked to remove what it is still writing. */
+    storage_writer_abort(w->writer);
+    w->writer = NULL;
+    w->refused = true;
+    cu_error why;
+    kind_refused(svc->deps.cfg, w->kind, &why);
+    return fail_upload(svc, w->id, UPLOAD_PENDING, &why, err);
+}
+
 int upload_write_data(upload_write *w, const void *buf, size_t len, cu_error *err)
 {
-    if (w->expected >= 0 && (int64_t)len > w->expected - w->received)
+    if (w->refused)
+        return cu_fail(err, CU_EMEDIATYPE, "The upload failed: its content is not allowed");
+    if (w->expected >= 0 && (int64_t)len > w->expected - w->received) {
+        if (w->stream && w->size_limit)
+            return cu_fail(err, CU_ETOOLARGE,
+                           "The body goes past the largest file allowed (%lld bytes)",
+                           (long long)w->size_limit);
         return w->stream
                    ? cu_fail(err, CU_ETOOLARGE, "The body goes past the upload's end")
                    : cu_fail(err, CU_ETOOLARGE, "Part %d must be %lld bytes, the body is longer",
                              w->slot, (long long)w->expected);
+    }
+    /* Under the claim: a write that a newer one took over judges nothing. */
     int rc = write_hold(w, err);
     if (rc)
         return rc;
-    rc = storage_writer_write(w->writer, buf, len, err);
+    if (w->sniffing && !w->judged) {
+        size_t take = w->sniff_window - w->sniff_len < len ? w->sniff_window - w->sniff_len : len;
+        memcpy(w->sniff_buf + w->sniff_len, buf, take);
+        w->sniff_len += take;
+        /* Judged as soon as the window is full, before the rest is stored; with a digest to
+         * check, only at the end, once the bytes are known to be the client's. */
+        if (w->sniff_len == w->sniff_window && w->alg == UPLOAD_DIGEST_NONE)
+            rc = write_judge(w, err);
+    }
+    if (rc == 0)
+        rc = storage_writer_write(w->writer, buf, len, err);
     write_unhold(w);
     if (rc)
         return rc;
@@ -619,7 +812,14 @@ void upload_write_abort(upload_write *w)
     bool taken_over = write_hold(w, &held) != 0;
     if (taken_over)
         log_info("upload %s: a stalled write gave way to a newer one", w->id);
-    if (!taken_over && w->stream && w->alg == UPLOAD_DIGEST_NONE && w->writer) {
+    /* The first bytes of a file stay only once judged: what arrived of them is judged now. */
+    cu_error judged_err;
+    bool keep = !taken_over && w->stream && w->alg == UPLOAD_DIGEST_NONE && w->writer;
+    if (keep && w->sniffing && !w->judged)
+        keep = w->sniff_buf && w->sniff_len > 0 && write_judge(w, &judged_err) == 0;
+    if (keep && w->judged && meta_upload_set_type(svc->deps.meta, w->id, w->kind, &judged_err))
+        keep = false;
+    if (keep) {
         /* Keep what arrived: a cut-off stream write resumes from its durable end. */
         storage_written written;
         cu_error err;
@@ -668,6 +868,22 @@ static int check_digest(upload_write *w, const unsigned char sha256[32], cu_erro
 
 static int finalize(upload_service *svc, meta_upload *u, cu_error *err);
 
+/* A write that could not be stored because its upload ended meanwhile (it failed, was
+ * cancelled, expired): that is what the client needs to hear, rather than rc. */
+static int explain_ended(upload_service *svc, const char *id, int rc, cu_error *err)
+{
+    meta_upload u;
+    cu_error why;
+    if (meta_upload_get(svc->deps.meta, id, &u, &why) != 0)
+        return rc;
+    if (check_not_ended(&u, &why) != 0) {
+        *err = why;
+        rc = why.code;
+    }
+    meta_upload_clear(&u);
+    return rc;
+}
+
 int upload_write_end(upload_write *w, upload_write_result *out, cu_error *err)
 {
     upload_service *svc = w->svc;
@@ -698,12 +914,26 @@ int upload_write_end(upload_write *w, upload_write_result *out, cu_error *err)
         write_release(w);
         return rc;
     }
+    /* A file shorter than the window: its first bytes are all of it, judged now. */
+    if (w->refused)
+        rc = cu_fail(err, CU_EMEDIATYPE, "The upload failed: its content is not allowed");
+    else if (w->sniffing && !w->judged && w->sniff_len > 0)
+        rc = w->sniff_buf ? write_judge(w, err)
+                          : cu_fail(err, CU_EIO, "The file's first bytes could not be checked");
+    if (rc) {
+        storage_writer_abort(w->writer);
+        w->writer = NULL;
+        write_release(w);
+        return rc;
+    }
     storage_written written;
     rc = storage_writer_finish(w->writer, md, &written, err);
     w->writer = NULL;
     if (rc == 0 && written.durable != w->received)
         rc = cu_fail(err, CU_EIO, "Storage kept %lld of %lld bytes", (long long)written.durable,
                      (long long)w->received);
+    if (rc == 0 && w->judged)
+        rc = meta_upload_set_type(svc->deps.meta, w->id, w->kind, err);
     int uploaded = 0;
     if (rc == 0 && !w->stream) {
         const char *ref = written.nchunks ? written.chunks[0].ref : NULL;
@@ -713,6 +943,8 @@ int upload_write_end(upload_write *w, upload_write_result *out, cu_error *err)
         rc = record_stream(svc, w->id, w->offset, &written, err);
     }
     storage_written_clear(&written);
+    if (rc)
+        rc = explain_ended(svc, w->id, rc, err);
     out->slot = w->stream ? -1 : w->slot;
     out->bytes = w->received;
     if (rc == 0)
@@ -893,6 +1125,34 @@ static int check_all_stored(const meta_upload *u, cu_error *err)
     return 0;
 }
 
+/* With ALLOWED_TYPES, a file's type was judged when its first bytes arrived; an empty file
+ * has none and is judged here. A file whose first bytes were stored before ALLOWED_TYPES was
+ * set cannot be judged without reading it back, so it fails as a refused one does. */
+static int check_content_judged(upload_service *svc, meta_upload *u, cu_error *err)
+{
+    if (!sniffs(svc) || u->partial || u->detected_type)
+        return 0;
+    cu_error why;
+    char sniffed[FILETYPE_MAX], kind[FILETYPE_MAX];
+    if (u->total_size > 0) {
+        cu_fail(&why, CU_EMEDIATYPE,
+                "The file's first bytes were stored before its type was checked (ALLOWED_TYPES) "
+                "and cannot be checked now");
+        return fail_upload(svc, u->id, UPLOAD_PENDING, &why, err);
+    }
+    int rc = sniff_type(svc->deps.sniffer, "", 0, sniffed, err);
+    if (rc)
+        return rc;
+    if (!content_allowed(svc->deps.cfg, sniffed, u->content_type, kind)) {
+        kind_refused(svc->deps.cfg, kind, &why);
+        return fail_upload(svc, u->id, UPLOAD_PENDING, &why, err);
+    }
+    if ((rc = meta_upload_set_type(svc->deps.meta, u->id, kind, err)) == 0 &&
+        !(u->detected_type = strdup(kind)))
+        rc = cu_fail_oom(err);
+    return rc;
+}
+
 /* One attempt at completing: the state decides what is left to do. */
 static int complete_once(upload_service *svc, const char *id, const char *owner, meta_upload *out,
                          cu_error *err)
@@ -913,7 +1173,7 @@ static int complete_once(upload_service *svc, const char *id, const char *owner,
         rc = cu_fail(err, CU_EGONE, "The file was deleted");
         goto fail;
     case UPLOAD_FAILED:
-        rc = cu_fail(err, CU_ECONFLICT, "Upload failed");
+        rc = failure_of(out, err);
         goto fail;
     case UPLOAD_FINALIZING:
         /* An earlier completion stopped halfway (crash, storage error): finish it. */
@@ -924,6 +1184,8 @@ static int complete_once(upload_service *svc, const char *id, const char *owner,
             goto fail;
         }
         if ((rc = check_all_stored(out, err)) != 0)
+            goto fail;
+        if ((rc = check_content_judged(svc, out, err)) != 0)
             goto fail;
         if (out->checksum_sha256 && (rc = verify_whole_file(svc, out, err)) != 0)
             goto fail;
@@ -1015,17 +1277,22 @@ static void purge(upload_service *svc, meta_upload *u)
         log_warn("upload %s: %s", u->id, err.msg);
 }
 
-/* Ends an upload (cancel, expiry, deletion): first the record, so no write or completion can
- * start any more, then the data. */
+/* Ends an upload (cancel, expiry, deletion, failure for the reason why): first the record, so
+ * no write or completion can start any more, then the data. */
 static int end_upload(upload_service *svc, meta_upload *u, upload_state from, upload_state to,
-                      cu_error *err)
+                      const cu_error *why, cu_error *err)
 {
-    int rc = meta_upload_end(svc->deps.meta, u->id, from, to, err);
+    assert((to == UPLOAD_FAILED) == (why != NULL));
+    int rc = why ? meta_upload_fail(svc->deps.meta, u->id, from, why->code, why->msg, err)
+                 : meta_upload_end(svc->deps.meta, u->id, from, to, err);
     if (rc == 0) {
         u->state = to;
         purge(svc, u);
-        emit(svc, to == UPLOAD_EXPIRED ? UPLOAD_EVENT_EXPIRED : UPLOAD_EVENT_TERMINATED, u, -1, 0,
-             false);
+        emit(svc,
+             to == UPLOAD_EXPIRED  ? UPLOAD_EVENT_EXPIRED
+             : to == UPLOAD_FAILED ? UPLOAD_EVENT_FAILED
+                                   : UPLOAD_EVENT_TERMINATED,
+             u, -1, 0, false);
     }
     return rc;
 }
@@ -1040,13 +1307,15 @@ int upload_cancel(upload_service *svc, const char *id, const char *owner, cu_err
         rc = cu_fail(err, CU_EGONE, "Upload expired");
     else if (u.state == UPLOAD_CANCELLED)
         rc = cu_fail(err, CU_ECONFLICT, "Upload was already cancelled");
+    else if (u.state == UPLOAD_FAILED)
+        rc = failure_of(&u, err);
     else if (u.state == UPLOAD_COMPLETE || u.state == UPLOAD_FINALIZING ||
              u.state == UPLOAD_DELETED)
         rc = cu_fail(err, CU_ECONFLICT, "Upload is already complete");
     else if (u.state != UPLOAD_PENDING)
         rc = cu_fail(err, CU_ECONFLICT, "Upload is %s", upload_state_name(u.state));
     else
-        rc = end_upload(svc, &u, UPLOAD_PENDING, UPLOAD_CANCELLED, err);
+        rc = end_upload(svc, &u, UPLOAD_PENDING, UPLOAD_CANCELLED, NULL, err);
     if (rc == CU_ECONFLICT && u.state == UPLOAD_PENDING)
         cu_fail(err, CU_ECONFLICT, "Upload changed state while being cancelled; try again");
     if (rc == 0)
@@ -1078,7 +1347,7 @@ int upload_expire_due(upload_service *svc, int *expired, cu_error *err)
         }
         int ended = 0;
         for (int i = 0; i < n; i++) {
-            if (end_upload(svc, &due[i], UPLOAD_PENDING, UPLOAD_EXPIRED, NULL) == 0) {
+            if (end_upload(svc, &due[i], UPLOAD_PENDING, UPLOAD_EXPIRED, NULL, NULL) == 0) {
                 log_info("upload %s expired (%d/%d parts, %lld bytes had arrived)", due[i].id,
                          due[i].uploaded_parts, due[i].total_parts,
                          (long long)due[i].durable_offset);
@@ -1148,6 +1417,35 @@ int upload_prune(upload_service *svc, int *uploads, int *webhooks, cu_error *err
 
 /* ---- concatenation ---- */
 
+/* The type of a concatenation of parts: its first non-empty piece's first bytes, sniffed when
+ * they arrived (no bytes at all are an empty file). A refused first piece fails, and its data
+ * is removed. */
+static int concat_kind(upload_service *svc, const upload_create_request *req,
+                       const meta_upload *parts, int n, char kind[FILETYPE_MAX], cu_error *err)
+{
+    const cu_config *cfg = svc->deps.cfg;
+    cu_error why;
+    for (int i = 0; i < n; i++) {
+        if (parts[i].total_size == 0)
+            continue;
+        if (!parts[i].detected_type)
+            cu_fail(&why, CU_EMEDIATYPE,
+                    "The first bytes of partial upload %s were stored before their type was "
+                    "checked (ALLOWED_TYPES) and cannot be checked now",
+                    parts[i].id);
+        else if (content_allowed(cfg, parts[i].detected_type, req->content_type, kind))
+            return 0;
+        else
+            kind_refused(cfg, kind, &why);
+        return fail_upload(svc, parts[i].id, UPLOAD_COMPLETE, &why, err);
+    }
+    char sniffed[FILETYPE_MAX];
+    int rc = sniff_type(svc->deps.sniffer, "", 0, sniffed, err);
+    if (rc == 0 && !content_allowed(cfg, sniffed, req->content_type, kind))
+        rc = kind_refused(cfg, kind, err);
+    return rc;
+}
+
 int upload_concat(upload_service *svc, const upload_create_request *req,
                   const char *const *partial_ids, int n, meta_upload *out, cu_error *err)
 {
@@ -1199,9 +1497,16 @@ int upload_concat(upload_service *svc, const upload_create_request *req,
     final.total_size = total;
     final.partial = false;
     final.concat_of = ids;
+    char kind[FILETYPE_MAX] = "";
+    if (rc == 0 && sniffs(svc) && (rc = check_declared_kind(svc->deps.cfg, &final, err)) == 0)
+        rc = concat_kind(svc, &final, parts, n, kind, err);
     if (rc == 0)
         rc = upload_create(svc, &final, out, err);
     bool created = rc == 0;
+    if (rc == 0 && kind[0] &&
+        (rc = meta_upload_set_type(svc->deps.meta, out->id, kind, err)) == 0 &&
+        !(out->detected_type = strdup(kind)))
+        rc = cu_fail_oom(err);
     storage_written written = {0};
     if (rc == 0) {
         upload_view view;
@@ -1225,7 +1530,7 @@ int upload_concat(upload_service *svc, const upload_create_request *req,
         /* The partial uploads were only ever pieces of this file: remove them. */
         for (int i = 0; i < n; i++) {
             cu_error e2;
-            if (end_upload(svc, &parts[i], UPLOAD_COMPLETE, UPLOAD_DELETED, &e2) != 0)
+            if (end_upload(svc, &parts[i], UPLOAD_COMPLETE, UPLOAD_DELETED, NULL, &e2) != 0)
                 log_warn("upload %s: removing partial upload %s: %s", out->id, parts[i].id, e2.msg);
         }
     } else if (created) {
@@ -1283,7 +1588,7 @@ int upload_file_delete(upload_service *svc, const char *id, const char *owner, c
     meta_upload u;
     int rc = upload_file_get(svc, id, owner, &u, err);
     if (rc == 0)
-        rc = end_upload(svc, &u, UPLOAD_COMPLETE, UPLOAD_DELETED, err);
+        rc = end_upload(svc, &u, UPLOAD_COMPLETE, UPLOAD_DELETED, NULL, err);
     if (rc == 0)
         log_info("file %s deleted", id);
     meta_upload_clear(&u);

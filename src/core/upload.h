@@ -11,13 +11,23 @@
  * transaction with the state check. It knows no protocol and no credential: protocols
  * check their own tokens, then call the engine, which talks to storage and metadata only
  * through their interfaces. Observers hear what happened (created, progress, finished,
- * terminated, expired). All functions are thread-safe. */
+ * terminated, expired, failed). All functions are thread-safe.
+ *
+ * Kinds of file (ALLOWED_EXTENSIONS, ALLOWED_TYPES) are every protocol's rule, so they are
+ * checked here: the name's extension and the declared type at creation, and what libmagic
+ * finds in the first SNIFF_WINDOW bytes of the write at offset 0 (slot 0, or a stream's first
+ * write) as they arrive, before the rest is stored. A file of a refused type is CU_EMEDIATYPE
+ * (415): its upload ends as UPLOAD_FAILED, its data is removed, and every later request about
+ * it is answered with the same code and the reason. A partial upload's first bytes are only
+ * recorded; its concatenation is judged by the first piece's. MAX_FILE_SIZE holds at creation,
+ * at a declared length, and as a stream of unknown length grows. */
 #ifndef CU_UPLOAD_H
 #define CU_UPLOAD_H
 
 #include "base/config.h"
 #include "base/error.h"
 #include "core/lock.h"
+#include "core/sniff.h"
 #include "meta/meta.h"
 #include "storage/storage.h"
 
@@ -28,7 +38,8 @@ typedef enum {
     UPLOAD_EVENT_PROGRESS,   /* a slot stored, or a stream's durable offset moved */
     UPLOAD_EVENT_FINISHED,   /* complete: the file is in place */
     UPLOAD_EVENT_TERMINATED, /* cancelled, or a finished file deleted */
-    UPLOAD_EVENT_EXPIRED
+    UPLOAD_EVENT_EXPIRED,
+    UPLOAD_EVENT_FAILED /* its content was refused: ended, its data removed */
 } upload_event_kind;
 
 typedef struct {
@@ -48,7 +59,8 @@ typedef struct {
     const cu_config *cfg;
     meta_t *meta;
     storage_t *storage;
-    upload_locks *locks; /* NULL: claims in memory */
+    upload_locks *locks;      /* NULL: claims in memory */
+    content_sniffer *sniffer; /* required when ALLOWED_TYPES is set (and used only then) */
 } upload_deps;
 
 upload_service *upload_service_new(const upload_deps *deps);
@@ -98,11 +110,17 @@ int64_t upload_slot_size(const meta_upload *u, int slot);
  * protocol refuses before it spends work on credentials). */
 int upload_validate(upload_service *svc, const upload_create_request *req, cu_error *err);
 /* Checks a request and creates the upload and its staging object. *out is its record
- * (release with meta_upload_clear). */
+ * (release with meta_upload_clear). A name or declared type that ALLOWED_EXTENSIONS or
+ * ALLOWED_TYPES refuses is CU_EMEDIATYPE; a declared application/octet-stream says nothing
+ * (clients send it for "some bytes") and is left to the sniffed type. */
 int upload_create(upload_service *svc, const upload_create_request *req, meta_upload *out,
                   cu_error *err);
 
 /* ---- reading ---- */
+
+/* The file's content type: what libmagic found (when ALLOWED_TYPES is set), else what the
+ * client declared, else application/octet-stream. */
+const char *upload_content_type(const meta_upload *u);
 
 /* An upload in any state (CU_ENOTFOUND when unknown, or when owner is set and differs). */
 int upload_get(upload_service *svc, const char *id, const char *owner, meta_upload *out,
@@ -152,6 +170,8 @@ typedef struct {
  * is refused here, before any body byte. */
 int upload_write_begin(upload_service *svc, const upload_write_request *req, upload_write **out,
                        cu_error *err);
+/* Stores the next bytes. CU_EMEDIATYPE when the file's first bytes are of a refused type: the
+ * upload has failed and its data is gone (then call upload_write_abort). */
 int upload_write_data(upload_write *w, const void *buf, size_t len, cu_error *err);
 /* Verifies size and digest, makes the bytes durable and records them; a stream write that
  * fills the upload completes it. Frees w. */

@@ -117,6 +117,18 @@ int meta_upload_end(meta_t *m, const char *id, upload_state from, upload_state t
     return m->ops->upload_end(m, id, from, to, e);
 }
 
+int meta_upload_fail(meta_t *m, const char *id, upload_state from, int code, const char *reason,
+                     cu_error *e)
+{
+    assert(code < 0 && reason);
+    return m->ops->upload_fail(m, id, from, code, reason, e);
+}
+
+int meta_upload_set_type(meta_t *m, const char *id, const char *detected_type, cu_error *e)
+{
+    return m->ops->upload_set_type(m, id, detected_type, e);
+}
+
 int meta_uploads_due(meta_t *m, int64_t now, int limit, meta_upload **out, int *n, cu_error *e)
 {
     return m->ops->uploads_due(m, now, limit, out, n, e);
@@ -186,6 +198,8 @@ void meta_upload_clear(meta_upload *u)
     free(u->webhook_url);
     free(u->storage_ref);
     free(u->final_path);
+    free(u->detected_type);
+    free(u->failure_reason);
     memset(u, 0, sizeof *u);
 }
 

@@ -58,6 +58,10 @@ typedef struct {
     char *concat_of;       /* a final concatenation: the partial uploads' ids, space-separated */
     bool partial;          /* a piece of a concatenation, never a file of its own */
     int64_t created_at, expires_at, completed_at;
+    char *detected_type;  /* what its first bytes are (libmagic, an essence), or NULL when they
+                             were not sniffed */
+    int failure_code;     /* FAILED: why, as a cu_code (CU_EMEDIATYPE: a refused type) */
+    char *failure_reason; /* FAILED: why, for the client */
 } meta_upload;
 
 typedef enum { PART_PENDING, PART_UPLOADED } part_state;
@@ -131,6 +135,9 @@ struct meta_ops {
     int (*upload_complete)(meta_t *, const char *id, const char *final_path, int64_t completed_at,
                            const char *webhook_body, cu_error *);
     int (*upload_end)(meta_t *, const char *id, upload_state from, upload_state to, cu_error *);
+    int (*upload_fail)(meta_t *, const char *id, upload_state from, int code, const char *reason,
+                       cu_error *);
+    int (*upload_set_type)(meta_t *, const char *id, const char *detected_type, cu_error *);
     int (*uploads_due)(meta_t *, int64_t now, int limit, meta_upload **out, int *n, cu_error *);
     int (*uploads_to_purge)(meta_t *, int limit, meta_upload **out, int *n, cu_error *);
     int (*upload_mark_purged)(meta_t *, const char *id, cu_error *);
@@ -187,7 +194,7 @@ int meta_declare_length(meta_t *m, const char *id, int64_t total_size, const met
                         cu_error *e);
 /* How many uploads owner has open (pending or finalizing) and how many bytes they declared. */
 int meta_owner_usage(meta_t *m, const char *owner, int *open, int64_t *reserved, cu_error *e);
-/* Forgets uploads that ended (cancelled, expired, deleted: their data removed) before
+/* Forgets uploads that ended (failed, cancelled, expired, deleted: their data removed) before
  * ended_before, and webhook deliveries done or given up before it; keeps the store small. */
 int meta_prune(meta_t *m, int64_t ended_before, int *uploads, int *webhooks, cu_error *e);
 /* Whether the store can be read and written now (CU_EBUSY, CU_EIO otherwise). */
@@ -203,9 +210,16 @@ int meta_upload_complete(meta_t *m, const char *id, const char *final_path, int6
  * the upload row so that later requests learn what happened, and marks its data as still
  * to be removed. */
 int meta_upload_end(meta_t *m, const char *id, upload_state from, upload_state to, cu_error *e);
+/* Ends an upload as FAILED (from `from`), as meta_upload_end does, keeping why: code (a
+ * cu_code) and reason, which later requests about it are answered with. */
+int meta_upload_fail(meta_t *m, const char *id, upload_state from, int code, const char *reason,
+                     cu_error *e);
+/* Records what a pending upload's first bytes are (detected_type); CU_ECONFLICT when it is not
+ * pending. */
+int meta_upload_set_type(meta_t *m, const char *id, const char *detected_type, cu_error *e);
 /* Pending uploads whose expires_at <= now (at most limit). Free with meta_uploads_free. */
 int meta_uploads_due(meta_t *m, int64_t now, int limit, meta_upload **out, int *n, cu_error *e);
-/* Ended uploads (cancelled, expired, deleted) whose data has not been removed yet: removal
+/* Ended uploads (failed, cancelled, expired, deleted) whose data has not been removed yet: removal
  * failed or was cut short, and is to be tried again. Free with meta_uploads_free. */
 int meta_uploads_to_purge(meta_t *m, int limit, meta_upload **out, int *n, cu_error *e);
 /* Records that an ended upload's data is gone. */

@@ -30,7 +30,8 @@
 #define UPLOAD_COLUMNS                                                                             \
     "id, protocol, owner, client_key, filename, content_type, metadata, total_size, chunk_size, "  \
     "layout, total_parts, uploaded_parts, durable_offset, state, checksum_sha256, webhook_url, "   \
-    "storage_ref, final_path, concat_of, partial, created_at, expires_at, completed_at"
+    "storage_ref, final_path, concat_of, partial, created_at, expires_at, completed_at, "          \
+    "detected_type, failure_code, failure_reason"
 #define PART_COLUMNS "part, state, size, checksum_sha256, token_sha256, storage_ref"
 
 typedef enum {
@@ -53,6 +54,7 @@ typedef enum {
     S_COMPLETE,
     S_WEBHOOK_QUEUE,
     S_END,
+    S_SET_TYPE,
     S_PARTS_FORGET,
     S_DUE,
     S_TO_PURGE,
@@ -77,7 +79,7 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_COMMIT] = "COMMIT",
     [S_ROLLBACK] = "ROLLBACK",
     [S_UPLOAD_INSERT] = "INSERT INTO uploads (" UPLOAD_COLUMNS ") VALUES "
-                        "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
     [S_PART_INSERT] = "INSERT INTO parts (upload_id, part, state, size, token_sha256) "
                       "VALUES (?,?,'pending',?,?)",
     [S_UPLOAD_GET] = "SELECT " UPLOAD_COLUMNS " FROM uploads WHERE id = ?",
@@ -103,13 +105,14 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_WEBHOOK_QUEUE] = "INSERT INTO webhooks (upload_id, url, body, next_attempt_at) "
                         "SELECT id, webhook_url, ?, ? FROM uploads WHERE id = ? AND "
                         "webhook_url IS NOT NULL",
-    [S_END] = "UPDATE uploads SET state = ?, data_removed = 0, ended_at = strftime('%s','now') "
-              "WHERE id = ? AND state = ?",
+    [S_END] = "UPDATE uploads SET state = ?1, failure_code = ?4, failure_reason = ?5, "
+              "data_removed = 0, ended_at = strftime('%s','now') WHERE id = ?2 AND state = ?3",
+    [S_SET_TYPE] = "UPDATE uploads SET detected_type = ? WHERE id = ? AND state = 'pending'",
     [S_PARTS_FORGET] = "DELETE FROM parts WHERE upload_id = ?",
     [S_DUE] = "SELECT " UPLOAD_COLUMNS " FROM uploads WHERE state = 'pending' AND "
               "expires_at <= ? ORDER BY expires_at LIMIT ?",
-    [S_TO_PURGE] = "SELECT " UPLOAD_COLUMNS " FROM uploads WHERE state IN ('cancelled', "
-                   "'expired', 'deleted') AND data_removed = 0 LIMIT ?",
+    [S_TO_PURGE] = "SELECT " UPLOAD_COLUMNS " FROM uploads WHERE state IN ('failed', "
+                   "'cancelled', 'expired', 'deleted') AND data_removed = 0 LIMIT ?",
     [S_MARK_PURGED] = "UPDATE uploads SET data_removed = 1 WHERE id = ?",
     [S_FILES] = "SELECT " UPLOAD_COLUMNS " FROM uploads WHERE state = 'complete' AND partial = 0 "
                 "AND (?1 IS NULL OR owner = ?1) "
@@ -135,10 +138,10 @@ static const char *const stmt_sql[S_COUNT] = {
                       "AND state IN ('pending', 'finalizing')",
     [S_RESERVED_OF] = "SELECT owner FROM uploads WHERE id = ?",
     [S_PRUNE_PARTS] = "DELETE FROM parts WHERE upload_id IN (SELECT id FROM uploads WHERE state IN "
-                      "('cancelled', 'expired', 'deleted') AND data_removed = 1 AND "
+                      "('failed', 'cancelled', 'expired', 'deleted') AND data_removed = 1 AND "
                       "COALESCE(ended_at, expires_at) < ?1)",
-    [S_PRUNE_UPLOADS] = "DELETE FROM uploads WHERE state IN ('cancelled', 'expired', 'deleted') "
-                        "AND data_removed = 1 AND COALESCE(ended_at, expires_at) < ?1",
+    [S_PRUNE_UPLOADS] = "DELETE FROM uploads WHERE state IN ('failed', 'cancelled', 'expired', "
+                        "'deleted') AND data_removed = 1 AND COALESCE(ended_at, expires_at) < ?1",
     [S_PRUNE_WEBHOOKS] = "DELETE FROM webhooks WHERE COALESCE(delivered_at, gave_up_at) < ?1",
     [S_WEBHOOK_RESULT] =
         "UPDATE webhooks SET attempts = attempts + 1, next_attempt_at = ?1, last_error = ?2, "
@@ -344,6 +347,10 @@ static void read_upload(sqlite3_stmt *st, meta_upload *u)
     u->created_at = sqlite3_column_int64(st, 20);
     u->expires_at = sqlite3_column_int64(st, 21);
     u->completed_at = sqlite3_column_int64(st, 22);
+    u->detected_type = column_dup(st, 23);
+    const char *failure = (const char *)sqlite3_column_text(st, 24);
+    u->failure_code = failure ? cu_error_by_name(failure) : 0;
+    u->failure_reason = column_dup(st, 25);
 }
 
 static void read_part(sqlite3_stmt *st, meta_part *p)
@@ -470,6 +477,7 @@ static int tx_create(conn *c, void *arg, cu_error *e)
     sqlite3_bind_int64(st, 22, u->expires_at);
     if (u->completed_at)
         sqlite3_bind_int64(st, 23, u->completed_at);
+    bind_text(st, 24, u->detected_type);
     int step = sqlite3_step(st);
     done(st);
     if (step == SQLITE_CONSTRAINT)
@@ -799,6 +807,10 @@ static int tx_end(conn *c, void *arg, cu_error *e)
         sqlite3_bind_text(st, 1, upload_state_name(a->to), -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 2, a->id, -1, SQLITE_TRANSIENT);
         sqlite3_bind_text(st, 3, upload_state_name(a->from), -1, SQLITE_STATIC);
+        if (a->to == UPLOAD_FAILED) {
+            sqlite3_bind_text(st, 4, cu_error_name((int)a->value), -1, SQLITE_STATIC);
+            bind_text(st, 5, a->text);
+        }
     }
     int changed = run(c, st);
     if (changed < 0)
@@ -816,6 +828,33 @@ static int sq_upload_end(meta_t *base, const char *id, upload_state from, upload
 {
     update_args a = {.id = id, .from = from, .to = to};
     return in_tx((sqlite_meta *)base, TX_WRITE, "ending an upload", tx_end, &a, e);
+}
+
+static int sq_upload_fail(meta_t *base, const char *id, upload_state from, int code,
+                          const char *reason, cu_error *e)
+{
+    update_args a = {.id = id, .from = from, .to = UPLOAD_FAILED, .value = code, .text = reason};
+    return in_tx((sqlite_meta *)base, TX_WRITE, "ending an upload", tx_end, &a, e);
+}
+
+static int tx_set_type(conn *c, void *arg, cu_error *e)
+{
+    update_args *a = arg;
+    sqlite3_stmt *st = stmt(c, S_SET_TYPE);
+    if (st) {
+        bind_text(st, 1, a->text);
+        sqlite3_bind_text(st, 2, a->id, -1, SQLITE_TRANSIENT);
+    }
+    int changed = run(c, st);
+    return changed < 0    ? db_fail(c, e, "recording an upload's type")
+           : changed == 0 ? cu_fail(e, CU_ECONFLICT, "Upload is not pending")
+                          : 0;
+}
+
+static int sq_upload_set_type(meta_t *base, const char *id, const char *detected_type, cu_error *e)
+{
+    update_args a = {.id = id, .text = detected_type};
+    return in_tx((sqlite_meta *)base, TX_WRITE, "recording an upload's type", tx_set_type, &a, e);
 }
 
 typedef struct {
@@ -1167,6 +1206,8 @@ static const struct meta_ops sqlite_ops = {
     .upload_transition = sq_upload_transition,
     .upload_complete = sq_upload_complete,
     .upload_end = sq_upload_end,
+    .upload_fail = sq_upload_fail,
+    .upload_set_type = sq_upload_set_type,
     .uploads_due = sq_uploads_due,
     .uploads_to_purge = sq_uploads_to_purge,
     .upload_mark_purged = sq_upload_mark_purged,

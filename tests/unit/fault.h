@@ -325,6 +325,17 @@ static inline int fm_end(meta_t *b, const char *id, upload_state from, upload_st
     FAULT(FM(b)->ctl, "meta_upload_end", e);
     return meta_upload_end(FM(b)->inner, id, from, to, e);
 }
+static inline int fm_fail(meta_t *b, const char *id, upload_state from, int code,
+                          const char *reason, cu_error *e)
+{
+    FAULT(FM(b)->ctl, "meta_upload_fail", e);
+    return meta_upload_fail(FM(b)->inner, id, from, code, reason, e);
+}
+static inline int fm_set_type(meta_t *b, const char *id, const char *type, cu_error *e)
+{
+    FAULT(FM(b)->ctl, "meta_upload_set_type", e);
+    return meta_upload_set_type(FM(b)->inner, id, type, e);
+}
 static inline int fm_due(meta_t *b, int64_t now, int limit, meta_upload **out, int *n, cu_error *e)
 {
     *out = NULL;
@@ -394,6 +405,8 @@ static const struct meta_ops fault_meta_ops = {
     .upload_transition = fm_transition,
     .upload_complete = fm_complete,
     .upload_end = fm_end,
+    .upload_fail = fm_fail,
+    .upload_set_type = fm_set_type,
     .uploads_due = fm_due,
     .uploads_to_purge = fm_to_purge,
     .upload_mark_purged = fm_mark_purged,

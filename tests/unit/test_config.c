@@ -441,6 +441,28 @@ static void test_parse_dotenv_pairs(void **state)
     assert_int_equal(none.n, 0);
 }
 
+static void test_allowed_kinds(void **state)
+{
+    (void)state;
+    cu_config cfg;
+    assert_int_equal(load_with(&cfg, "ALLOWED_TYPES", "image/*, video/mp4"), 0);
+    assert_non_null(cfg.allowed_type_list);
+    assert_string_equal(cfg.allowed_types, "image/*, video/mp4");
+    assert_true(filetype_patterns_match(cfg.allowed_type_list, "video/mp4"));
+    assert_null(cfg.allowed_extension_list);
+    config_free(&cfg);
+    assert_null(cfg.allowed_type_list);
+    assert_int_equal(load_with(&cfg, "ALLOWED_EXTENSIONS", ".JPG,png"), 0);
+    assert_true(filetype_extensions_match(cfg.allowed_extension_list, "a.jpg", 5));
+    assert_null(cfg.allowed_type_list); /* unset: any type, nothing sniffed */
+    config_free(&cfg);
+    assert_refused("ALLOWED_TYPES", "image");
+    assert_non_null(strstr(err, "\"image\""));
+    assert_refused("ALLOWED_TYPES", "image/*,");
+    assert_refused("ALLOWED_EXTENSIONS", "jpg, ../x");
+    assert_non_null(strstr(err, "ALLOWED_EXTENSIONS"));
+}
+
 static void test_webhook_allowed_hosts(void **state)
 {
     (void)state;
@@ -480,6 +502,7 @@ int main(void)
         cmocka_unit_test(test_log_level),
         cmocka_unit_test(test_max_file_size),
         cmocka_unit_test(test_webhook_allowed_hosts),
+        cmocka_unit_test(test_allowed_kinds),
         cmocka_unit_test(test_dotenv),
         cmocka_unit_test(test_environment_wins_over_dotenv),
         cmocka_unit_test(test_parse_dotenv_pairs),

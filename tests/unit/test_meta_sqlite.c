@@ -607,6 +607,57 @@ static void test_upload_end(void **state)
     assert_int_equal(state_of(f, e.id), UPLOAD_EXPIRED);
 }
 
+/* A failed upload ends like a cancelled one, keeping why; its data is to be removed, and its
+ * record is pruned like any ended one. A pending upload's sniffed type is recorded. */
+static void test_upload_fail_and_type(void **state)
+{
+    fixture *f = *state;
+    cu_error err;
+    meta_upload u = new_upload(), other = new_upload();
+    u.detected_type = "image/png"; /* a concatenation's record is created with one */
+    create(f, &u);
+    create(f, &other);
+    meta_upload got;
+    assert_cu_ok(meta_upload_get(f->meta, u.id, &got, &err), err);
+    assert_string_equal(got.detected_type, "image/png");
+    assert_int_equal(got.failure_code, 0);
+    assert_null(got.failure_reason);
+    meta_upload_clear(&got);
+    assert_cu_ok(meta_upload_set_type(f->meta, other.id, "text/plain", &err), err);
+    assert_cu_ok(meta_upload_get(f->meta, other.id, &got, &err), err);
+    assert_string_equal(got.detected_type, "text/plain");
+    meta_upload_clear(&got);
+
+    assert_cu_fails(meta_upload_fail(f->meta, u.id, UPLOAD_COMPLETE, CU_EMEDIATYPE, "why", &err),
+                    CU_ECONFLICT, err);
+    assert_cu_ok(meta_upload_fail(f->meta, u.id, UPLOAD_PENDING, CU_EMEDIATYPE,
+                                  "The file's content is text/plain", &err),
+                 err);
+    assert_cu_ok(meta_upload_get(f->meta, u.id, &got, &err), err);
+    assert_int_equal(got.state, UPLOAD_FAILED);
+    assert_int_equal(got.failure_code, CU_EMEDIATYPE);
+    assert_string_equal(got.failure_reason, "The file's content is text/plain");
+    meta_upload_clear(&got);
+    meta_part *parts = NULL;
+    int n = -1;
+    assert_cu_ok(parts_list(f->meta, u.id, &parts, &n, &err), err);
+    assert_int_equal(n, 0);
+    meta_parts_free(parts, n);
+    /* No longer pending: its type stays as it was. */
+    assert_cu_fails(meta_upload_set_type(f->meta, u.id, "image/gif", &err), CU_ECONFLICT, err);
+
+    meta_upload *list = NULL;
+    assert_cu_ok(meta_uploads_to_purge(f->meta, 10, &list, &n, &err), err);
+    assert_int_equal(n, 1);
+    assert_string_equal(list[0].id, u.id);
+    meta_uploads_free(list, n);
+    assert_cu_ok(meta_upload_mark_purged(f->meta, u.id, &err), err);
+    int uploads = -1, webhooks = -1;
+    assert_cu_ok(meta_prune(f->meta, now_s() + 10, &uploads, &webhooks, &err), err);
+    assert_int_equal(uploads, 1);
+    assert_cu_fails(meta_upload_get(f->meta, u.id, &got, &err), CU_ENOTFOUND, err);
+}
+
 /* Ended uploads are listed for data removal until marked purged; others never are. */
 static void test_uploads_to_purge(void **state)
 {
@@ -887,6 +938,7 @@ int main(void)
         T(test_uploads_to_purge),
         T(test_owner_limits),
         T(test_prune),
+        T(test_upload_fail_and_type),
         T(test_migrates_version_1),
         T(test_persists_across_reopen),
         T(test_unknown_ids),

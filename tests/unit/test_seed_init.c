@@ -37,7 +37,8 @@ static void test_accepts_fields(void **state)
 {
     (void)state;
     const char *body = "{\"filename\": \"videos/2024/movie.mp4\", \"total_size\": 10737418240, "
-                       "\"webhook_url\": \"https://example.com/h\", \"checksum_sha256\": \"ab\"}";
+                       "\"webhook_url\": \"https://example.com/h\", \"checksum_sha256\": \"ab\", "
+                       "\"content_type\": \"video/mp4\"}";
     seed_init_body in;
     cu_error err;
     assert_cu_ok(seed_init_parse(body, strlen(body), &in, &err), err);
@@ -46,17 +47,19 @@ static void test_accepts_fields(void **state)
     assert_int_equal(in.total_size, 10737418240);
     assert_string_equal(in.webhook_url, "https://example.com/h");
     assert_string_equal(in.checksum_sha256, "ab"); /* what it means is checked later */
+    assert_string_equal(in.content_type, "video/mp4");
     seed_init_body_clear(&in);
     assert_null(in.doc);
 
     /* Optional fields may be null; a NUL in the filename is left to the filename policy. */
     const char *nul = "{\"filename\": \"a\\u0000b\", \"total_size\": 0, \"webhook_url\": null, "
-                      "\"checksum_sha256\": null, \"other\": [1]}";
+                      "\"checksum_sha256\": null, \"content_type\": null, \"other\": [1]}";
     assert_cu_ok(seed_init_parse(nul, strlen(nul), &in, &err), err);
     assert_int_equal(in.filename_len, 3);
     assert_memory_equal(in.filename, "a\0b", 4);
     assert_null(in.webhook_url);
     assert_null(in.checksum_sha256);
+    assert_null(in.content_type);
     seed_init_body_clear(&in);
 }
 
@@ -80,6 +83,11 @@ static void test_refusals(void **state)
                         "webhook_url must be a string");
     assert_refused_text("{\"filename\": \"a\", \"total_size\": 1, \"checksum_sha256\": []}",
                         "checksum_sha256 must be a string");
+    assert_refused_text("{\"filename\": \"a\", \"total_size\": 1, \"content_type\": 3}",
+                        "content_type must be a string");
+    assert_refused_text(
+        "{\"filename\": \"a\", \"total_size\": 1, \"content_type\": \"image/png\\u0000\"}",
+        "content_type must be a string");
     assert_refused_text(
         "{\"filename\": \"a\", \"total_size\": 1, \"webhook_url\": \"http://a\\u0000b\"}",
         "webhook_url must be an http:// or https:// URL");

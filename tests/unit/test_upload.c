@@ -9,6 +9,8 @@
 #include "base/config.h"
 #include "base/log.h"
 #include "base/util.h"
+#include "base/filetype.h"
+#include "core/sniff.h"
 #include "core/upload.h"
 #include "fault.h"
 #include "unit_helpers.h"
@@ -40,6 +42,7 @@ typedef struct {
     storage_t *storage;
     upload_locks *locks; /* when a test brings its own */
     upload_service *svc;
+    content_sniffer *sniffer; /* when a test turns ALLOWED_TYPES on */
     event_log events;
     int staged_before; /* staging files before a fault scenario ran */
 } fixture;
@@ -57,7 +60,11 @@ static void on_event(void *ctx, const upload_event *ev)
 
 static void service_start(fixture *f)
 {
-    upload_deps deps = {.cfg = &f->cfg, .meta = f->meta, .storage = f->storage, .locks = f->locks};
+    upload_deps deps = {.cfg = &f->cfg,
+                        .meta = f->meta,
+                        .storage = f->storage,
+                        .locks = f->locks,
+                        .sniffer = f->sniffer};
     f->svc = upload_service_new(&deps);
     assert_non_null(f->svc);
     upload_observer o = {.on_event = on_event, .ctx = &f->events};
@@ -107,6 +114,7 @@ static int teardown(void **state)
 {
     fixture *f = *state;
     upload_service_free(f->svc);
+    sniff_close(f->sniffer);
     upload_locks_destroy(f->locks);
     storage_destroy(f->storage);
     meta_close(f->meta);
@@ -1291,6 +1299,472 @@ static void test_every_halfway_failure(void **state)
     }
 }
 
+/* ---- kinds of file (ALLOWED_TYPES, ALLOWED_EXTENSIONS) ---- */
+
+/* Sets ALLOWED_TYPES and ALLOWED_EXTENSIONS (NULL: unset) and starts the service again, with a
+ * sniffer when types are set, as main does. */
+static void kinds_allow(fixture *f, const char *types, const char *extensions)
+{
+    cu_error err;
+    free(f->cfg.allowed_types);
+    free(f->cfg.allowed_extensions);
+    filetype_list_free(f->cfg.allowed_type_list);
+    filetype_list_free(f->cfg.allowed_extension_list);
+    f->cfg.allowed_types = types ? strdup(types) : NULL;
+    f->cfg.allowed_extensions = extensions ? strdup(extensions) : NULL;
+    assert_cu_ok(filetype_patterns_parse(types, &f->cfg.allowed_type_list, &err), err);
+    assert_cu_ok(filetype_extensions_parse(extensions, &f->cfg.allowed_extension_list, &err), err);
+    upload_service_free(f->svc);
+    if (types && !f->sniffer)
+        assert_cu_ok(sniff_open(1, &f->sniffer, &err), err);
+    f->events.n = 0;
+    service_start(f);
+}
+
+/* A PNG's first bytes (signature and header chunk), then noise. */
+static void fill_png(unsigned char *buf, size_t len, unsigned seed)
+{
+    static const unsigned char head[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0,
+                                         0,    13,  'I', 'H', 'D',  'R',  0,    0,    1, 0,
+                                         0,    0,   1,   0,   8,    6,    0,    0,    0};
+    fill(buf, len, seed);
+    memcpy(buf, head, len < sizeof head ? len : sizeof head);
+}
+
+/* Lines of words: what libmagic calls text/plain. */
+static void fill_text(unsigned char *buf, size_t len)
+{
+    static const char line[] = "this is not an image but only words on a line\n";
+    for (size_t i = 0; i < len; i++)
+        buf[i] = (unsigned char)line[i % (sizeof line - 1)];
+}
+
+static upload_create_request kind_request(const char *name, const char *content_type, int64_t total,
+                                          upload_layout layout)
+{
+    return (upload_create_request){.protocol = layout == UPLOAD_LAYOUT_SLOTS ? "seed" : "tus",
+                                   .owner = "key",
+                                   .filename = name,
+                                   .filename_len = strlen(name),
+                                   .content_type = content_type,
+                                   .total_size = total,
+                                   .layout = layout};
+}
+
+/* The upload ended as failed for a refused type: the record says why, its data is gone, and
+ * every request about it answers 415 with the reason. */
+static void assert_failed_for_type(fixture *f, const char *id)
+{
+    meta_upload u = reload(f, id);
+    assert_int_equal(u.state, UPLOAD_FAILED);
+    assert_int_equal(u.failure_code, CU_EMEDIATYPE);
+    assert_non_null(u.failure_reason);
+    assert_true(strstr(u.failure_reason, "not allowed") || strstr(u.failure_reason, "checked"));
+    char *staging = staging_of(f, id);
+    assert_false(path_exists(staging));
+    free(staging);
+    meta_upload *left = NULL;
+    int nleft = -1;
+    cu_error err;
+    assert_cu_ok(meta_uploads_to_purge(f->meta, 10, &left, &nleft, &err), err);
+    assert_int_equal(nleft, 0); /* removed, and recorded as removed */
+    meta_uploads_free(left, nleft);
+    meta_upload out;
+    meta_part *parts = NULL;
+    int n = 0;
+    assert_cu_fails(upload_status(f->svc, id, NULL, &out, &parts, &n, &err), CU_EMEDIATYPE, err);
+    assert_non_null(strstr(err.msg, "Upload failed: "));
+    assert_non_null(strstr(err.msg, u.failure_reason));
+    assert_cu_fails(upload_complete(f->svc, id, NULL, &out, &err), CU_EMEDIATYPE, err);
+    assert_cu_fails(upload_cancel(f->svc, id, NULL, &err), CU_EMEDIATYPE, err);
+    assert_cu_fails(upload_check_writable(&u, &err), CU_EMEDIATYPE, err);
+    upload_write_request wr = {.id = id, .slot = 0, .offset = 0, .length = 1};
+    upload_write *w;
+    assert_cu_fails(upload_write_begin(f->svc, &wr, &w, &err), CU_EMEDIATYPE, err);
+    assert_true(count_events(f, UPLOAD_EVENT_FAILED) >= 1);
+    meta_upload_clear(&u);
+}
+
+static void test_kinds_at_creation(void **state)
+{
+    fixture *f = *state;
+    kinds_allow(f, "image/*,video/mp4", ".png,JPG");
+    cu_error err;
+    meta_upload u;
+#define REFUSED(name, type, code, says)                                                            \
+    do {                                                                                           \
+        upload_create_request r_ = kind_request(name, type, 10, UPLOAD_LAYOUT_SLOTS);              \
+        assert_cu_fails(upload_validate(f->svc, &r_, &err), code, err);                            \
+        assert_cu_fails(upload_create(f->svc, &r_, &u, &err), code, err);                          \
+        assert_non_null(strstr(err.msg, says));                                                    \
+    } while (0)
+    REFUSED("notes.txt", NULL, CU_EMEDIATYPE, "extension");
+    REFUSED("dir.png/notes.txt", NULL, CU_EMEDIATYPE, ".png,JPG");
+    REFUSED("png", NULL, CU_EMEDIATYPE, "extension");
+    REFUSED("a.png", "text/plain", CU_EMEDIATYPE, "text/plain");
+    REFUSED("a.png", "Video/WebM; codecs=vp9", CU_EMEDIATYPE, "video/webm");
+    REFUSED("a.png", "not a type", CU_EMEDIATYPE, "not a media type");
+    REFUSED("a.png", "image/*", CU_EMEDIATYPE, "not a media type");
+    REFUSED("../a.png", NULL, CU_EINVAL, "");
+#undef REFUSED
+    /* What may be created: a listed extension in any case, an allowed type, no type, and
+     * application/octet-stream ("some bytes", left to the sniffed type). Nothing was removed
+     * or failed on the way: no staging file exists but these. */
+    const char *names[] = {"a.png", "dir/B.JPG", "c.PNG", "d.png"};
+    const char *types[] = {"image/png", "image/jpeg; q=1", NULL, "application/octet-stream"};
+    for (int i = 0; i < 4; i++) {
+        upload_create_request r = kind_request(names[i], types[i], 10, UPLOAD_LAYOUT_SLOTS);
+        assert_cu_ok(upload_create(f->svc, &r, &u, &err), err);
+        assert_null(u.detected_type);
+        if (types[i])
+            assert_string_equal(u.content_type, types[i]); /* kept as declared */
+        meta_upload_clear(&u);
+    }
+    assert_int_equal(count_events(f, UPLOAD_EVENT_CREATED), 4);
+    /* A partial upload has no name of its own: its concatenation is checked. */
+    upload_create_request r = kind_request("", NULL, 10, UPLOAD_LAYOUT_STREAM);
+    r.partial = true;
+    assert_cu_ok(upload_create(f->svc, &r, &u, &err), err);
+    meta_upload_clear(&u);
+}
+
+static void test_kinds_slot_refused_and_removed(void **state)
+{
+    fixture *f = *state;
+    kinds_allow(f, "image/*", NULL);
+    enum { TOTAL = 3 * CHUNK };
+    unsigned char data[TOTAL];
+    fill_text(data, TOTAL);
+    meta_upload u;
+    upload_create_request r = kind_request("fake.png", "image/png", TOTAL, UPLOAD_LAYOUT_SLOTS);
+    cu_error err;
+    assert_cu_ok(upload_create(f->svc, &r, &u, &err), err);
+    /* Parts in any order: 2 is stored (only slot 0 is sniffed), 1 is on its way. */
+    assert_cu_ok(write_slot(f, &u, 2, data, NULL, &err), err);
+    upload_write_request r1 = {.id = u.id, .slot = 1, .length = CHUNK};
+    upload_write *w1;
+    assert_cu_ok(upload_write_begin(f->svc, &r1, &w1, &err), err);
+    assert_cu_ok(upload_write_data(w1, data + CHUNK, 100, &err), err);
+    /* Slot 0's first bytes are text: refused as soon as the window (the slot) is in, the
+     * declared image/png notwithstanding. */
+    upload_write_request r0 = {.id = u.id, .slot = 0, .length = CHUNK};
+    upload_write *w0;
+    assert_cu_ok(upload_write_begin(f->svc, &r0, &w0, &err), err);
+    assert_cu_ok(upload_write_data(w0, data, CHUNK / 2, &err), err);
+    assert_cu_fails(upload_write_data(w0, data + CHUNK / 2, CHUNK / 2, &err), CU_EMEDIATYPE, err);
+    assert_non_null(strstr(err.msg, "text/plain"));
+    assert_non_null(strstr(err.msg, "image/*"));
+    assert_non_null(strstr(err.msg, "data is removed"));
+    assert_cu_fails(upload_write_data(w0, data, 1, &err), CU_EMEDIATYPE, err);
+    upload_write_abort(w0);
+    assert_failed_for_type(f, u.id);
+    /* The part that was on its way is told why it cannot be stored. */
+    assert_cu_ok(upload_write_data(w1, data + CHUNK + 100, CHUNK - 100, &err), err);
+    upload_write_result res;
+    assert_cu_fails(upload_write_end(w1, &res, &err), CU_EMEDIATYPE, err);
+    assert_non_null(strstr(err.msg, "Upload failed"));
+    assert_int_equal(count_events(f, UPLOAD_EVENT_FAILED), 1);
+    meta_upload_clear(&u);
+}
+
+static void test_kinds_slot_accepted_and_recorded(void **state)
+{
+    fixture *f = *state;
+    kinds_allow(f, "image/png", NULL);
+    enum { TOTAL = 2 * CHUNK + 10 };
+    unsigned char data[TOTAL];
+    fill_png(data, TOTAL, 3);
+    meta_upload u;
+    upload_create_request r = kind_request("real.png", NULL, TOTAL, UPLOAD_LAYOUT_SLOTS);
+    cu_error err;
+    assert_cu_ok(upload_create(f->svc, &r, &u, &err), err);
+    assert_string_equal(upload_content_type(&u), "application/octet-stream");
+    write_all_slots(f, &u, data);
+    meta_upload got = reload(f, u.id);
+    assert_string_equal(got.detected_type, "image/png");
+    assert_string_equal(upload_content_type(&got), "image/png");
+    meta_upload_clear(&got);
+    meta_upload done;
+    assert_cu_ok(upload_complete(f->svc, u.id, NULL, &done, &err), err);
+    assert_file(done.final_path, data, TOTAL);
+    assert_string_equal(done.detected_type, "image/png");
+    meta_upload_clear(&done);
+    meta_upload_clear(&u);
+}
+
+/* With a digest declared, the bytes are judged only once they are known to be the client's:
+ * a mismatch is a checksum error and the upload stays pending. */
+static void test_kinds_digest_first(void **state)
+{
+    fixture *f = *state;
+    kinds_allow(f, "image/*", NULL);
+    unsigned char data[CHUNK];
+    fill_text(data, CHUNK);
+    meta_upload u;
+    upload_create_request r = kind_request("a.png", NULL, CHUNK, UPLOAD_LAYOUT_SLOTS);
+    cu_error err;
+    assert_cu_ok(upload_create(f->svc, &r, &u, &err), err);
+    upload_write_request wr = {
+        .id = u.id, .slot = 0, .length = CHUNK, .digest_alg = UPLOAD_DIGEST_SHA256};
+    memset(wr.digest, 0xab, 32);
+    upload_write *w;
+    upload_write_result res;
+    assert_cu_ok(upload_write_begin(f->svc, &wr, &w, &err), err);
+    assert_cu_ok(upload_write_data(w, data, CHUNK, &err), err);
+    assert_cu_fails(upload_write_end(w, &res, &err), CU_ECHECKSUM, err);
+    meta_upload got = reload(f, u.id);
+    assert_int_equal(got.state, UPLOAD_PENDING);
+    meta_upload_clear(&got);
+    /* The right digest: then the type is judged, at the end. */
+    SHA256(data, CHUNK, wr.digest);
+    assert_cu_ok(upload_write_begin(f->svc, &wr, &w, &err), err);
+    assert_cu_ok(upload_write_data(w, data, CHUNK, &err), err);
+    assert_cu_fails(upload_write_end(w, &res, &err), CU_EMEDIATYPE, err);
+    assert_failed_for_type(f, u.id);
+    meta_upload_clear(&u);
+}
+
+static void test_kinds_stream(void **state)
+{
+    fixture *f = *state;
+    kinds_allow(f, "image/*", NULL);
+    enum { BIG = 100 * 1024 };
+    unsigned char *data = malloc(BIG);
+    cu_error err;
+    upload_write_result res;
+    /* A first write shorter than the window is judged at its end, on what it carried. */
+    fill_png(data, BIG, 4);
+    meta_upload png;
+    upload_create_request r = kind_request("s.png", NULL, BIG, UPLOAD_LAYOUT_STREAM);
+    assert_cu_ok(upload_create(f->svc, &r, &png, &err), err);
+    assert_cu_ok(append(f, png.id, 0, data, 500, NULL, &err), err);
+    meta_upload got = reload(f, png.id);
+    assert_string_equal(got.detected_type, "image/png");
+    meta_upload_clear(&got);
+    assert_cu_ok(append(f, png.id, 500, data + 500, BIG - 500, &res, &err), err); /* not sniffed */
+    assert_true(res.completed);
+    upload_write_result_clear(&res);
+
+    /* Text in one write of 100 KiB: refused once 64 KiB are in, before the rest. */
+    fill_text(data, BIG);
+    meta_upload text;
+    r.filename = "t.png";
+    assert_cu_ok(upload_create(f->svc, &r, &text, &err), err);
+    upload_write_request wr = {.id = text.id, .offset = 0, .length = BIG};
+    upload_write *w;
+    assert_cu_ok(upload_write_begin(f->svc, &wr, &w, &err), err);
+    size_t sent = 0;
+    int rc = 0;
+    while (rc == 0 && sent < BIG) {
+        rc = upload_write_data(w, data + sent, 4096, &err);
+        sent += 4096;
+    }
+    assert_int_equal(rc, CU_EMEDIATYPE);
+    assert_int_equal(sent, SNIFF_WINDOW);
+    upload_write_abort(w);
+    assert_failed_for_type(f, text.id);
+
+    /* A first write cut off: what arrived is judged before it is kept. */
+    meta_upload cut_text, cut_png;
+    r.total_size = -1; /* a deferred length, too */
+    assert_cu_ok(upload_create(f->svc, &r, &cut_text, &err), err);
+    wr = (upload_write_request){.id = cut_text.id, .offset = 0, .length = -1};
+    assert_cu_ok(upload_write_begin(f->svc, &wr, &w, &err), err);
+    assert_cu_ok(upload_write_data(w, data, 300, &err), err);
+    upload_write_abort(w);
+    assert_failed_for_type(f, cut_text.id);
+
+    fill_png(data, BIG, 5);
+    assert_cu_ok(upload_create(f->svc, &r, &cut_png, &err), err);
+    wr.id = cut_png.id;
+    assert_cu_ok(upload_write_begin(f->svc, &wr, &w, &err), err);
+    assert_cu_ok(upload_write_data(w, data, 300, &err), err);
+    upload_write_abort(w);
+    got = reload(f, cut_png.id);
+    assert_int_equal(got.state, UPLOAD_PENDING);
+    assert_int_equal(got.durable_offset, 300);
+    assert_string_equal(got.detected_type, "image/png");
+    meta_upload_clear(&got);
+    /* An empty write at offset 0 stores nothing and judges nothing. */
+    meta_upload empty_write;
+    assert_cu_ok(upload_create(f->svc, &r, &empty_write, &err), err);
+    assert_cu_ok(append(f, empty_write.id, 0, data, 0, NULL, &err), err);
+    got = reload(f, empty_write.id);
+    assert_int_equal(got.state, UPLOAD_PENDING);
+    assert_null(got.detected_type);
+    meta_upload_clear(&got);
+
+    meta_upload_clear(&empty_write);
+    meta_upload_clear(&cut_png);
+    meta_upload_clear(&cut_text);
+    meta_upload_clear(&text);
+    meta_upload_clear(&png);
+    free(data);
+}
+
+/* libmagic's text/plain is refined by a declared text type, which must be allowed itself; an
+ * empty file is application/x-empty, judged at completion. */
+static void test_kinds_text_and_empty(void **state)
+{
+    fixture *f = *state;
+    kinds_allow(f, "text/csv", NULL);
+    unsigned char data[CHUNK];
+    fill_text(data, CHUNK);
+    cu_error err;
+    meta_upload csv, plain, empty;
+    upload_create_request r = kind_request("a.csv", "text/csv", CHUNK, UPLOAD_LAYOUT_SLOTS);
+    assert_cu_ok(upload_create(f->svc, &r, &csv, &err), err);
+    assert_cu_ok(write_slot(f, &csv, 0, data, NULL, &err), err);
+    meta_upload got = reload(f, csv.id);
+    assert_string_equal(got.detected_type, "text/csv");
+    meta_upload_clear(&got);
+    r.content_type = NULL; /* then it is only text/plain, which is not allowed */
+    assert_cu_ok(upload_create(f->svc, &r, &plain, &err), err);
+    assert_cu_fails(write_slot(f, &plain, 0, data, NULL, &err), CU_EMEDIATYPE, err);
+    assert_non_null(strstr(err.msg, "text/plain"));
+    assert_failed_for_type(f, plain.id);
+
+    r.total_size = 0;
+    assert_cu_ok(upload_create(f->svc, &r, &empty, &err), err);
+    meta_upload out;
+    assert_cu_fails(upload_complete(f->svc, empty.id, NULL, &out, &err), CU_EMEDIATYPE, err);
+    assert_non_null(strstr(err.msg, "application/x-empty"));
+    meta_upload_clear(&empty);
+    kinds_allow(f, "application/x-empty", NULL);
+    assert_cu_ok(upload_create(f->svc, &r, &empty, &err), err);
+    assert_cu_ok(upload_complete(f->svc, empty.id, NULL, &out, &err), err);
+    assert_string_equal(out.detected_type, "application/x-empty");
+    meta_upload_clear(&out);
+    meta_upload_clear(&empty);
+    meta_upload_clear(&plain);
+    meta_upload_clear(&csv);
+}
+
+/* Without ALLOWED_TYPES nothing is read: anything goes, and no type is recorded. A file whose
+ * first bytes were stored then, completed once ALLOWED_TYPES is set, cannot be judged. */
+static void test_kinds_off_and_turned_on(void **state)
+{
+    fixture *f = *state;
+    unsigned char data[CHUNK];
+    fill_text(data, CHUNK);
+    cu_error err;
+    meta_upload u, before;
+    upload_create_request r = kind_request("x.png", "image/png", CHUNK, UPLOAD_LAYOUT_SLOTS);
+    assert_cu_ok(upload_create(f->svc, &r, &u, &err), err);
+    upload_write_result res;
+    assert_cu_ok(write_slot(f, &u, 0, data, &res, &err), err);
+    assert_null(res.upload.detected_type);
+    upload_write_result_clear(&res);
+    meta_upload done;
+    assert_cu_ok(upload_complete(f->svc, u.id, NULL, &done, &err), err);
+    assert_string_equal(upload_content_type(&done), "image/png"); /* as declared */
+    meta_upload_clear(&done);
+
+    assert_cu_ok(upload_create(f->svc, &r, &before, &err), err);
+    assert_cu_ok(write_slot(f, &before, 0, data, NULL, &err), err);
+    kinds_allow(f, "image/*", NULL);
+    assert_cu_fails(upload_complete(f->svc, before.id, NULL, &done, &err), CU_EMEDIATYPE, err);
+    assert_non_null(strstr(err.msg, "before its type was checked"));
+    assert_failed_for_type(f, before.id);
+    meta_upload_clear(&before);
+    meta_upload_clear(&u);
+}
+
+/* A concatenation's type is its first non-empty piece's. */
+static void test_kinds_concatenation(void **state)
+{
+    fixture *f = *state;
+    kinds_allow(f, "image/*", NULL);
+    enum { A = 1500 };
+    unsigned char png[A], text[A];
+    fill_png(png, A, 8);
+    fill_text(text, A);
+    cu_error err;
+    meta_upload p[4];
+    const unsigned char *bytes[4] = {png, text, text, png};
+    for (int i = 0; i < 4; i++) {
+        upload_create_request r = kind_request("", NULL, A, UPLOAD_LAYOUT_STREAM);
+        r.partial = true;
+        assert_cu_ok(upload_create(f->svc, &r, &p[i], &err), err);
+        /* A piece's bytes are only recorded: text in a piece is no refusal yet. */
+        assert_cu_ok(append(f, p[i].id, 0, bytes[i], A, NULL, &err), err);
+    }
+    upload_create_request req = kind_request("joined.png", NULL, 0, UPLOAD_LAYOUT_STREAM);
+    meta_upload out;
+    const char *refused[] = {p[1].id, p[0].id};
+    assert_cu_fails(upload_concat(f->svc, &req, refused, 2, &out, &err), CU_EMEDIATYPE, err);
+    assert_non_null(strstr(err.msg, "text/plain"));
+    assert_failed_for_type(f, p[1].id); /* the piece that was refused */
+    meta_upload got = reload(f, p[0].id);
+    assert_int_equal(got.state, UPLOAD_COMPLETE); /* the other stays for another try */
+    meta_upload_clear(&got);
+    req.content_type = "video/mp4"; /* the declared type is checked first */
+    const char *ok[] = {p[0].id, p[2].id};
+    assert_cu_fails(upload_concat(f->svc, &req, ok, 2, &out, &err), CU_EMEDIATYPE, err);
+    req.content_type = NULL;
+    assert_cu_ok(upload_concat(f->svc, &req, ok, 2, &out, &err), err);
+    assert_string_equal(out.detected_type, "image/png");
+    got = reload(f, out.id);
+    assert_string_equal(got.detected_type, "image/png");
+    meta_upload_clear(&got);
+    meta_upload_clear(&out);
+    for (int i = 0; i < 4; i++)
+        meta_upload_clear(&p[i]);
+}
+
+/* MAX_FILE_SIZE on every way in: creation, a declared length, a stream growing without one,
+ * a concatenation. */
+static void test_max_file_size_everywhere(void **state)
+{
+    fixture *f = *state;
+    f->cfg.max_file_size = 5000;
+    unsigned char data[6000];
+    fill(data, sizeof data, 9);
+    cu_error err;
+    meta_upload u, grown;
+    upload_create_request r = kind_request("big.bin", NULL, 5001, UPLOAD_LAYOUT_STREAM);
+    assert_cu_fails(upload_create(f->svc, &r, &u, &err), CU_ETOOLARGE, err);
+    r.total_size = -1;
+    assert_cu_ok(upload_create(f->svc, &r, &u, &err), err);
+    assert_cu_fails(upload_declare_length(f->svc, u.id, 5001, &err), CU_ETOOLARGE, err);
+    /* A write that says it goes past the limit is refused before any byte. */
+    upload_write_request wr = {.id = u.id, .offset = 0, .length = 5001};
+    upload_write *w;
+    assert_cu_fails(upload_write_begin(f->svc, &wr, &w, &err), CU_ETOOLARGE, err);
+    assert_non_null(strstr(err.msg, "5000"));
+    /* One of unknown length is cut off where it would pass it; what came before stays. */
+    assert_cu_ok(append(f, u.id, 0, data, 4000, NULL, &err), err);
+    wr = (upload_write_request){.id = u.id, .offset = 4000, .length = -1};
+    assert_cu_ok(upload_write_begin(f->svc, &wr, &w, &err), err);
+    assert_cu_ok(upload_write_data(w, data + 4000, 1000, &err), err);
+    assert_cu_fails(upload_write_data(w, data + 5000, 1, &err), CU_ETOOLARGE, err);
+    assert_non_null(strstr(err.msg, "largest file allowed (5000 bytes)"));
+    upload_write_abort(w);
+    grown = reload(f, u.id);
+    assert_int_equal(grown.durable_offset, 5000);
+    meta_upload_clear(&grown);
+    assert_cu_ok(upload_declare_length(f->svc, u.id, 5000, &err), err);
+    meta_upload done;
+    assert_cu_ok(upload_complete(f->svc, u.id, NULL, &done, &err), err);
+    assert_file(done.final_path, data, 5000);
+    meta_upload_clear(&done);
+    /* Pieces each under the limit, together over it. */
+    meta_upload p[2];
+    const char *ids[2];
+    for (int i = 0; i < 2; i++) {
+        upload_create_request pr = kind_request("", NULL, 3000, UPLOAD_LAYOUT_STREAM);
+        pr.partial = true;
+        assert_cu_ok(upload_create(f->svc, &pr, &p[i], &err), err);
+        assert_cu_ok(append(f, p[i].id, 0, data, 3000, NULL, &err), err);
+        ids[i] = p[i].id;
+    }
+    upload_create_request cr = kind_request("joined.bin", NULL, 0, UPLOAD_LAYOUT_STREAM);
+    assert_cu_fails(upload_concat(f->svc, &cr, ids, 2, &done, &err), CU_ETOOLARGE, err);
+    for (int i = 0; i < 2; i++)
+        meta_upload_clear(&p[i]);
+    meta_upload_clear(&u);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -1313,6 +1787,15 @@ int main(void)
         T(test_cancel_and_expiry),
         T(test_complete_blocked_by_file),
         T(test_every_halfway_failure),
+        T(test_kinds_at_creation),
+        T(test_kinds_slot_refused_and_removed),
+        T(test_kinds_slot_accepted_and_recorded),
+        T(test_kinds_digest_first),
+        T(test_kinds_stream),
+        T(test_kinds_text_and_empty),
+        T(test_kinds_off_and_turned_on),
+        T(test_kinds_concatenation),
+        T(test_max_file_size_everywhere),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
