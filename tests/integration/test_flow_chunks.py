@@ -14,8 +14,8 @@ import urllib.parse
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (API_KEY, CHUNK, ServerTestCase, SmbServer, file_sha256,  # noqa: E402
-                     raw_request, sha256_hex)
+from harness import (API_KEY, CHUNK, RawConn, ServerTestCase, SmbServer, file_sha256,  # noqa: E402
+                     raw_request, request_head, sha256_hex)
 
 PATH = "/api/files/upload/chunked"
 FLOW_PERMANENT = {404, 413, 415, 500, 501}  # flow.js 2.14's permanentErrors
@@ -290,6 +290,51 @@ class FlowChunksTest(ServerTestCase):
         os.rmdir(staged)
         os.rename(staged + ".aside", staged)
         j = self.assertOk(self.post_chunk(data, 2, CHUNK, ident))
+        self.assertEqual(j["status"], "complete")
+        self.assertStoredFile(j, data)
+
+    def start_slow_chunk(self, fields, data):
+        """A POST of the chunk whose body stops halfway (the slot's claim stays held); returns
+        the connection and the rest of its body."""
+        body, ctype = form(fields, data)
+        c = RawConn(self.srv.port, timeout=30)
+        c.send(request_head("POST", PATH, {"X-API-Key": API_KEY, "Content-Type": ctype,
+                                           "Content-Length": str(len(body))}))
+        half = len(body) // 2
+        c.send(body[:half])
+        time.sleep(0.3)  # the server has claimed the slot and is writing
+        return c, body[half:]
+
+    def test_chunk_being_written_is_waited_for(self):
+        data = os.urandom(2 * CHUNK)
+        ident = "busy-%s" % uuid.uuid4().hex
+        fields = chunk_fields(data, 1, CHUNK, ident)
+        slow, rest = self.start_slow_chunk(fields, data[:CHUNK])
+        try:
+            # The writer finishes within the wait: the second request finds the chunk stored.
+            with concurrent.futures.ThreadPoolExecutor(max_workers=1) as ex:
+                second = ex.submit(self.post, fields, os.urandom(CHUNK))
+                time.sleep(0.5)
+                slow.send(rest)
+                first = self.assertOk(slow.read_response(30))
+                again = self.assertOk(second.result(30))
+        finally:
+            slow.close()
+        self.assertEqual(again["checksum_sha256"], first["checksum_sha256"])
+        self.assertEqual(first["checksum_sha256"], sha256_hex(data[:CHUNK]))
+        # The writer stays stalled: after the wait, 409, which flow.js may retry.
+        fields = chunk_fields(data, 2, CHUNK, ident)
+        slow, rest = self.start_slow_chunk(fields, data[CHUNK:])
+        try:
+            t0 = time.time()
+            r = self.post(fields, data[CHUNK:])
+            self.assertGreaterEqual(time.time() - t0, 1.9)
+            self.assertError(r, 409, "another request")
+            self.assertNotIn(r.status, FLOW_PERMANENT | RESUMABLE_PERMANENT)
+            slow.send(rest)
+            j = self.assertOk(slow.read_response(30))
+        finally:
+            slow.close()
         self.assertEqual(j["status"], "complete")
         self.assertStoredFile(j, data)
 
