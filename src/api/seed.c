@@ -9,36 +9,17 @@
 
 #include "api/auth.h"
 #include "api/digest.h"
+#include "api/file_reply.h"
 #include "api/seed_init.h"
 #include "api/seed_path.h"
 #include "api/token.h"
 #include "base/log.h"
 #include "base/util.h"
-#include "core/filename.h"
 
 #include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* ---- replies ---- */
-
-static const char *display_name(const meta_upload *u)
-{
-    size_t dir_len;
-    return filename_split(u->filename, &dir_len);
-}
-
-static json_t *complete_reply(const seed_api *api, const meta_upload *u)
-{
-    char completed[21];
-    util_rfc3339(u->completed_at, completed);
-    return json_pack("{s:s, s:s, s:I, s:s, s:s, s:s, s:s}", "file_id", u->id, "filename",
-                     display_name(u), "total_size", (json_int_t)u->total_size, "status",
-                     upload_state_name(u->state), "final_path", u->final_path ? u->final_path : "",
-                     "storage_backend", upload_storage_name(api->uploads), "completed_at",
-                     completed);
-}
 
 /* ---- init ---- */
 
@@ -139,7 +120,7 @@ static void handle_init(void *ctx, http_request *req)
     char expires[21];
     util_rfc3339(u.expires_at, expires);
     json_t *reply = json_pack("{s:s, s:s, s:I, s:i, s:I, s:o, s:s}", "file_id", u.id, "filename",
-                              display_name(&u), "total_size", (json_int_t)u.total_size,
+                              file_reply_name(&u), "total_size", (json_int_t)u.total_size,
                               "total_parts", u.total_parts, "chunk_size", (json_int_t)u.chunk_size,
                               "parts", parts, "expires_at", expires);
     http_reply_json(req, 200, reply);
@@ -305,7 +286,7 @@ static void handle_status(void *ctx, http_request *req)
     util_rfc3339(u.expires_at, expires);
     json_t *reply = json_pack(
         "{s:s, s:s, s:I, s:i, s:i, s:f, s:s, s:I, s:s, s:s, s:o}", "file_id", u.id, "filename",
-        display_name(&u), "total_size", (json_int_t)u.total_size, "total_parts", u.total_parts,
+        file_reply_name(&u), "total_size", (json_int_t)u.total_size, "total_parts", u.total_parts,
         "uploaded_parts", u.uploaded_parts, "progress_percent", percent, "status",
         upload_state_name(u.state), "chunk_size", (json_int_t)u.chunk_size, "created_at", created,
         "expires_at", expires, "parts", list);
@@ -331,7 +312,7 @@ static void handle_complete(void *ctx, http_request *req)
         http_reply_cu_error(req, &err);
         return;
     }
-    http_reply_json(req, 200, complete_reply(api, &u));
+    http_reply_json(req, 200, file_reply_complete(&u, upload_storage_name(api->uploads)));
     meta_upload_clear(&u);
 }
 

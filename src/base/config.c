@@ -294,7 +294,8 @@ static const config_var vars[] = {
      .scale = 1024 * 1024,
      FIELD(chunk_size, F_I64),
      .help = "Part size in MiB (at least 5 with S3, its minimum part size); above 95 a "
-             "warning: Cloudflare's free plan rejects requests over 100 MB"},
+             "warning: Cloudflare's free plan rejects requests over 100 MB. Also the largest "
+             "chunk size a flow.js or resumable.js client may choose"},
     {.name = "UPLOAD_TTL_HOURS",
      .group = "Uploads",
      .type = V_NUMBER,

@@ -4,6 +4,7 @@
 #include "api/auth.h"
 #include "api/health.h"
 #include "api/seed.h"
+#include "api/flow.h"
 #include "base/config.h"
 #include "base/log.h"
 #include "core/reaper.h"
@@ -169,11 +170,12 @@ static int serve(void)
     }
 
     seed_api seed = {.cfg = &cfg, .uploads = uploads};
+    flow_api flow = {.cfg = &cfg, .uploads = uploads};
     health_api health = {.uploads = uploads};
     auth_ctx auth = {.cfg = &cfg};
     router = http_router_new();
     if (!router || health_api_register(&health, router) != 0 ||
-        seed_api_register(&seed, router) != 0) {
+        seed_api_register(&seed, router) != 0 || flow_api_register(&flow, router) != 0) {
         log_error("cannot set up the routes");
         goto out;
     }

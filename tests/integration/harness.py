@@ -1527,3 +1527,34 @@ class S3TestCase(ServerTestCase):
     def assertNoMultipartUploads(self, s3, prefix="", msg=""):
         left = s3.client().list_multipart_uploads(s3.bucket, prefix)
         self.assertEqual(left, [], "multipart uploads left behind %s" % msg)
+
+
+# ----------------------------------------------------------------------------- browser
+
+BROWSER_DIR = os.path.join(REPO, "tests", "browser")  # runners, lib/, pages/ (docs/ARCHITECTURE.md)
+JS_TOOLS = os.path.join(REPO, "tests", "js", "node_modules")
+
+
+def browser_run(script, config, timeout=120):
+    """Runs a browser test runner (tests/browser/<script>: Node driving headless Chromium) with
+    config as JSON on its stdin and returns the JSON line it writes; its stderr (the pages'
+    console) goes into the failure message."""
+    node = shutil.which("node")
+    if not node:
+        raise AssertionError("node not found: the browser tests need Node.js 20+")
+    if not os.path.isdir(os.path.join(JS_TOOLS, "playwright-core")):
+        raise AssertionError("%s has no playwright-core: run `make test-servers`" % JS_TOOLS)
+    try:
+        p = subprocess.run([node, os.path.join(BROWSER_DIR, script)], input=json.dumps(config).encode(),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
+                           env=dict(base_env(), NODE_NO_WARNINGS="1"), cwd=BROWSER_DIR)
+    except subprocess.TimeoutExpired as e:
+        raise AssertionError("%s did not finish within %ss\n%s"
+                             % (script, timeout, (e.stderr or b"").decode("utf-8", "replace")[-4000:]))
+    err = p.stderr.decode("utf-8", "replace")
+    if p.returncode != 0:
+        raise AssertionError("%s failed (%d):\n%s" % (script, p.returncode, err[-6000:]))
+    lines = p.stdout.decode("utf-8", "replace").strip().splitlines()
+    if not lines:
+        raise AssertionError("%s wrote nothing\n%s" % (script, err[-4000:]))
+    return json.loads(lines[-1])
