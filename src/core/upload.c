@@ -329,11 +329,21 @@ static bool is_past_expiry(const meta_upload *u)
     return u->state == UPLOAD_PENDING && u->expires_at <= now_s();
 }
 
+/* The record of upload id; *out is all zeroes when there is none to give (a store promises
+ * nothing of *out after a failure), so the caller may clear it either way. */
+static int load_record(upload_service *svc, const char *id, meta_upload *out, cu_error *err)
+{
+    int rc = meta_upload_get(svc->deps.meta, id, out, err);
+    if (rc)
+        memset(out, 0, sizeof *out);
+    return rc;
+}
+
 /* An upload the caller may see: an owner-bound caller sees only its own. */
 static int get_visible(upload_service *svc, const char *id, const char *owner, meta_upload *out,
                        cu_error *err)
 {
-    int rc = meta_upload_get(svc->deps.meta, id, out, err);
+    int rc = load_record(svc, id, out, err);
     if (rc == 0 && owner && (!out->owner || strcmp(owner, out->owner) != 0)) {
         meta_upload_clear(out);
         rc = cu_fail(err, CU_ENOTFOUND, "Upload not found");
@@ -350,7 +360,10 @@ int upload_get(upload_service *svc, const char *id, const char *owner, meta_uplo
 int upload_find(upload_service *svc, const char *owner, const char *protocol,
                 const char *client_key, meta_upload *out, cu_error *err)
 {
-    return meta_upload_find(svc->deps.meta, owner, protocol, client_key, out, err);
+    int rc = meta_upload_find(svc->deps.meta, owner, protocol, client_key, out, err);
+    if (rc)
+        memset(out, 0, sizeof *out);
+    return rc;
 }
 
 /* Refuses requests on uploads that ended without completing. */
@@ -369,8 +382,12 @@ int upload_status(upload_service *svc, const char *id, const char *owner, meta_u
                   meta_part **parts, int *nparts, cu_error *err)
 {
     int rc = meta_upload_with_parts(svc->deps.meta, id, out, parts, nparts, err);
-    if (rc)
+    if (rc) {
+        memset(out, 0, sizeof *out);
+        *parts = NULL;
+        *nparts = 0;
         return rc;
+    }
     if (owner && (!out->owner || strcmp(owner, out->owner) != 0))
         rc = cu_fail(err, CU_ENOTFOUND, "Upload not found");
     if (rc == 0)
@@ -386,7 +403,10 @@ int upload_status(upload_service *svc, const char *id, const char *owner, meta_u
 
 int upload_slot_get(upload_service *svc, const char *id, int slot, meta_part *out, cu_error *err)
 {
-    return meta_part_get(svc->deps.meta, id, slot, out, err);
+    int rc = meta_part_get(svc->deps.meta, id, slot, out, err);
+    if (rc)
+        memset(out, 0, sizeof *out);
+    return rc;
 }
 
 int upload_check_writable(const meta_upload *u, cu_error *err)
@@ -500,16 +520,18 @@ int upload_write_begin(upload_service *svc, const upload_write_request *req, upl
     w->expected = expected;
     w->alg = req->digest_alg;
     memcpy(w->digest, req->digest, sizeof w->digest);
-    rc = meta_upload_get(svc->deps.meta, req->id, &u, err);
+    rc = load_record(svc, req->id, &u, err);
     if (rc)
         goto fail;
     rc = upload_check_writable(&u, err);
     if (rc == 0 && !stream) {
-        meta_part part;
+        meta_part part = {0};
         rc = meta_part_get(svc->deps.meta, req->id, req->slot, &part, err);
-        if (rc == 0 && part.state == PART_UPLOADED)
-            rc = cu_fail(err, CU_ECONFLICT, "Part %d already uploaded", req->slot);
-        free(part.storage_ref);
+        if (rc == 0) {
+            if (part.state == PART_UPLOADED)
+                rc = cu_fail(err, CU_ECONFLICT, "Part %d already uploaded", req->slot);
+            free(part.storage_ref);
+        }
     }
     if (rc == 0 && stream && u.durable_offset != req->offset)
         rc = cu_fail(err, CU_ECONFLICT, "The upload is at offset %lld, not %lld",
@@ -716,7 +738,7 @@ int upload_write_end(upload_write *w, upload_write_result *out, cu_error *err)
     out->slot = w->stream ? -1 : w->slot;
     out->bytes = w->received;
     if (rc == 0)
-        rc = meta_upload_get(svc->deps.meta, w->id, &out->upload, err);
+        rc = load_record(svc, w->id, &out->upload, err);
     if (rc == 0) {
         log_debug("upload %s: stored %lld bytes at %lld", w->id, (long long)w->received,
                   (long long)w->offset);
@@ -745,7 +767,7 @@ int upload_declare_length(upload_service *svc, const char *id, int64_t total_siz
 {
     const cu_config *cfg = svc->deps.cfg;
     meta_upload u;
-    int rc = meta_upload_get(svc->deps.meta, id, &u, err);
+    int rc = load_record(svc, id, &u, err);
     if (rc)
         return rc;
     if ((rc = upload_check_writable(&u, err)) != 0)
@@ -805,8 +827,11 @@ static int chunks_of(upload_service *svc, const char *id, meta_part **parts, int
 {
     meta_upload scratch;
     int rc = meta_upload_with_parts(svc->deps.meta, id, &scratch, parts, n, err);
-    if (rc)
+    if (rc) {
+        *parts = NULL;
+        *n = 0;
         return rc;
+    }
     meta_upload_clear(&scratch);
     *chunks = calloc((size_t)*n + 1, sizeof **chunks);
     if (!*chunks) {
@@ -857,7 +882,7 @@ static int finalize(upload_service *svc, meta_upload *u, cu_error *err)
             char id[CU_UUID_LEN + 1];
             memcpy(id, u->id, sizeof id);
             meta_upload_clear(u);
-            rc = meta_upload_get(svc->deps.meta, id, u, err);
+            rc = load_record(svc, id, u, err);
             if (rc == 0 && u->state != UPLOAD_COMPLETE)
                 rc = cu_fail(err, CU_ECONFLICT, "Upload is %s", upload_state_name(u->state));
             free(body);
@@ -932,7 +957,7 @@ static int complete_once(upload_service *svc, const char *id, const char *owner,
             /* Another process got there first (within this one, callers queue up in
              * upload_complete): answer with whatever it became. */
             meta_upload_clear(out);
-            rc = meta_upload_get(svc->deps.meta, id, out, err);
+            rc = load_record(svc, id, out, err);
             if (rc == 0 && out->state != UPLOAD_COMPLETE)
                 rc = cu_fail(err, CU_ECONFLICT, "Upload is %s", upload_state_name(out->state));
             if (rc)
@@ -1105,7 +1130,7 @@ static int sweep_one(void *ctx, const storage_staged *st)
         return 0; /* young: perhaps an init between staging and recording right now */
     meta_upload u;
     cu_error err;
-    int rc = meta_upload_get(sw->svc->deps.meta, st->id, &u, &err);
+    int rc = load_record(sw->svc, st->id, &u, &err);
     if (rc == 0) {
         meta_upload_clear(&u); /* owned: its record's life takes care of it */
         return 0;

@@ -40,6 +40,16 @@ static inline bool fault_hit(fault_ctl *c, const char *op)
             return cu_fail((e), CU_EIO, "injected failure in %s", (op));                           \
     } while (0)
 
+/* A failed call leaves its out-parameters as garbage (no store promises anything else), so
+ * a caller that reads or frees them after a failure crashes here rather than by luck. */
+#define FAULT_OUT(ctl, op, e, out, size)                                                           \
+    do {                                                                                           \
+        if (fault_hit((ctl), (op))) {                                                              \
+            memset((out), 0xA5, (size));                                                           \
+            return cu_fail((e), CU_EIO, "injected failure in %s", (op));                           \
+        }                                                                                          \
+    } while (0)
+
 /* ---- storage ---- */
 
 typedef struct {
@@ -252,27 +262,29 @@ static inline int fm_upload_create(meta_t *b, const meta_upload *u, const meta_p
 }
 static inline int fm_upload_get(meta_t *b, const char *id, meta_upload *out, cu_error *e)
 {
-    FAULT(FM(b)->ctl, "meta_upload_get", e);
+    FAULT_OUT(FM(b)->ctl, "meta_upload_get", e, out, sizeof *out);
     return meta_upload_get(FM(b)->inner, id, out, e);
 }
 static inline int fm_upload_find(meta_t *b, const char *o, const char *p, const char *k,
                                  meta_upload *out, cu_error *e)
 {
-    FAULT(FM(b)->ctl, "meta_upload_find", e);
+    FAULT_OUT(FM(b)->ctl, "meta_upload_find", e, out, sizeof *out);
     return meta_upload_find(FM(b)->inner, o, p, k, out, e);
 }
 static inline int fm_with_parts(meta_t *b, const char *id, meta_upload *out, meta_part **p, int *n,
                                 cu_error *e)
 {
-    *p = NULL;
-    *n = 0;
-    FAULT(FM(b)->ctl, "meta_upload_with_parts", e);
+    if (fault_hit(FM(b)->ctl, "meta_upload_with_parts")) {
+        memset(out, 0xA5, sizeof *out);
+        memset(p, 0xA5, sizeof *p);
+        memset(n, 0xA5, sizeof *n);
+        return cu_fail(e, CU_EIO, "injected failure in meta_upload_with_parts");
+    }
     return meta_upload_with_parts(FM(b)->inner, id, out, p, n, e);
 }
 static inline int fm_part_get(meta_t *b, const char *id, int part, meta_part *out, cu_error *e)
 {
-    memset(out, 0, sizeof *out);
-    FAULT(FM(b)->ctl, "meta_part_get", e);
+    FAULT_OUT(FM(b)->ctl, "meta_part_get", e, out, sizeof *out);
     return meta_part_get(FM(b)->inner, id, part, out, e);
 }
 static inline int fm_part_store(meta_t *b, const char *id, int part, int64_t size, const char *sum,
