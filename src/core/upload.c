@@ -867,7 +867,8 @@ static int finalize(upload_service *svc, meta_upload *u, cu_error *err)
     if (rc == 0) {
         int64_t completed_at = now_s();
         free(u->final_path);
-        u->final_path = final_path ? strdup(final_path) : NULL;
+        u->final_path = final_path; /* the record owns it from here */
+        final_path = NULL;
         u->completed_at = completed_at;
         if (u->webhook_url && !u->partial) {
             body = webhook_payload(u, upload_storage_name(svc));
@@ -875,8 +876,8 @@ static int finalize(upload_service *svc, meta_upload *u, cu_error *err)
                 log_error("upload %s: cannot build its webhook (out of memory); none is sent",
                           u->id);
         }
-        rc = meta_upload_complete(svc->deps.meta, u->id, final_path ? final_path : "", completed_at,
-                                  body, err);
+        rc = meta_upload_complete(svc->deps.meta, u->id, u->final_path ? u->final_path : "",
+                                  completed_at, body, err);
         if (rc == CU_ECONFLICT) {
             /* A concurrent completion recorded it first: answer with its record. */
             char id[CU_UUID_LEN + 1];
@@ -891,7 +892,7 @@ static int finalize(upload_service *svc, meta_upload *u, cu_error *err)
     }
     if (rc == 0 && u->state == UPLOAD_FINALIZING) {
         u->state = UPLOAD_COMPLETE;
-        log_info("upload %s complete: %s", u->id, u->partial ? "(partial)" : final_path);
+        log_info("upload %s complete: %s", u->id, u->partial ? "(partial)" : u->final_path);
         emit(svc, UPLOAD_EVENT_FINISHED, u, -1, 0, body != NULL);
     }
     free(body);

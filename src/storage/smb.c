@@ -1553,7 +1553,7 @@ int storage_smb_open(const storage_smb_options *o, storage_t **out, cu_error *er
 {
     smb_storage *s = calloc(1, sizeof *s);
     if (!s)
-        return cu_fail(err, CU_EIO, "Out of memory");
+        return cu_fail_oom(err);
     s->base.ops = &smb_ops;
     s->base.name = "smb";
     s->base.read = &smb_read_ops;
@@ -1578,6 +1578,10 @@ int storage_smb_open(const storage_smb_options *o, storage_t **out, cu_error *er
     while (*p == '/' || *p == '\\')
         p++;
     s->path = strdup(p);
+    if (!s->host || !s->share || !s->user || !s->password || !s->path) {
+        smb_destroy(&s->base);
+        return cu_fail_oom(err);
+    }
     for (char *q = s->path; *q; q++)
         if (*q == '\\')
             *q = '/';
@@ -1587,7 +1591,10 @@ int storage_smb_open(const storage_smb_options *o, storage_t **out, cu_error *er
     char share_enc[1024] = "";
     util_percent_encode(share_enc, sizeof share_enc, s->share, false);
     len = strlen(s->host) + strlen(share_enc) + 32;
-    s->url_base = malloc(len);
+    if (!(s->url_base = malloc(len))) {
+        smb_destroy(&s->base);
+        return cu_fail_oom(err);
+    }
     snprintf(s->url_base, len, "smb://%s:%d/%s", s->host, s->port, share_enc);
 
     /* First, while this is the process's only thread and before its first libsmbclient call:
