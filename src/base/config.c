@@ -388,7 +388,17 @@ static const config_var vars[] = {
      .dmax = 86400,
      FIELD(part_stall_seconds, F_DOUBLE),
      .help = "A new request for a part (or a tus upload) takes over from one that has sent "
-             "nothing for this many seconds; the stalled one writes nothing more"},
+             "fewer than `PART_STALL_MIN_BYTES` in the last this many seconds (stopped, or "
+             "trickling); the stalled one writes nothing more"},
+    {.name = "PART_STALL_MIN_BYTES",
+     .group = "Uploads",
+     .type = V_INT,
+     .def = "65536",
+     .imin = 1,
+     .imax = INT64_C(1) << 40,
+     FIELD(part_stall_min_bytes, F_I64),
+     .help = "How many bytes a write must move in every `PART_STALL_SECONDS` not to count as "
+             "stalled"},
     {.name = "DATABASE_PATH",
      .group = "Uploads",
      .type = V_STRING,

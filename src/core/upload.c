@@ -479,6 +479,15 @@ static int check_range(const meta_upload *u, const upload_write_request *req, in
     return 0;
 }
 
+/* Run by a request taking over w's claim: whatever w's writer still has in flight lands
+ * before the new writer's first byte. */
+static void write_fence(void *ctx)
+{
+    upload_write *w = ctx;
+    if (w->writer)
+        storage_writer_settle(w->writer);
+}
+
 int upload_write_begin(upload_service *svc, const upload_write_request *req, upload_write **out,
                        cu_error *err)
 {
@@ -502,8 +511,9 @@ int upload_write_begin(upload_service *svc, const upload_write_request *req, upl
      * before it, so two requests never both find a slot pending. */
     int slot = stream ? UPLOAD_LOCK_WHOLE : req->slot;
     upload_claim *claim = NULL;
-    rc = upload_lock_acquire(svc->deps.locks, req->id, slot, svc->deps.cfg->part_stall_seconds,
-                             &claim, err);
+    upload_stall_rule stall = {.seconds = svc->deps.cfg->part_stall_seconds,
+                               .min_bytes = svc->deps.cfg->part_stall_min_bytes};
+    rc = upload_lock_acquire(svc->deps.locks, req->id, slot, &stall, &claim, err);
     if (rc)
         return rc;
     upload_write *w = calloc(1, sizeof *w);
@@ -553,6 +563,7 @@ int upload_write_begin(upload_service *svc, const upload_write_request *req, upl
     meta_upload_clear(&u);
     if (rc)
         goto fail;
+    upload_lock_fence(svc->deps.locks, w->claim, write_fence, w);
     *out = w;
     return 0;
 fail:
@@ -573,12 +584,18 @@ static int write_hold(upload_write *w, cu_error *err)
     return 0;
 }
 
-static void write_unhold(upload_write *w)
+/* Ends a step that moved `bytes` bytes. */
+static void write_unhold_after(upload_write *w, int64_t bytes)
 {
     if (w->holding) {
-        upload_lock_unhold(w->svc->deps.locks, w->claim);
+        upload_lock_unhold(w->svc->deps.locks, w->claim, bytes);
         w->holding = false;
     }
+}
+
+static void write_unhold(upload_write *w)
+{
+    write_unhold_after(w, 0);
 }
 
 int upload_write_data(upload_write *w, const void *buf, size_t len, cu_error *err)
@@ -592,7 +609,7 @@ int upload_write_data(upload_write *w, const void *buf, size_t len, cu_error *er
     if (rc)
         return rc;
     rc = storage_writer_write(w->writer, buf, len, err);
-    write_unhold(w);
+    write_unhold_after(w, rc ? 0 : (int64_t)len);
     if (rc)
         return rc;
     EVP_DigestUpdate(w->sha, buf, len);

@@ -1053,6 +1053,13 @@ static int smb_writer_finish(storage_writer_t *base, const unsigned char *sha256
     return rc;
 }
 
+static void smb_writer_settle(storage_writer_t *base)
+{
+    smb_writer *w = (smb_writer *)base;
+    if (w->worker)
+        worker_settle(w);
+}
+
 static void smb_writer_abort(storage_writer_t *base)
 {
     /* A client that went away leaves a good connection for the next part, in its worker or
@@ -1426,8 +1433,10 @@ static void smb_destroy(storage_t *base)
     free(s);
 }
 
-static const struct storage_writer_ops smb_writer_ops = {
-    .write = smb_writer_write, .finish = smb_writer_finish, .abort = smb_writer_abort};
+static const struct storage_writer_ops smb_writer_ops = {.write = smb_writer_write,
+                                                         .finish = smb_writer_finish,
+                                                         .abort = smb_writer_abort,
+                                                         .settle = smb_writer_settle};
 
 static const struct storage_read_ops smb_read_ops = {
     .zero_copy = false, .stat = smb_stat, .open = smb_read_open};

@@ -10,7 +10,7 @@ import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import API_KEY, CHUNK, RawConn, ServerTestCase, request_head  # noqa: E402
+from harness import API_KEY, CHUNK, RawConn, ServerTestCase, Trickler, request_head  # noqa: E402
 
 
 class HostileClientTest(ServerTestCase):
@@ -119,6 +119,30 @@ class HostileClientTest(ServerTestCase):
         r = stalled.read_response(10)
         self.assertEqual(r.status, 409, r)
         stalled.close()
+        self.complete_ok(srv, init["file_id"], data)
+
+    def test_a_trickling_part_is_taken_over_by_the_retry(self):
+        """A byte every 0.2 s keeps a connection busy (and with BODY_MIN_RATE=0 nothing else
+        ends it), but it is too little progress to keep the part from the real client."""
+        srv = self.start_server(env={"PART_STALL_SECONDS": "1", "BODY_MIN_RATE": "0"})
+        data = os.urandom(CHUNK)
+        init = self.init_ok(srv, "trickle.bin", data)
+        token = init["parts"][0]["token"]
+        trickling = RawConn(srv.port)
+        self.addCleanup(trickling.close)
+        trickling.send(request_head("PUT", "/upload/%s/part/0" % init["file_id"],
+                                    {"Authorization": "Bearer " + token, "Content-Length": str(CHUNK)}))
+        trickler = Trickler(trickling, 0.2)
+        self.addCleanup(trickler.stop)
+        time.sleep(0.3)
+        self.assertError(srv.put_part(init["file_id"], 0, token, data), 409)  # still fresh
+        time.sleep(1.2)
+        self.assertGreater(trickler.sent, 3, "the trickle did not go on")
+        self.assertOk(srv.put_part(init["file_id"], 0, token, data))  # taken over
+        trickler.stop()
+        trickling.try_send(b"t" * (CHUNK - trickler.sent))  # the rest: refused, written nowhere
+        r = trickling.read_response(10)
+        self.assertEqual(r.status, 409, r)
         self.complete_ok(srv, init["file_id"], data)
 
 

@@ -688,6 +688,43 @@ class SmbParallelWritesTest(SmbTestCase):
         self.assertGreaterEqual(stats["writes"], 4, what)
 
 
+class SmbTakeoverTest(SmbTestCase):
+    """A stalled part taken over while its worker's last write is still on its way to the
+    NAS: the takeover waits for that write, so it can never land over the new request's
+    bytes (without the wait, the first 4 MiB of the file would be the stalled client's)."""
+
+    HOLD = 4.0
+
+    def test_takeover_waits_for_the_stalled_writers_write_in_flight(self):
+        proxy = SmbLatencyProxy(self.smb.port, delay=0, hold_first_write=self.HOLD)
+        self.addCleanup(proxy.close)
+        srv = self.start_smb_server("takeover", env={
+            "SMB_PORT": str(proxy.port), "SMB_WORKERS": "2", "CHUNK_SIZE_MB": "8",
+            "PART_STALL_SECONDS": "1", "BODY_MIN_RATE": "0"})
+        part = 8 * CHUNK
+        good = os.urandom(part)
+        init = self.assertOk(srv.init("fenced.bin", part))
+        fid, token = init["file_id"], init["parts"][0]["token"]
+        # The stalled client: one whole 4 MiB frame (handed to a worker, whose WRITE the
+        # proxy holds), one byte more, then nothing, its connection left open.
+        stalled = RawConn(srv.port)
+        self.addCleanup(stalled.close)
+        stalled.send(request_head("PUT", "/upload/%s/part/0" % fid,
+                                  {"Authorization": "Bearer " + token, "Content-Length": str(part)}))
+        stalled.send(b"\xee" * (4 * CHUNK + 1))
+        self.assertTrue(proxy.first_write_seen.wait(10), "the stalled part's write never reached the proxy")
+        held_at = time.time()
+        time.sleep(1.5)
+        r = srv.put_part(fid, 0, token, good, timeout=60)  # takes over
+        self.assertEqual(self.assertOk(r)["checksum_sha256"], sha256_hex(good))
+        self.assertGreaterEqual(time.time() - held_at, self.HOLD - 0.5,
+                                "the takeover did not wait for the write in flight")
+        time.sleep(max(0.0, held_at + self.HOLD + 1 - time.time()))  # any late write has landed
+        stalled.close()
+        c = self.assertOk(srv.complete(fid))
+        self.assertShareFile(self.assertSmbComplete(c, fid, "fenced.bin", part, "", "takeover"), good)
+
+
 class SmbWorkerTest(SmbTestCase):
     """Workers' lives: forked at start, each dies with the server, and one that dies under
     a part fails that part only."""

@@ -104,8 +104,13 @@ static inline void fw_abort(storage_writer_t *base)
     free(w);
 }
 
+static inline void fw_settle(storage_writer_t *base)
+{
+    storage_writer_settle(((fault_writer *)base)->inner);
+}
+
 static const struct storage_writer_ops fault_writer_ops = {
-    .write = fw_write, .finish = fw_finish, .abort = fw_abort};
+    .write = fw_write, .finish = fw_finish, .abort = fw_abort, .settle = fw_settle};
 
 static inline int fs_stage_create(storage_t *base, const storage_upload *u, char **ref, cu_error *e)
 {
