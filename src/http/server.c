@@ -569,6 +569,7 @@ typedef struct {
     int content_lengths;
     bool lengths_differ;
     const char *first_length;
+    int transfer_encodings;
 } framing;
 
 static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key,
@@ -582,19 +583,24 @@ static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const c
         else
             f->first_length = value;
     }
+    if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0)
+        f->transfer_encodings++;
     return MHD_YES;
 }
 
 /* Refuses the framings a proxy in front may read differently from us (request smuggling):
- * two Content-Lengths that differ, a Transfer-Encoding beside a Content-Length, and a
- * transfer coding other than chunked. Replies and returns false when the request is one. */
+ * two Content-Lengths that differ, a Transfer-Encoding beside a Content-Length, more than one
+ * Transfer-Encoding header (libmicrohttpd reads only the first; a proxy may read the last),
+ * and a transfer coding other than chunked. Replies and returns false when the request is
+ * one. */
 static bool framing_ok(http_request *req)
 {
     framing f = {0};
     MHD_get_connection_values(req->conn, MHD_HEADER_KIND, count_framing, &f);
     const char *te = http_header(req, MHD_HTTP_HEADER_TRANSFER_ENCODING);
-    const char *why = f.lengths_differ          ? "two different Content-Length headers"
-                      : te && f.content_lengths ? "both Transfer-Encoding and Content-Length"
+    const char *why = f.lengths_differ           ? "two different Content-Length headers"
+                      : f.transfer_encodings > 1 ? "more than one Transfer-Encoding header"
+                      : te && f.content_lengths  ? "both Transfer-Encoding and Content-Length"
                       : te && strcasecmp(te, "chunked") != 0
                           ? "a Transfer-Encoding other than chunked"
                           : NULL;
