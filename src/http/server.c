@@ -246,6 +246,16 @@ const char *http_body(const http_request *req, size_t *len)
     return req->body ? req->body : "";
 }
 
+/* "METHOD path" of req for a log line: both are the client's bytes, escaped. */
+static const char *request_for_log(const http_request *req, char *out, size_t cap)
+{
+    char method[64], path[512];
+    log_escape(req->method, method, sizeof method);
+    log_escape(req->path, path, sizeof path);
+    snprintf(out, cap, "%s %s", method, path);
+    return out;
+}
+
 /* ---- replies ---- */
 
 int http_add_header(http_request *req, const char *name, const char *value)
@@ -267,7 +277,9 @@ int http_add_header(http_request *req, const char *name, const char *value)
     req->headers[req->nheaders++] = (reply_header){n, v};
     return 0;
 oom:
-    log_error("%s %s: out of memory adding reply header %s", req->method, req->path, name);
+    char what[600];
+    log_error("%s: out of memory adding reply header %s", request_for_log(req, what, sizeof what),
+              name);
     req->header_oom = true;
     return CU_ENOMEM;
 }
@@ -285,8 +297,10 @@ static struct MHD_Response *oom_response(void)
 
 static void queue(http_request *req, struct MHD_Response *resp, int status)
 {
-    if (MHD_queue_response(req->conn, (unsigned)status, resp) != MHD_YES)
-        log_error("%s %s: the reply could not be queued", req->method, req->path);
+    if (MHD_queue_response(req->conn, (unsigned)status, resp) != MHD_YES) {
+        char what[600];
+        log_error("%s: the reply could not be queued", request_for_log(req, what, sizeof what));
+    }
     MHD_destroy_response(resp);
 }
 
@@ -295,7 +309,9 @@ static void reply_send(http_request *req, int status, struct MHD_Response *resp,
                        const char *content_type, int64_t body_len)
 {
     if (req->replied) {
-        log_error("%s %s: a second reply (%d) was dropped", req->method, req->path, status);
+        char what[600];
+        log_error("%s: a second reply (%d) was dropped", request_for_log(req, what, sizeof what),
+                  status);
         if (resp)
             MHD_destroy_response(resp);
         return;
@@ -312,7 +328,9 @@ static void reply_send(http_request *req, int status, struct MHD_Response *resp,
     for (int i = 0; ok && i < req->nheaders; i++)
         ok = MHD_add_response_header(resp, req->headers[i].name, req->headers[i].value) == MHD_YES;
     if (!ok) {
-        log_error("%s %s: the reply could not be built (%d)", req->method, req->path, status);
+        char what[600];
+        log_error("%s: the reply could not be built (%d)", request_for_log(req, what, sizeof what),
+                  status);
         if (resp)
             MHD_destroy_response(resp);
         resp = oom_response();
@@ -862,8 +880,8 @@ static void access_log(const http_request *req, const http_request_stats *st, bo
         level = LOG_INFO; /* the client left: its business */
     if (!log_enabled(level))
         return;
-    char path[512], msg[600];
-    log_escape(req->path, path, sizeof path);
+    char what[600], msg[600];
+    request_for_log(req, what, sizeof what);
     msg[0] = '\0';
     if (req->error_msg) {
         char esc[560];
@@ -871,9 +889,9 @@ static void access_log(const http_request *req, const http_request_stats *st, bo
     } else if (cut && req->cs) {
         snprintf(msg, sizeof msg, " \"%s\"", req->cs->cut_msg);
     }
-    log_msg(level, "%s %s %s %d%s %lld/%lld B %.1f ms id=%s%s", http_peer(req), req->method, path,
-            status, msg, (long long)st->bytes_in, (long long)st->bytes_out, st->seconds * 1000,
-            req->id, st->completed ? "" : " (connection closed before the end)");
+    log_msg(level, "%s %s %d%s %lld/%lld B %.1f ms id=%s%s", http_peer(req), what, status, msg,
+            (long long)st->bytes_in, (long long)st->bytes_out, st->seconds * 1000, req->id,
+            st->completed ? "" : " (connection closed before the end)");
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
@@ -1094,12 +1112,12 @@ static void *watchdog_main(void *arg)
 __attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;
-    char line[512];
+    char line[512], esc[1024];
     vsnprintf(line, sizeof line, fmt, ap);
     size_t len = strlen(line);
     while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
         line[--len] = '\0';
-    log_debug("http: %s", line);
+    log_debug("http: %s", log_escape(line, esc, sizeof esc)); /* may quote the client's bytes */
 }
 
 http_server *http_server_start(const http_server_options *opts, cu_error *err)

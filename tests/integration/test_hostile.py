@@ -68,6 +68,19 @@ class HostileClientTest(ServerTestCase):
         self.assertNotIn("\n" + forged, log)
         self.assertIn("\\x0a" + forged, log)
 
+    def test_a_method_with_control_characters_reaches_the_log_escaped(self):
+        srv = self.start_server()
+        c = RawConn(srv.port)
+        self.addCleanup(c.close)
+        c.send(b"G\x1b[2J\x08ET /health%1b HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        r = c.read_response(10)
+        self.assertGreaterEqual(r.status, 400, r)
+        time.sleep(0.2)
+        log = srv.log_text()
+        self.assertNotIn("\x1b", log, "an escape character reached the log raw")
+        self.assertNotIn("\x08", log)
+        self.assertIn("G\\x1b[2J\\x08ET /health\\x1b", log)
+
     def test_ended_uploads_are_pruned_after_the_retention_time(self):
         srv = self.start_server(env={"RETENTION_HOURS": "0.0005",  # 1.8 s
                                      "CLEANUP_INTERVAL_SECONDS": "0.5"})
