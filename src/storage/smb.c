@@ -1082,13 +1082,18 @@ static int finish_op(smb_storage *s, SMBCCTX *c, void *arg)
         if (err)
             return err;
     }
+    /* libsmbclient's rename replaces what is at the target when it can, an empty directory
+     * too (a local rename refuses that): a directory in the way is a conflict, never lost. */
+    struct stat st;
+    if (smbc_getFunctionStat(c)(c, to, &st) == 0 && S_ISDIR(st.st_mode))
+        return EISDIR;
     if (smbc_getFunctionRename(c)(c, op->url, c, to) != 0) {
         int err = errno;
-        struct stat st;
+        bool there = smbc_getFunctionStat(c)(c, to, &st) == 0;
         /* Already moved by an earlier completion that crashed before it was recorded. */
-        if (err == ENOENT && smbc_getFunctionStat(c)(c, to, &st) == 0 && S_ISREG(st.st_mode))
+        if (err == ENOENT && there && S_ISREG(st.st_mode))
             return 0;
-        return err;
+        return there && S_ISDIR(st.st_mode) ? EISDIR : err;
     }
     return 0;
 }
@@ -1102,9 +1107,12 @@ static int smb_finish(storage_t *base, const storage_upload *u, const storage_ch
     staging_url(s, u->id, url);
     file_op op = {.url = url, .key = u->key};
     int err = run_op(s, finish_op, &op);
+    if (err == EISDIR || err == ENOTEMPTY)
+        return cu_fail(e, CU_ECONFLICT, "Cannot complete %s: a directory is in the way", u->key);
     if (err == ENOTDIR || err == EEXIST)
         return cu_fail(e, CU_ECONFLICT,
-                       "Cannot create the directory for %s on the share: a file is in the way",
+                       "Cannot complete %s on the share: a file or directory of that name is in "
+                       "the way",
                        u->key);
     if (err)
         return smb_fail(e, err, "moving the file into place", u->id);

@@ -5,6 +5,7 @@ to forge log lines; and the records such clients leave are pruned in time."""
 import json
 import os
 import re
+import shutil
 import sys
 import time
 import uuid
@@ -56,6 +57,20 @@ class HostileClientTest(ServerTestCase):
         self.assertError(srv.init("dir/%s_f.bin/x" % victim["file_id"], 10), 400, "upload id")
         self.upload_all(srv, victim, data)
         self.complete_ok(srv, victim["file_id"], data)
+
+    def test_a_directory_at_the_final_path_is_a_conflict(self):
+        """Something put a directory where the file must go: 409 saying so, the upload stays
+        pending with its data, and completes once the directory is gone."""
+        srv = self.start_server()
+        data = os.urandom(CHUNK + 3)
+        init = self.init_ok(srv, "d/blocked.bin", data)
+        self.upload_all(srv, init, data)
+        blocker = os.path.join(srv.files_dir, "d", "%s_blocked.bin" % init["file_id"])
+        os.makedirs(os.path.join(blocker, "inside"))
+        self.assertError(srv.complete(init["file_id"]), 409, "a directory is in the way")
+        self.assertEqual(self.assertOk(srv.status(init["file_id"]))["status"], "pending")
+        shutil.rmtree(blocker)
+        self.complete_ok(srv, init["file_id"], data)
 
     def test_control_characters_cannot_forge_log_lines(self):
         srv = self.start_server()

@@ -15,6 +15,7 @@ where every SMB call is made from the server process, one at a time."""
 import concurrent.futures
 import os
 import random
+import shutil
 import signal
 import sys
 import threading
@@ -235,6 +236,21 @@ class SmbFlowTest(SmbTestCase):
         self.assertEqual(os.stat(path).st_mtime_ns, mtime, "the second complete touched the file")
         self.assertEqual(self.final_files(smb_path), [path])
         self.assertEqual(self.staging(smb_path), [])
+
+    def test_a_directory_at_the_final_path_is_a_conflict(self):
+        srv = self.start_smb_server("blocked")
+        data = os.urandom(CHUNK + 3)
+        init = self.init_ok(srv, "d/blocked.bin", data)
+        self.upload_all(srv, init, data)
+        blocker = self.smb.path("blocked", "d", "%s_blocked.bin" % init["file_id"])
+        for inside in ("inside", ""):  # a directory with something in it, then an empty one
+            os.makedirs(os.path.join(blocker, inside), exist_ok=True)
+            self.assertError(srv.complete(init["file_id"]), 409, "a directory is in the way")
+        self.assertEqual(self.assertOk(srv.status(init["file_id"]))["status"], "pending")
+        shutil.rmtree(blocker)
+        c = self.assertOk(srv.complete(init["file_id"]))
+        self.assertShareFile(self.assertSmbComplete(c, init["file_id"], "blocked.bin", len(data), "d",
+                                                    "blocked"), data)
 
     def test_zero_byte_file(self):
         smb_path = "zero"
