@@ -245,6 +245,8 @@ static int smb_fail(cu_error *e, int err, const char *what, const char *id)
     log_error("smb storage: %s (%s): %s", what, id, strerror(err));
     if (err == ENOSPC || err == EDQUOT)
         return cu_fail(e, CU_ENOSPC, "The share is full while %s", what);
+    if (err == EFBIG)
+        return cu_fail(e, CU_ETOOLARGE, "The file is too large for the share while %s", what);
     if (connection_error(err))
         return cu_fail(e, CU_EUPSTREAM, "SMB server failed while %s: %s", what, strerror(err));
     return cu_fail(e, CU_EIO, "SMB error while %s: %s", what, strerror(err));

@@ -5,6 +5,7 @@ to forge log lines; and the records such clients leave are pruned in time."""
 import json
 import os
 import re
+import resource
 import shutil
 import sys
 import time
@@ -47,6 +48,24 @@ class HostileClientTest(ServerTestCase):
         self.assertLess(time.time() - t0, 1.0, "no part tokens may be signed first")
         self.assertIn("Not enough space", j["error"])
         self.assertEqual(os.listdir(srv.staging), [])
+
+    def test_a_file_too_large_for_the_filesystem_is_413(self):
+        """The storage's filesystem (here the server's file size limit, RLIMIT_FSIZE) cannot
+        hold the file: 413 at init, and the server lives on."""
+        limit = 4 * CHUNK
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))  # inherited by the server
+        try:
+            srv = self.start_server()
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        j = self.assertError(srv.init("big.bin", 2 * limit), 413)
+        self.assertIn("too large for the storage", j["error"])
+        self.assertEqual(os.listdir(srv.staging), [])
+        data = os.urandom(CHUNK)
+        init = self.init_ok(srv, "small.bin", data)
+        self.upload_all(srv, init, data)
+        self.complete_ok(srv, init["file_id"], data)
 
     def test_a_name_cannot_squat_another_uploads_path(self):
         srv = self.start_server()
