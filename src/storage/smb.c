@@ -74,6 +74,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/time.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -1302,6 +1303,37 @@ static int smb_stage_sha256(storage_t *base, const storage_upload *u, unsigned c
     return rc;
 }
 
+typedef struct {
+    char url[SMB_URL_MAX];
+    struct statvfs st;
+} statvfs_op_arg;
+
+static int statvfs_op(smb_storage *s, SMBCCTX *c, void *arg)
+{
+    (void)s;
+    statvfs_op_arg *op = arg;
+    return smbc_getFunctionStatVFS(c)(c, op->url, &op->st) == 0 ? 0 : errno;
+}
+
+/* The share's free space as the server reports it for the staging directory (its quota
+ * for this user, where it has one). */
+static int smb_available(storage_t *base, int64_t *bytes, cu_error *e)
+{
+    smb_storage *s = (smb_storage *)base;
+    statvfs_op_arg op;
+    url_of(s, ".staging", op.url);
+    int err = run_op(s, statvfs_op, &op);
+    if (err)
+        return smb_fail(e, err, "reading the free space", "-");
+    /* libsmbclient fills these from the server's FileFsFullSizeInformation its own way:
+     * f_bsize is the bytes per sector and f_frsize the sectors per allocation unit (not
+     * bytes, as statvfs would have it), f_bavail the units this user may still take. */
+    uint64_t unit = (uint64_t)op.st.f_bsize * (op.st.f_frsize ? op.st.f_frsize : 1);
+    uint64_t avail = (uint64_t)op.st.f_bavail;
+    *bytes = unit && avail > (uint64_t)INT64_MAX / unit ? INT64_MAX : (int64_t)(avail * unit);
+    return 0;
+}
+
 static int smb_remove(storage_t *base, const char *key, cu_error *e)
 {
     smb_storage *s = (smb_storage *)base;
@@ -1455,6 +1487,7 @@ static const struct storage_concat_ops smb_concat_ops = {.concat = smb_concat};
 static const struct storage_defer_ops smb_defer_ops = {.declare_length = smb_declare_length};
 static const struct storage_append_ops smb_append_ops = {.open = smb_append_open};
 static const struct storage_stage_read_ops smb_stage_read_ops = {.sha256 = smb_stage_sha256};
+static const struct storage_space_ops smb_space_ops = {.available = smb_available};
 
 /* ---- sweep ---- */
 
@@ -1582,6 +1615,7 @@ int storage_smb_open(const storage_smb_options *o, storage_t **out, cu_error *er
     s->base.append = &smb_append_ops;
     s->base.stage_read = &smb_stage_read_ops;
     s->base.sweep = &smb_sweep_ops;
+    s->base.space = &smb_space_ops;
     /* What Windows, and so most NAS firmware, refuses in a name; "name:x" would even open an
      * alternate data stream on a Windows server. */
     s->base.forbidden_name_chars = "\\:*?\"<>|";

@@ -252,6 +252,15 @@ class SmbFlowTest(SmbTestCase):
         self.assertShareFile(self.assertSmbComplete(c, init["file_id"], "blocked.bin", len(data), "d",
                                                     "blocked"), data)
 
+    def test_a_size_the_share_cannot_hold_is_refused_at_once(self):
+        srv = self.start_smb_server("huge", env={"MAX_PARTS": "1000000", "CHUNK_SIZE_MB": "4096",
+                                                 "MAX_RESERVED_BYTES": "0"})
+        t0 = time.time()
+        j = self.assertError(srv.init("huge.bin", 10 ** 15), 507)  # 1 PB
+        self.assertLess(time.time() - t0, 1.0, "no part tokens may be signed first")
+        self.assertIn("Not enough space", j["error"])
+        self.assertEqual(self.staging("huge"), [])
+
     def test_zero_byte_file(self):
         smb_path = "zero"
         srv = self.start_smb_server(smb_path)
