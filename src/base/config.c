@@ -369,7 +369,9 @@ static const config_var vars[] = {
      .scale = 3600,
      FIELD(retention_seconds, F_DOUBLE),
      .help = "How long the records of cancelled, expired and deleted uploads (and of delivered "
-             "webhooks) are kept before they are pruned (decimals allowed)"},
+             "webhooks) are kept before they are pruned (decimals allowed); a complete file's "
+             "record stays while the file exists, only its part tokens' digests are dropped "
+             "this long after completion"},
     {.name = "ORPHAN_GRACE_SECONDS",
      .group = "Uploads",
      .type = V_NUMBER,

@@ -67,6 +67,7 @@ typedef enum {
     S_PRUNE_PARTS,
     S_PRUNE_UPLOADS,
     S_PRUNE_WEBHOOKS,
+    S_PRUNE_TOKENS,
     S_RESERVED_OF,
     S_COUNT
 } stmt_id;
@@ -140,6 +141,12 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_PRUNE_UPLOADS] = "DELETE FROM uploads WHERE state IN ('cancelled', 'expired', 'deleted') "
                         "AND data_removed = 1 AND COALESCE(ended_at, expires_at) < ?1",
     [S_PRUNE_WEBHOOKS] = "DELETE FROM webhooks WHERE COALESCE(delivered_at, gave_up_at) < ?1",
+    /* A complete file keeps its record and its parts' sizes and digests (status shows them)
+     * as long as the file exists; the digests of the credentials that wrote them are no use
+     * once it is complete. */
+    [S_PRUNE_TOKENS] = "UPDATE parts SET token_sha256 = NULL WHERE token_sha256 IS NOT NULL AND "
+                       "upload_id IN (SELECT id FROM uploads WHERE state = 'complete' AND "
+                       "completed_at < ?1)",
     [S_WEBHOOK_RESULT] =
         "UPDATE webhooks SET attempts = attempts + 1, next_attempt_at = ?1, last_error = ?2, "
         "delivered_at = CASE WHEN ?3 THEN strftime('%s','now') END, "
@@ -1083,7 +1090,8 @@ typedef struct {
 static int tx_prune(conn *c, void *arg, cu_error *e)
 {
     prune_args *a = arg;
-    static const stmt_id steps[] = {S_PRUNE_PARTS, S_PRUNE_UPLOADS, S_PRUNE_WEBHOOKS};
+    static const stmt_id steps[] = {S_PRUNE_PARTS, S_PRUNE_UPLOADS, S_PRUNE_WEBHOOKS,
+                                    S_PRUNE_TOKENS};
     for (size_t i = 0; i < sizeof steps / sizeof *steps; i++) {
         sqlite3_stmt *st = stmt(c, steps[i]);
         if (st)
