@@ -146,6 +146,25 @@ class HostileClientTest(ServerTestCase):
         self.assertEqual(self.assertOk(srv.status(live))["status"], "pending")
         self.assertIn("staging data no upload owns", srv.log_text())
 
+    def test_orphans_left_before_start_are_swept_at_start(self):
+        """With the default cleanup interval (minutes), staging data no record owns that was
+        already there when the server started goes at start, not at the first interval."""
+        srv = self.start_server()
+        srv.stop()
+        old = time.time() - 2 * 3600  # older than ORPHAN_GRACE_SECONDS (1 hour)
+        orphan = os.path.join(srv.staging, "%s.data" % uuid.uuid4())
+        young = os.path.join(srv.staging, "%s.data" % uuid.uuid4())
+        for path in (orphan, young):
+            with open(path, "wb") as f:
+                f.write(b"x" * 100)
+        os.utime(orphan, (old, old))
+        srv.start()
+        deadline = time.time() + 5
+        while time.time() < deadline and os.path.exists(orphan):
+            time.sleep(0.1)
+        self.assertFalse(os.path.exists(orphan), "an orphan older than the grace time was left at start")
+        self.assertTrue(os.path.exists(young), "an orphan younger than the grace time was removed")
+
     def test_a_stalled_part_is_taken_over_by_the_retry(self):
         srv = self.start_server(env={"PART_STALL_SECONDS": "1"})
         data = os.urandom(CHUNK)
