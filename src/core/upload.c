@@ -316,8 +316,10 @@ int upload_create(upload_service *svc, const upload_create_request *req, meta_up
         meta_upload_clear(out);
         return rc;
     }
-    log_info("upload %s created (%s): %s, %lld bytes%s", out->id, out->protocol, out->filename,
-             (long long)out->total_size, out->partial ? ", partial" : "");
+    char name[FILENAME_MAX_TOTAL * 4 + 8];
+    log_info("upload %s created (%s): %s, %lld bytes%s", out->id, out->protocol,
+             log_escape(out->filename, name, sizeof name), (long long)out->total_size,
+             out->partial ? ", partial" : "");
     emit(svc, UPLOAD_EVENT_CREATED, out, -1, 0, false);
     return 0;
 }
@@ -909,7 +911,9 @@ static int finalize(upload_service *svc, meta_upload *u, cu_error *err)
     }
     if (rc == 0 && u->state == UPLOAD_FINALIZING) {
         u->state = UPLOAD_COMPLETE;
-        log_info("upload %s complete: %s", u->id, u->partial ? "(partial)" : u->final_path);
+        char path[FILENAME_MAX_TOTAL * 4 + 512];
+        log_info("upload %s complete: %s", u->id,
+                 u->partial ? "(partial)" : log_escape(u->final_path, path, sizeof path));
         emit(svc, UPLOAD_EVENT_FINISHED, u, -1, 0, body != NULL);
     }
     free(body);
