@@ -487,7 +487,7 @@ static void write_fence(void *ctx)
 {
     upload_write *w = ctx;
     if (w->writer)
-        storage_writer_settle(w->writer);
+        storage_writer_fence(w->writer);
 }
 
 int upload_write_begin(upload_service *svc, const upload_write_request *req, upload_write **out,

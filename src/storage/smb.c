@@ -139,6 +139,7 @@ typedef struct {
     int err;                /* the first failed write's errno value: nothing is sent after it */
     bool append;            /* an append writer: keeps what it wrote even when cut short */
     bool lost;              /* its worker died under it (err is set too) */
+    bool fenced;            /* another writer took over: closed, takes no more writes */
     char id[CU_UUID_LEN + 1];
 } smb_writer;
 
@@ -248,6 +249,8 @@ static int smb_fail(cu_error *e, int err, const char *what, const char *id)
         return cu_fail(e, CU_ENOSPC, "The share is full while %s", what);
     if (err == EFBIG)
         return cu_fail(e, CU_ETOOLARGE, "The file is too large for the share while %s", what);
+    if (err == EBUSY) /* a sharing violation: someone has the file open */
+        return cu_fail(e, CU_EBUSY, "The file is in use on the share while %s; try again", what);
     if (connection_error(err))
         return cu_fail(e, CU_EUPSTREAM, "SMB server failed while %s: %s", what, strerror(err));
     return cu_fail(e, CU_EIO, "SMB error while %s: %s", what, strerror(err));
@@ -988,6 +991,9 @@ static int smb_writer_write(storage_writer_t *base, const void *buf, size_t len,
     /* The caller checks sizes against the upload; this guards the neighbouring slots. */
     if ((int64_t)len > w->end - w->offset - (int64_t)w->in_flight - (int64_t)w->buf_len)
         return cu_fail(e, CU_EINVAL, "Write past the end of the %s", w->append ? "upload" : "part");
+    if (w->fenced)
+        return cu_fail(e, CU_ECONFLICT, "Another request took this %s over",
+                       w->append ? "upload" : "part");
     if (w->err) /* nothing is sent after a failed write */
         return writer_fail(w, w->err, e);
     const unsigned char *p = buf;
@@ -1042,6 +1048,13 @@ static int smb_writer_finish(storage_writer_t *base, const unsigned char *sha256
 {
     smb_writer *w = (smb_writer *)base;
     (void)sha256;
+    if (w->fenced) {
+        out->durable = 0;
+        int rc = cu_fail(e, CU_ECONFLICT, "Another request took this %s over",
+                         w->append ? "upload" : "part");
+        writer_free(w);
+        return rc;
+    }
     if (w->buf_len)
         flush_buffer(w);
     /* Closing the handle is where the server reports a failed write-behind. */
@@ -1056,11 +1069,17 @@ static int smb_writer_finish(storage_writer_t *base, const unsigned char *sha256
     return rc;
 }
 
-static void smb_writer_settle(storage_writer_t *base)
+static void smb_writer_fence(storage_writer_t *base)
 {
+    /* What is gathered but not sent is dropped; what is in flight is waited for by the close,
+     * which also gives the handle (a rename of the file fails while it is open) and the
+     * worker back. */
     smb_writer *w = (smb_writer *)base;
-    if (w->worker)
-        worker_settle(w);
+    if (w->fenced)
+        return;
+    w->fenced = true;
+    w->buf_len = 0;
+    writer_close(w);
 }
 
 static void smb_writer_abort(storage_writer_t *base)
@@ -1068,7 +1087,8 @@ static void smb_writer_abort(storage_writer_t *base)
     /* A client that went away leaves a good connection for the next part, in its worker or
      * in the pool; one that failed a write (w->err) or the close is thrown away. */
     smb_writer *w = (smb_writer *)base;
-    writer_close(w);
+    if (!w->fenced)
+        writer_close(w);
     writer_free(w);
 }
 
@@ -1478,7 +1498,7 @@ static void smb_destroy(storage_t *base)
 static const struct storage_writer_ops smb_writer_ops = {.write = smb_writer_write,
                                                          .finish = smb_writer_finish,
                                                          .abort = smb_writer_abort,
-                                                         .settle = smb_writer_settle};
+                                                         .fence = smb_writer_fence};
 
 static const struct storage_read_ops smb_read_ops = {
     .zero_copy = false, .stat = smb_stat, .open = smb_read_open};

@@ -23,7 +23,7 @@ import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (CHUNK, RawConn, ServerTestCase, SmbLatencyProxy, SmbServer, UUID_RE,  # noqa: E402
+from harness import (CHUNK, RawConn, ServerTestCase, SmbLatencyProxy, SmbServer, Trickler, UUID_RE,  # noqa: E402
                      file_sha256, free_port, live_processes, proc_stat, request_head, sha256_hex,
                      split_parts)
 
@@ -748,6 +748,32 @@ class SmbTakeoverTest(SmbTestCase):
         stalled.close()
         c = self.assertOk(srv.complete(fid))
         self.assertShareFile(self.assertSmbComplete(c, fid, "fenced.bin", part, "", "takeover"), good)
+
+
+    def test_a_trickling_part_is_taken_over(self):
+        """Through a worker and in-process: the trickling writer's handle on the share is
+        closed by the takeover (smbd refuses to rename a file that is open)."""
+        for workers in ("2", "0"):
+            with self.subTest(SMB_WORKERS=workers):
+                self.trickle_then_take_over("trickle" + workers, workers)
+
+    def trickle_then_take_over(self, smb_path, workers):
+        srv = self.start_smb_server(smb_path, env={"PART_STALL_SECONDS": "1", "BODY_MIN_RATE": "0",
+                                                   "SMB_WORKERS": workers})
+        data = os.urandom(CHUNK)
+        init = self.assertOk(srv.init("trickle.bin", len(data)))
+        fid, token = init["file_id"], init["parts"][0]["token"]
+        trickling = RawConn(srv.port)
+        self.addCleanup(trickling.close)
+        trickling.send(request_head("PUT", "/upload/%s/part/0" % fid,
+                                    {"Authorization": "Bearer " + token, "Content-Length": str(CHUNK)}))
+        trickler = Trickler(trickling, 0.2)
+        self.addCleanup(trickler.stop)
+        time.sleep(1.5)
+        self.assertOk(srv.put_part(fid, 0, token, data))  # taken over from the trickle
+        trickler.stop()
+        c = self.assertOk(srv.complete(fid))
+        self.assertShareFile(self.assertSmbComplete(c, fid, "trickle.bin", len(data), "", smb_path), data)
 
 
 class SmbWorkerTest(SmbTestCase):

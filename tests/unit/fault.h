@@ -21,6 +21,7 @@ typedef struct {
     int fail_at;         /* fail the call with this count (1-based); 0: never */
     char failed[64];     /* the name of the call that was failed, "" when none */
     int finish_delay_ms; /* storage finish sleeps this long first (widens race windows) */
+    int fences;          /* writers fenced (storage_writer_fence) */
 } fault_ctl;
 
 /* Counts one call named op; true when it is the one to fail. */
@@ -104,13 +105,15 @@ static inline void fw_abort(storage_writer_t *base)
     free(w);
 }
 
-static inline void fw_settle(storage_writer_t *base)
+static inline void fw_fence(storage_writer_t *base)
 {
-    storage_writer_settle(((fault_writer *)base)->inner);
+    fault_writer *w = (fault_writer *)base;
+    w->ctl->fences++;
+    storage_writer_fence(w->inner);
 }
 
 static const struct storage_writer_ops fault_writer_ops = {
-    .write = fw_write, .finish = fw_finish, .abort = fw_abort, .settle = fw_settle};
+    .write = fw_write, .finish = fw_finish, .abort = fw_abort, .fence = fw_fence};
 
 static inline int fs_stage_create(storage_t *base, const storage_upload *u, char **ref, cu_error *e)
 {

@@ -710,7 +710,9 @@ static void test_stalled_writer_is_taken_over(void **state)
     /* Still fresh: a second request is refused. */
     assert_cu_fails(upload_write_begin(f->svc, &req, &next, &err), CU_ECONFLICT, err);
     usleep(300000);
+    f->faults.fences = 0;
     assert_cu_ok(upload_write_begin(f->svc, &req, &next, &err), err); /* taken over */
+    assert_int_equal(f->faults.fences, 1); /* after the old writer's writes in flight landed */
     assert_cu_fails(upload_write_data(old, stale + CHUNK / 2, CHUNK / 2, &err), CU_ECONFLICT, err);
     assert_non_null(strstr(err.msg, "took the upload over"));
     upload_write_abort(old);
