@@ -256,6 +256,13 @@ static const char *request_for_log(const http_request *req, char *out, size_t ca
     return out;
 }
 
+static void log_oom_header(const http_request *req, const char *name)
+{
+    char what[600];
+    log_error("%s: out of memory adding reply header %s", request_for_log(req, what, sizeof what),
+              name);
+}
+
 /* ---- replies ---- */
 
 int http_add_header(http_request *req, const char *name, const char *value)
@@ -277,9 +284,7 @@ int http_add_header(http_request *req, const char *name, const char *value)
     req->headers[req->nheaders++] = (reply_header){n, v};
     return 0;
 oom:
-    char what[600];
-    log_error("%s: out of memory adding reply header %s", request_for_log(req, what, sizeof what),
-              name);
+    log_oom_header(req, name);
     req->header_oom = true;
     return CU_ENOMEM;
 }
