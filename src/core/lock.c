@@ -106,8 +106,14 @@ static int mem_acquire(upload_locks *base, const char *upload_id, int slot,
     pthread_mutex_unlock(&m->lock);
     if (taken) {
         /* The old holder cannot begin a step (or free its claim) until this returns. */
-        if (fence)
+        if (fence) {
             fence(fence_ctx);
+            if (rc == 0) { /* the new holder's time starts now, not while it waited here */
+                pthread_mutex_lock(&m->lock);
+                c->progress_at = util_monotonic();
+                pthread_mutex_unlock(&m->lock);
+            }
+        }
         pthread_mutex_unlock(&taken->step);
     }
     if (rc)
