@@ -447,7 +447,8 @@ static const config_var vars[] = {
      .imin = 1,
      .imax = 256,
      FIELD(webhook_concurrency, F_INT),
-     .help = "Webhook deliveries in flight at once (one thread each)"},
+     .help = "Webhook deliveries in flight at once (one thread each); one is kept for hosts "
+             "whose last try worked, and hosts whose last try failed share at most half"},
     {.name = "WEBHOOK_PER_HOST",
      .group = "Webhooks",
      .type = V_INT,
