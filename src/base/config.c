@@ -393,7 +393,9 @@ static const config_var vars[] = {
      .scale = 3600,
      FIELD(retention_seconds, F_DOUBLE),
      .help = "How long the records of cancelled, expired and deleted uploads (and of delivered "
-             "webhooks) are kept before they are pruned (decimals allowed)"},
+             "webhooks) are kept before they are pruned (decimals allowed); a complete file's "
+             "record stays while the file exists, only its part tokens' digests are dropped "
+             "this long after completion"},
     {.name = "ORPHAN_GRACE_SECONDS",
      .group = "Uploads",
      .type = V_NUMBER,
@@ -412,7 +414,17 @@ static const config_var vars[] = {
      .dmax = 86400,
      FIELD(part_stall_seconds, F_DOUBLE),
      .help = "A new request for a part (or a tus upload) takes over from one that has sent "
-             "nothing for this many seconds; the stalled one writes nothing more"},
+             "fewer than `PART_STALL_MIN_BYTES` in the last this many seconds (stopped, or "
+             "trickling); the stalled one writes nothing more"},
+    {.name = "PART_STALL_MIN_BYTES",
+     .group = "Uploads",
+     .type = V_INT,
+     .def = "65536",
+     .imin = 1,
+     .imax = INT64_C(1) << 40,
+     FIELD(part_stall_min_bytes, F_I64),
+     .help = "How many bytes a write must move in every `PART_STALL_SECONDS` not to count as "
+             "stalled"},
     {.name = "DATABASE_PATH",
      .group = "Uploads",
      .type = V_STRING,
@@ -459,7 +471,8 @@ static const config_var vars[] = {
      .imin = 1,
      .imax = 256,
      FIELD(webhook_concurrency, F_INT),
-     .help = "Webhook deliveries in flight at once (one thread each)"},
+     .help = "Webhook deliveries in flight at once (one thread each); one is kept for hosts "
+             "whose last try worked, and hosts whose last try failed share at most half"},
     {.name = "WEBHOOK_PER_HOST",
      .group = "Webhooks",
      .type = V_INT,

@@ -62,11 +62,12 @@ typedef struct cu_config_s {
     double webhook_connect_timeout_seconds;
     double webhook_timeout_seconds; /* a whole delivery attempt */
     double cleanup_interval_seconds;
-    int max_open_uploads;        /* per owner; 0: no limit */
-    int64_t max_reserved_bytes;  /* per owner; 0: no limit */
-    double retention_seconds;    /* ended uploads' records are kept this long */
-    double orphan_grace_seconds; /* staging data no record owns is removed this old */
-    double part_stall_seconds;   /* a write idle this long can be taken over */
+    int max_open_uploads;         /* per owner; 0: no limit */
+    int64_t max_reserved_bytes;   /* per owner; 0: no limit */
+    double retention_seconds;     /* ended uploads' records are kept this long */
+    double orphan_grace_seconds;  /* staging data no record owns is removed this old */
+    double part_stall_seconds;    /* a write idle this long can be taken over */
+    int64_t part_stall_min_bytes; /* ... idle: fewer bytes than this in that time */
     int max_connections;
     int max_connections_per_ip; /* 0: no limit */
     double header_timeout_seconds;

@@ -225,6 +225,9 @@ out:
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
+    /* A write past the process's file size limit fails with EFBIG (answered 413) rather than
+     * killing the server. */
+    signal(SIGXFSZ, SIG_IGN);
     if (argc > 2) {
         usage(stderr);
         return EXIT_CONFIG;

@@ -52,8 +52,14 @@ reaper *reaper_start(upload_service *svc, double interval_seconds)
     r->svc = svc;
     r->interval = interval_seconds;
     pthread_mutex_init(&r->lock, NULL);
-    util_cond_init_monotonic(&r->wake);
+    if (util_cond_init_monotonic(&r->wake) != 0) {
+        pthread_mutex_destroy(&r->lock);
+        free(r);
+        return NULL;
+    }
     if (pthread_create(&r->thread, NULL, reaper_main, r) != 0) {
+        pthread_cond_destroy(&r->wake);
+        pthread_mutex_destroy(&r->lock);
         free(r);
         return NULL;
     }

@@ -428,8 +428,10 @@ int upload_create(upload_service *svc, const upload_create_request *req, meta_up
         meta_upload_clear(out);
         return rc;
     }
-    log_info("upload %s created (%s): %s, %lld bytes%s", out->id, out->protocol, out->filename,
-             (long long)out->total_size, out->partial ? ", partial" : "");
+    char name[FILENAME_MAX_TOTAL * 4 + 8];
+    log_info("upload %s created (%s): %s, %lld bytes%s", out->id, out->protocol,
+             log_escape(out->filename, name, sizeof name), (long long)out->total_size,
+             out->partial ? ", partial" : "");
     emit(svc, UPLOAD_EVENT_CREATED, out, -1, 0, false);
     return 0;
 }
@@ -441,11 +443,21 @@ static bool is_past_expiry(const meta_upload *u)
     return u->state == UPLOAD_PENDING && u->expires_at <= now_s();
 }
 
+/* The record of upload id; *out is all zeroes when there is none to give (a store promises
+ * nothing of *out after a failure), so the caller may clear it either way. */
+static int load_record(upload_service *svc, const char *id, meta_upload *out, cu_error *err)
+{
+    int rc = meta_upload_get(svc->deps.meta, id, out, err);
+    if (rc)
+        memset(out, 0, sizeof *out);
+    return rc;
+}
+
 /* An upload the caller may see: an owner-bound caller sees only its own. */
 static int get_visible(upload_service *svc, const char *id, const char *owner, meta_upload *out,
                        cu_error *err)
 {
-    int rc = meta_upload_get(svc->deps.meta, id, out, err);
+    int rc = load_record(svc, id, out, err);
     if (rc == 0 && owner && (!out->owner || strcmp(owner, out->owner) != 0)) {
         meta_upload_clear(out);
         rc = cu_fail(err, CU_ENOTFOUND, "Upload not found");
@@ -462,7 +474,10 @@ int upload_get(upload_service *svc, const char *id, const char *owner, meta_uplo
 int upload_find(upload_service *svc, const char *owner, const char *protocol,
                 const char *client_key, meta_upload *out, cu_error *err)
 {
-    return meta_upload_find(svc->deps.meta, owner, protocol, client_key, out, err);
+    int rc = meta_upload_find(svc->deps.meta, owner, protocol, client_key, out, err);
+    if (rc)
+        memset(out, 0, sizeof *out);
+    return rc;
 }
 
 /* Refuses requests on uploads that ended without completing. */
@@ -483,8 +498,12 @@ int upload_status(upload_service *svc, const char *id, const char *owner, meta_u
                   meta_part **parts, int *nparts, cu_error *err)
 {
     int rc = meta_upload_with_parts(svc->deps.meta, id, out, parts, nparts, err);
-    if (rc)
+    if (rc) {
+        memset(out, 0, sizeof *out);
+        *parts = NULL;
+        *nparts = 0;
         return rc;
+    }
     if (owner && (!out->owner || strcmp(owner, out->owner) != 0))
         rc = cu_fail(err, CU_ENOTFOUND, "Upload not found");
     if (rc == 0)
@@ -500,7 +519,10 @@ int upload_status(upload_service *svc, const char *id, const char *owner, meta_u
 
 int upload_slot_get(upload_service *svc, const char *id, int slot, meta_part *out, cu_error *err)
 {
-    return meta_part_get(svc->deps.meta, id, slot, out, err);
+    int rc = meta_part_get(svc->deps.meta, id, slot, out, err);
+    if (rc)
+        memset(out, 0, sizeof *out);
+    return rc;
 }
 
 int upload_check_writable(const meta_upload *u, cu_error *err)
@@ -601,6 +623,15 @@ static int sniff_prepare(upload_write *w, const meta_upload *u, cu_error *err)
     return 0;
 }
 
+/* Run by a request taking over w's claim: whatever w's writer still has in flight lands
+ * before the new writer's first byte. */
+static void write_fence(void *ctx)
+{
+    upload_write *w = ctx;
+    if (w->writer)
+        storage_writer_fence(w->writer);
+}
+
 int upload_write_begin(upload_service *svc, const upload_write_request *req, upload_write **out,
                        cu_error *err)
 {
@@ -625,8 +656,9 @@ int upload_write_begin(upload_service *svc, const upload_write_request *req, upl
      * before it, so two requests never both find a slot pending. */
     int slot = stream ? UPLOAD_LOCK_WHOLE : req->slot;
     upload_claim *claim = NULL;
-    rc = upload_lock_acquire(svc->deps.locks, req->id, slot, svc->deps.cfg->part_stall_seconds,
-                             &claim, err);
+    upload_stall_rule stall = {.seconds = svc->deps.cfg->part_stall_seconds,
+                               .min_bytes = svc->deps.cfg->part_stall_min_bytes};
+    rc = upload_lock_acquire(svc->deps.locks, req->id, slot, &stall, &claim, err);
     if (rc)
         return rc;
     upload_write *w = calloc(1, sizeof *w);
@@ -644,16 +676,18 @@ int upload_write_begin(upload_service *svc, const upload_write_request *req, upl
     w->size_limit = size_limit;
     w->alg = req->digest_alg;
     memcpy(w->digest, req->digest, sizeof w->digest);
-    rc = meta_upload_get(svc->deps.meta, req->id, &u, err);
+    rc = load_record(svc, req->id, &u, err);
     if (rc)
         goto fail;
     rc = upload_check_writable(&u, err);
     if (rc == 0 && !stream) {
-        meta_part part;
+        meta_part part = {0};
         rc = meta_part_get(svc->deps.meta, req->id, req->slot, &part, err);
-        if (rc == 0 && part.state == PART_UPLOADED)
-            rc = cu_fail(err, CU_ECONFLICT, "Part %d already uploaded", req->slot);
-        free(part.storage_ref);
+        if (rc == 0) {
+            if (part.state == PART_UPLOADED)
+                rc = cu_fail(err, CU_ECONFLICT, "Part %d already uploaded", req->slot);
+            free(part.storage_ref);
+        }
     }
     if (rc == 0 && stream && u.durable_offset != req->offset)
         rc = cu_fail(err, CU_ECONFLICT, "The upload is at offset %lld, not %lld",
@@ -677,6 +711,7 @@ int upload_write_begin(upload_service *svc, const upload_write_request *req, upl
     meta_upload_clear(&u);
     if (rc)
         goto fail;
+    upload_lock_fence(svc->deps.locks, w->claim, write_fence, w);
     *out = w;
     return 0;
 fail:
@@ -697,12 +732,18 @@ static int write_hold(upload_write *w, cu_error *err)
     return 0;
 }
 
-static void write_unhold(upload_write *w)
+/* Ends a step that moved `bytes` bytes. */
+static void write_unhold_after(upload_write *w, int64_t bytes)
 {
     if (w->holding) {
-        upload_lock_unhold(w->svc->deps.locks, w->claim);
+        upload_lock_unhold(w->svc->deps.locks, w->claim, bytes);
         w->holding = false;
     }
+}
+
+static void write_unhold(upload_write *w)
+{
+    write_unhold_after(w, 0);
 }
 
 /* Has libmagic judge the first bytes gathered so far: 0 when they may stay (their type in
@@ -763,7 +804,7 @@ int upload_write_data(upload_write *w, const void *buf, size_t len, cu_error *er
     }
     if (rc == 0)
         rc = storage_writer_write(w->writer, buf, len, err);
-    write_unhold(w);
+    write_unhold_after(w, rc ? 0 : (int64_t)len);
     if (rc)
         return rc;
     EVP_DigestUpdate(w->sha, buf, len);
@@ -948,7 +989,7 @@ int upload_write_end(upload_write *w, upload_write_result *out, cu_error *err)
     out->slot = w->stream ? -1 : w->slot;
     out->bytes = w->received;
     if (rc == 0)
-        rc = meta_upload_get(svc->deps.meta, w->id, &out->upload, err);
+        rc = load_record(svc, w->id, &out->upload, err);
     if (rc == 0) {
         log_debug("upload %s: stored %lld bytes at %lld", w->id, (long long)w->received,
                   (long long)w->offset);
@@ -977,7 +1018,7 @@ int upload_declare_length(upload_service *svc, const char *id, int64_t total_siz
 {
     const cu_config *cfg = svc->deps.cfg;
     meta_upload u;
-    int rc = meta_upload_get(svc->deps.meta, id, &u, err);
+    int rc = load_record(svc, id, &u, err);
     if (rc)
         return rc;
     if ((rc = upload_check_writable(&u, err)) != 0)
@@ -1037,8 +1078,11 @@ static int chunks_of(upload_service *svc, const char *id, meta_part **parts, int
 {
     meta_upload scratch;
     int rc = meta_upload_with_parts(svc->deps.meta, id, &scratch, parts, n, err);
-    if (rc)
+    if (rc) {
+        *parts = NULL;
+        *n = 0;
         return rc;
+    }
     meta_upload_clear(&scratch);
     *chunks = calloc((size_t)*n + 1, sizeof **chunks);
     if (!*chunks) {
@@ -1074,7 +1118,8 @@ static int finalize(upload_service *svc, meta_upload *u, cu_error *err)
     if (rc == 0) {
         int64_t completed_at = now_s();
         free(u->final_path);
-        u->final_path = final_path ? strdup(final_path) : NULL;
+        u->final_path = final_path; /* the record owns it from here */
+        final_path = NULL;
         u->completed_at = completed_at;
         if (u->webhook_url && !u->partial) {
             body = webhook_payload(u, upload_storage_name(svc));
@@ -1082,14 +1127,14 @@ static int finalize(upload_service *svc, meta_upload *u, cu_error *err)
                 log_error("upload %s: cannot build its webhook (out of memory); none is sent",
                           u->id);
         }
-        rc = meta_upload_complete(svc->deps.meta, u->id, final_path ? final_path : "", completed_at,
-                                  body, err);
+        rc = meta_upload_complete(svc->deps.meta, u->id, u->final_path ? u->final_path : "",
+                                  completed_at, body, err);
         if (rc == CU_ECONFLICT) {
             /* A concurrent completion recorded it first: answer with its record. */
             char id[CU_UUID_LEN + 1];
             memcpy(id, u->id, sizeof id);
             meta_upload_clear(u);
-            rc = meta_upload_get(svc->deps.meta, id, u, err);
+            rc = load_record(svc, id, u, err);
             if (rc == 0 && u->state != UPLOAD_COMPLETE)
                 rc = cu_fail(err, CU_ECONFLICT, "Upload is %s", upload_state_name(u->state));
             free(body);
@@ -1098,7 +1143,9 @@ static int finalize(upload_service *svc, meta_upload *u, cu_error *err)
     }
     if (rc == 0 && u->state == UPLOAD_FINALIZING) {
         u->state = UPLOAD_COMPLETE;
-        log_info("upload %s complete: %s", u->id, u->partial ? "(partial)" : final_path);
+        char path[FILENAME_MAX_TOTAL * 4 + 512];
+        log_info("upload %s complete: %s", u->id,
+                 u->partial ? "(partial)" : log_escape(u->final_path, path, sizeof path));
         emit(svc, UPLOAD_EVENT_FINISHED, u, -1, 0, body != NULL);
     }
     free(body);
@@ -1194,7 +1241,7 @@ static int complete_once(upload_service *svc, const char *id, const char *owner,
             /* Another process got there first (within this one, callers queue up in
              * upload_complete): answer with whatever it became. */
             meta_upload_clear(out);
-            rc = meta_upload_get(svc->deps.meta, id, out, err);
+            rc = load_record(svc, id, out, err);
             if (rc == 0 && out->state != UPLOAD_COMPLETE)
                 rc = cu_fail(err, CU_ECONFLICT, "Upload is %s", upload_state_name(out->state));
             if (rc)
@@ -1374,7 +1421,7 @@ static int sweep_one(void *ctx, const storage_staged *st)
         return 0; /* young: perhaps an init between staging and recording right now */
     meta_upload u;
     cu_error err;
-    int rc = meta_upload_get(sw->svc->deps.meta, st->id, &u, &err);
+    int rc = load_record(sw->svc, st->id, &u, &err);
     if (rc == 0) {
         meta_upload_clear(&u); /* owned: its record's life takes care of it */
         return 0;

@@ -16,7 +16,14 @@
  * worker and process off it while it is in flight, and a delivery whose process died falls
  * due again when the lease runs out. With one thread and a 30 s timeout, two receivers
  * that never answered held an unrelated delivery back by 60 s; now they hold at most
- * 2 × WEBHOOK_PER_HOST workers for WEBHOOK_TIMEOUT_SECONDS. */
+ * 2 × WEBHOOK_PER_HOST workers for WEBHOOK_TIMEOUT_SECONDS.
+ *
+ * Whom a worker goes to. The per-host limit is keyed by the URL's host text, so one client
+ * with many names (or many receivers that never answer) could still take every worker. The
+ * deliverer remembers how each host fared lately (HOST_MEMORY entries, for an hour): one
+ * worker is kept for hosts whose last try succeeded, and hosts whose last try failed share
+ * at most half of the workers, so a receiver that works gets its webhook within seconds
+ * however many bad ones are queued; hosts not seen lately take what is left. */
 #include "core/webhook.h"
 
 #include "base/log.h"
@@ -250,8 +257,21 @@ typedef struct {
     target to; /* to.url NULL: the URL did not parse (parse_error says why) */
     char parse_error[sizeof(((cu_error *)0)->msg)];
     int64_t lease;
-    int load; /* index of its host in the deliverer's hosts */
+    int load;   /* index of its host in the deliverer's hosts */
+    int health; /* its host's standing when it was dispatched (HOST_*) */
 } job;
+
+/* How a host fared lately. */
+enum { HOST_GOOD, HOST_UNKNOWN, HOST_FAILING };
+
+/* Hosts remembered, and for how long a try's outcome counts. */
+#define HOST_MEMORY 256
+#define HOST_MEMORY_SECONDS 3600.0
+
+typedef struct {
+    char host[256];
+    double ok_at, failed_at; /* monotonic seconds of the last success / failure; 0: none */
+} host_record;
 
 /* Deliveries in flight to one host. */
 typedef struct {
@@ -275,6 +295,8 @@ struct webhook_deliverer {
     int queue_head, queue_len;
     int inflight;     /* jobs queued or running: at most cfg->webhook_concurrency */
     host_load *hosts; /* cfg->webhook_concurrency entries, one per host in flight */
+    int inflight_untrusted, inflight_failing; /* of inflight: to hosts not HOST_GOOD, FAILING */
+    host_record history[HOST_MEMORY];
 };
 
 static bool is_stopping(webhook_deliverer *d)
@@ -292,12 +314,65 @@ static void job_free(job *j)
     free(j);
 }
 
-/* Takes a place for one more delivery to host (under lock): its index in hosts, or -1 when
- * every worker is taken or host has WEBHOOK_PER_HOST in flight already. */
-static int load_take(webhook_deliverer *d, const char *host)
+/* host's record (under lock), or NULL when it has none. */
+static host_record *history_find(webhook_deliverer *d, const char *host)
+{
+    for (int i = 0; i < HOST_MEMORY; i++)
+        if (d->history[i].host[0] && !strcmp(d->history[i].host, host))
+            return &d->history[i];
+    return NULL;
+}
+
+/* How host fared lately (under lock). */
+static int host_health(webhook_deliverer *d, const char *host, double now)
+{
+    const host_record *r = history_find(d, host);
+    if (!r)
+        return HOST_UNKNOWN;
+    if (r->failed_at > r->ok_at && now - r->failed_at < HOST_MEMORY_SECONDS)
+        return HOST_FAILING;
+    if (r->ok_at > 0 && r->ok_at >= r->failed_at && now - r->ok_at < HOST_MEMORY_SECONDS)
+        return HOST_GOOD;
+    return HOST_UNKNOWN;
+}
+
+/* Remembers how a try to host ended (under lock); the host heard from longest ago gives
+ * its entry up when all are taken. */
+static void history_note(webhook_deliverer *d, const char *host, bool ok, double now)
+{
+    host_record *r = history_find(d, host);
+    if (!r) {
+        r = &d->history[0];
+        for (int i = 0; i < HOST_MEMORY && r->host[0]; i++) {
+            host_record *c = &d->history[i];
+            double last = c->ok_at > c->failed_at ? c->ok_at : c->failed_at;
+            double oldest = r->ok_at > r->failed_at ? r->ok_at : r->failed_at;
+            if (!c->host[0] || last < oldest)
+                r = c;
+        }
+        memset(r, 0, sizeof *r);
+        snprintf(r->host, sizeof r->host, "%s", host);
+    }
+    if (ok)
+        r->ok_at = now;
+    else
+        r->failed_at = now;
+}
+
+/* Takes a place for one more delivery to host, whose standing is health (under lock): its
+ * index in hosts, or -1 when every worker is taken, host has WEBHOOK_PER_HOST in flight
+ * already, or its kind of host has its share: one worker is kept for HOST_GOOD hosts, and
+ * HOST_FAILING ones get at most half. */
+static int load_take(webhook_deliverer *d, const char *host, int health)
 {
     int capacity = d->cfg->webhook_concurrency, free_entry = -1;
     if (d->inflight >= capacity)
+        return -1;
+    int untrusted_cap = capacity > 1 ? capacity - 1 : 1;
+    int failing_cap = capacity / 2 > 0 ? capacity / 2 : 1;
+    if (health != HOST_GOOD && d->inflight_untrusted >= untrusted_cap)
+        return -1;
+    if (health == HOST_FAILING && d->inflight_failing >= failing_cap)
         return -1;
     for (int i = 0; i < capacity; i++) {
         host_load *h = &d->hosts[i];
@@ -309,6 +384,8 @@ static int load_take(webhook_deliverer *d, const char *host)
                 return -1;
             h->inflight++;
             d->inflight++;
+            d->inflight_untrusted += health != HOST_GOOD;
+            d->inflight_failing += health == HOST_FAILING;
             return i;
         }
     }
@@ -318,14 +395,19 @@ static int load_take(webhook_deliverer *d, const char *host)
     snprintf(d->hosts[free_entry].host, sizeof d->hosts[free_entry].host, "%s", host);
     d->hosts[free_entry].inflight = 1;
     d->inflight++;
+    d->inflight_untrusted += health != HOST_GOOD;
+    d->inflight_failing += health == HOST_FAILING;
     return free_entry;
 }
 
-static void load_put(webhook_deliverer *d, int i)
+static void load_put(webhook_deliverer *d, const job *j)
 {
-    assert(d->hosts[i].inflight > 0 && d->inflight > 0);
-    d->hosts[i].inflight--;
+    assert(d->hosts[j->load].inflight > 0 && d->inflight > 0);
+    d->hosts[j->load].inflight--;
     d->inflight--;
+    d->inflight_untrusted -= j->health != HOST_GOOD;
+    d->inflight_failing -= j->health == HOST_FAILING;
+    assert(d->inflight_untrusted >= 0 && d->inflight_failing >= 0);
 }
 
 static int progress_cb(void *ctx, curl_off_t a, curl_off_t b, curl_off_t c, curl_off_t e)
@@ -427,8 +509,8 @@ static int deliver(webhook_deliverer *d, job *j, char *why, size_t why_len, bool
     return 0;
 }
 
-/* Runs one claimed delivery and records what happened. */
-static void run_job(webhook_deliverer *d, job *j)
+/* Runs one claimed delivery and records what happened; returns whether it was delivered. */
+static bool run_job(webhook_deliverer *d, job *j)
 {
     const cu_config *cfg = d->cfg;
     const meta_webhook *w = &j->w;
@@ -445,7 +527,7 @@ static void run_job(webhook_deliverer *d, job *j)
                  w->upload_id, url);
         if (meta_webhook_release(d->meta, w->id, j->lease, &err) != 0)
             log_error("webhooks: %s", err.msg);
-        return;
+        return false;
     }
     int attempts = w->attempts + 1;
     bool give_up = !ok && (permanent || attempts >= cfg->webhook_max_attempts);
@@ -466,6 +548,7 @@ static void run_job(webhook_deliverer *d, job *j)
     if (meta_webhook_result(d->meta, w->id, j->lease, ok, (int64_t)ceil(next), give_up,
                             ok ? NULL : why, &err) != 0)
         log_error("webhooks: %s", err.msg);
+    return ok;
 }
 
 static void *worker_main(void *arg)
@@ -481,9 +564,11 @@ static void *worker_main(void *arg)
         d->queue_head = (d->queue_head + 1) % d->cfg->webhook_concurrency;
         d->queue_len--;
         pthread_mutex_unlock(&d->lock);
-        run_job(d, j);
+        bool ok = run_job(d, j);
         pthread_mutex_lock(&d->lock);
-        load_put(d, j->load);
+        if (!is_stopping(d))
+            history_note(d, j->to.host, ok, util_monotonic());
+        load_put(d, j);
         /* A worker is free: the dispatcher may start what it had to leave. */
         d->kicked = true;
         pthread_cond_signal(&d->wake);
@@ -508,7 +593,8 @@ static void dispatch_one(webhook_deliverer *d, meta_webhook *w, int64_t now)
     if (target_parse(w->url, &j->to, &err) != 0) /* an outbox row older than the checks */
         snprintf(j->parse_error, sizeof j->parse_error, "%s", err.msg);
     pthread_mutex_lock(&d->lock);
-    j->load = load_take(d, j->to.host);
+    j->health = host_health(d, j->to.host, util_monotonic());
+    j->load = load_take(d, j->to.host, j->health);
     pthread_mutex_unlock(&d->lock);
     if (j->load < 0) { /* a worker finishing wakes the dispatcher to try again */
         job_free(j);
@@ -520,7 +606,7 @@ static void dispatch_one(webhook_deliverer *d, meta_webhook *w, int64_t now)
         if (err.code != CU_ECONFLICT) /* a conflict: another process has it */
             log_error("webhooks: %s", err.msg);
         pthread_mutex_lock(&d->lock);
-        load_put(d, j->load);
+        load_put(d, j);
         pthread_mutex_unlock(&d->lock);
         job_free(j);
         return;

@@ -246,6 +246,23 @@ const char *http_body(const http_request *req, size_t *len)
     return req->body ? req->body : "";
 }
 
+/* "METHOD path" of req for a log line: both are the client's bytes, escaped. */
+static const char *request_for_log(const http_request *req, char *out, size_t cap)
+{
+    char method[64], path[512];
+    log_escape(req->method, method, sizeof method);
+    log_escape(req->path, path, sizeof path);
+    snprintf(out, cap, "%s %s", method, path);
+    return out;
+}
+
+static void log_oom_header(const http_request *req, const char *name)
+{
+    char what[600];
+    log_error("%s: out of memory adding reply header %s", request_for_log(req, what, sizeof what),
+              name);
+}
+
 /* ---- replies ---- */
 
 int http_add_header(http_request *req, const char *name, const char *value)
@@ -267,7 +284,7 @@ int http_add_header(http_request *req, const char *name, const char *value)
     req->headers[req->nheaders++] = (reply_header){n, v};
     return 0;
 oom:
-    log_error("%s %s: out of memory adding reply header %s", req->method, req->path, name);
+    log_oom_header(req, name);
     req->header_oom = true;
     return CU_ENOMEM;
 }
@@ -285,8 +302,10 @@ static struct MHD_Response *oom_response(void)
 
 static void queue(http_request *req, struct MHD_Response *resp, int status)
 {
-    if (MHD_queue_response(req->conn, (unsigned)status, resp) != MHD_YES)
-        log_error("%s %s: the reply could not be queued", req->method, req->path);
+    if (MHD_queue_response(req->conn, (unsigned)status, resp) != MHD_YES) {
+        char what[600];
+        log_error("%s: the reply could not be queued", request_for_log(req, what, sizeof what));
+    }
     MHD_destroy_response(resp);
 }
 
@@ -295,7 +314,9 @@ static void reply_send(http_request *req, int status, struct MHD_Response *resp,
                        const char *content_type, int64_t body_len)
 {
     if (req->replied) {
-        log_error("%s %s: a second reply (%d) was dropped", req->method, req->path, status);
+        char what[600];
+        log_error("%s: a second reply (%d) was dropped", request_for_log(req, what, sizeof what),
+                  status);
         if (resp)
             MHD_destroy_response(resp);
         return;
@@ -312,7 +333,9 @@ static void reply_send(http_request *req, int status, struct MHD_Response *resp,
     for (int i = 0; ok && i < req->nheaders; i++)
         ok = MHD_add_response_header(resp, req->headers[i].name, req->headers[i].value) == MHD_YES;
     if (!ok) {
-        log_error("%s %s: the reply could not be built (%d)", req->method, req->path, status);
+        char what[600];
+        log_error("%s: the reply could not be built (%d)", request_for_log(req, what, sizeof what),
+                  status);
         if (resp)
             MHD_destroy_response(resp);
         resp = oom_response();
@@ -569,6 +592,7 @@ typedef struct {
     int content_lengths;
     bool lengths_differ;
     const char *first_length;
+    int transfer_encodings;
 } framing;
 
 static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key,
@@ -582,19 +606,24 @@ static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const c
         else
             f->first_length = value;
     }
+    if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0)
+        f->transfer_encodings++;
     return MHD_YES;
 }
 
 /* Refuses the framings a proxy in front may read differently from us (request smuggling):
- * two Content-Lengths that differ, a Transfer-Encoding beside a Content-Length, and a
- * transfer coding other than chunked. Replies and returns false when the request is one. */
+ * two Content-Lengths that differ, a Transfer-Encoding beside a Content-Length, more than one
+ * Transfer-Encoding header (libmicrohttpd reads only the first; a proxy may read the last),
+ * and a transfer coding other than chunked. Replies and returns false when the request is
+ * one. */
 static bool framing_ok(http_request *req)
 {
     framing f = {0};
     MHD_get_connection_values(req->conn, MHD_HEADER_KIND, count_framing, &f);
     const char *te = http_header(req, MHD_HTTP_HEADER_TRANSFER_ENCODING);
-    const char *why = f.lengths_differ          ? "two different Content-Length headers"
-                      : te && f.content_lengths ? "both Transfer-Encoding and Content-Length"
+    const char *why = f.lengths_differ           ? "two different Content-Length headers"
+                      : f.transfer_encodings > 1 ? "more than one Transfer-Encoding header"
+                      : te && f.content_lengths  ? "both Transfer-Encoding and Content-Length"
                       : te && strcasecmp(te, "chunked") != 0
                           ? "a Transfer-Encoding other than chunked"
                           : NULL;
@@ -856,8 +885,8 @@ static void access_log(const http_request *req, const http_request_stats *st, bo
         level = LOG_INFO; /* the client left: its business */
     if (!log_enabled(level))
         return;
-    char path[512], msg[600];
-    log_escape(req->path, path, sizeof path);
+    char what[600], msg[600];
+    request_for_log(req, what, sizeof what);
     msg[0] = '\0';
     if (req->error_msg) {
         char esc[560];
@@ -865,9 +894,9 @@ static void access_log(const http_request *req, const http_request_stats *st, bo
     } else if (cut && req->cs) {
         snprintf(msg, sizeof msg, " \"%s\"", req->cs->cut_msg);
     }
-    log_msg(level, "%s %s %s %d%s %lld/%lld B %.1f ms id=%s%s", http_peer(req), req->method, path,
-            status, msg, (long long)st->bytes_in, (long long)st->bytes_out, st->seconds * 1000,
-            req->id, st->completed ? "" : " (connection closed before the end)");
+    log_msg(level, "%s %s %d%s %lld/%lld B %.1f ms id=%s%s", http_peer(req), what, status, msg,
+            (long long)st->bytes_in, (long long)st->bytes_out, st->seconds * 1000, req->id,
+            st->completed ? "" : " (connection closed before the end)");
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
@@ -1088,12 +1117,12 @@ static void *watchdog_main(void *arg)
 __attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;
-    char line[512];
+    char line[512], esc[1024];
     vsnprintf(line, sizeof line, fmt, ap);
     size_t len = strlen(line);
     while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
         line[--len] = '\0';
-    log_debug("http: %s", line);
+    log_debug("http: %s", log_escape(line, esc, sizeof esc)); /* may quote the client's bytes */
 }
 
 http_server *http_server_start(const http_server_options *opts, cu_error *err)

@@ -15,17 +15,24 @@
 #include "meta/migrations.h"
 
 #include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 
 #define READERS 16
 /* How long a writer waits for another process holding the database before it gives up and
  * answers "busy" (503) rather than holding a request for longer. */
 #define BUSY_TIMEOUT_MS 10000
+/* Free bytes on a database's disk that count as room again after it was found full. */
+#define FULL_ROOM_BYTES ((int64_t)1 << 20)
 
 #define UPLOAD_COLUMNS                                                                             \
     "id, protocol, owner, client_key, filename, content_type, metadata, total_size, chunk_size, "  \
@@ -69,6 +76,7 @@ typedef enum {
     S_PRUNE_PARTS,
     S_PRUNE_UPLOADS,
     S_PRUNE_WEBHOOKS,
+    S_PRUNE_TOKENS,
     S_RESERVED_OF,
     S_COUNT
 } stmt_id;
@@ -143,6 +151,12 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_PRUNE_UPLOADS] = "DELETE FROM uploads WHERE state IN ('failed', 'cancelled', 'expired', "
                         "'deleted') AND data_removed = 1 AND COALESCE(ended_at, expires_at) < ?1",
     [S_PRUNE_WEBHOOKS] = "DELETE FROM webhooks WHERE COALESCE(delivered_at, gave_up_at) < ?1",
+    /* A complete file keeps its record and its parts' sizes and digests (status shows them)
+     * as long as the file exists; the digests of the credentials that wrote them are no use
+     * once it is complete. */
+    [S_PRUNE_TOKENS] = "UPDATE parts SET token_sha256 = NULL WHERE token_sha256 IS NOT NULL AND "
+                       "upload_id IN (SELECT id FROM uploads WHERE state = 'complete' AND "
+                       "completed_at < ?1)",
     [S_WEBHOOK_RESULT] =
         "UPDATE webhooks SET attempts = attempts + 1, next_attempt_at = ?1, last_error = ?2, "
         "delivered_at = CASE WHEN ?3 THEN strftime('%s','now') END, "
@@ -155,8 +169,14 @@ typedef struct {
     sqlite3_stmt *stmts[S_COUNT];
 } conn;
 
+/* Whether the database's files can be used, as the last look found them. */
+enum { FILES_OK, FILES_NO_WRITES, FILES_UNUSABLE };
+
 typedef struct {
     meta_t base;
+    char *path, *wal_path, *shm_path;
+    atomic_int files; /* FILES_*: what the last look at the files found (for the log) */
+    atomic_bool full; /* the last write found the disk full, and none has worked since */
     conn writer;
     pthread_mutex_t write_lock;
     conn readers[READERS];
@@ -167,19 +187,70 @@ typedef struct {
 
 /* ---- connections and statements ---- */
 
-/* The error for a failed call on c: busy and full are the caller's business (503, 507). */
+/* The error for a failed call on c. Busy (503), full (507) and read-only (503) are the
+ * caller's to answer, and logged once there (the access log); anything else is logged here
+ * with SQLite's own words. An I/O error is judged by the system's errno under it: a full
+ * disk is full whatever SQLite called it, a refused write is a file that cannot be written. */
 static int db_fail(conn *c, cu_error *e, const char *what)
 {
-    int code = sqlite3_errcode(c->db);
-    log_error("database: %s: %s", what, sqlite3_errmsg(c->db));
+    int code = sqlite3_errcode(c->db), ext = sqlite3_extended_errcode(c->db);
+    int sys = code == SQLITE_IOERR || code == SQLITE_CANTOPEN ? sqlite3_system_errno(c->db) : 0;
     if (code == SQLITE_BUSY || code == SQLITE_LOCKED)
         return cu_fail(e, CU_EBUSY, "The database is busy (held by another process) while %s",
                        what);
-    if (code == SQLITE_FULL)
+    if (code == SQLITE_FULL || sys == ENOSPC || sys == EDQUOT)
         return cu_fail(e, CU_ENOSPC, "The database's disk is full while %s", what);
-    if (code == SQLITE_READONLY)
-        return cu_fail(e, CU_EIO, "The database is read-only; cannot record %s", what);
+    if (code == SQLITE_READONLY || sys == EPERM || sys == EACCES || sys == EROFS)
+        return cu_fail(e, CU_EBUSY,
+                       "The database cannot be written (%s%s%s) while %s; check DATABASE_PATH's "
+                       "files and permissions",
+                       sqlite3_errstr(ext), sys ? ": " : "", sys ? strerror(sys) : "", what);
+    if (code == SQLITE_NOMEM || ext == SQLITE_IOERR_NOMEM)
+        return cu_fail_oom(e);
+    log_error("database: %s: %s (%s%s%s)", what, sqlite3_errmsg(c->db), sqlite3_errstr(ext),
+              sys ? ": " : "", sys ? strerror(sys) : "");
     return cu_fail(e, CU_EIO, "Database error while %s", what);
+}
+
+/* Whether path's file is immutable or append-only (chattr +i / +a): a missing one is not. */
+static bool file_frozen(const char *path)
+{
+    struct statx sx;
+    if (statx(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, 0, &sx) != 0)
+        return false;
+    uint64_t frozen = STATX_ATTR_IMMUTABLE | STATX_ATTR_APPEND;
+    return (sx.stx_attributes & sx.stx_attributes_mask & frozen) != 0;
+}
+
+/* Refuses a transaction the database's files cannot take now. SQLite maps the WAL index
+ * (the -shm file) into memory and every transaction, reads too, writes to it: once that
+ * file is immutable, the kernel answers such a write with SIGBUS, which would kill the
+ * server. So it is looked at before every transaction (a statx, about a microsecond), and
+ * the database and its WAL before every write, which would fail anyway; a change is logged
+ * once. What this cannot see is a file made immutable in the middle of a transaction. */
+static int check_files(sqlite_meta *m, bool write, const char *what, cu_error *e)
+{
+    const char *frozen = file_frozen(m->shm_path) ? m->shm_path : NULL;
+    int state = frozen ? FILES_UNUSABLE : FILES_OK;
+    if (!frozen && write) {
+        frozen = file_frozen(m->wal_path) ? m->wal_path : file_frozen(m->path) ? m->path : NULL;
+        state = frozen ? FILES_NO_WRITES : FILES_OK;
+    }
+    if (write || frozen) { /* a read sees only the -shm: it cannot say the others are fine */
+        int was = atomic_exchange(&m->files, state);
+        if (was != state && frozen)
+            log_error("database: %s is immutable or append-only (chattr): %s refused until it "
+                      "is not",
+                      frozen, state == FILES_UNUSABLE ? "every request" : "every write");
+        else if (was != state)
+            log_info("database: its files can be written again");
+    }
+    if (!frozen)
+        return 0;
+    return cu_fail(e, CU_EBUSY,
+                   "The database cannot be written (%s is immutable or append-only) while %s; "
+                   "check DATABASE_PATH's files",
+                   frozen, what);
 }
 
 /* The prepared statement `which` on c, reset and unbound; NULL when it cannot be prepared
@@ -271,6 +342,9 @@ static int in_tx(sqlite_meta *m, tx_kind kind, const char *what, tx_body body, v
                  cu_error *e)
 {
     bool write = kind == TX_WRITE;
+    int frc = check_files(m, write, what, e);
+    if (frc)
+        return frc;
     conn *c;
     if (write) {
         /* A writer waits at most BUSY_TIMEOUT_MS in all: for the writer connection here, and
@@ -304,10 +378,15 @@ static int in_tx(sqlite_meta *m, tx_kind kind, const char *what, tx_body body, v
         if (rc != 0 && !sqlite3_get_autocommit(c->db))
             run(c, stmt(c, S_ROLLBACK));
     }
-    if (write)
+    if (write) {
+        /* A write that worked shows there is room; one that found the disk full says there
+         * is none until one works again (or the check finds space, see sq_check). */
+        if (rc == 0 || rc == CU_ENOSPC)
+            atomic_store(&m->full, rc == CU_ENOSPC);
         pthread_mutex_unlock(&m->write_lock);
-    else
+    } else {
         reader_put(m, c);
+    }
     return rc;
 }
 
@@ -1122,7 +1201,8 @@ typedef struct {
 static int tx_prune(conn *c, void *arg, cu_error *e)
 {
     prune_args *a = arg;
-    static const stmt_id steps[] = {S_PRUNE_PARTS, S_PRUNE_UPLOADS, S_PRUNE_WEBHOOKS};
+    static const stmt_id steps[] = {S_PRUNE_PARTS, S_PRUNE_UPLOADS, S_PRUNE_WEBHOOKS,
+                                    S_PRUNE_TOKENS};
     for (size_t i = 0; i < sizeof steps / sizeof *steps; i++) {
         sqlite3_stmt *st = stmt(c, steps[i]);
         if (st)
@@ -1164,7 +1244,24 @@ static int sq_check(meta_t *base, cu_error *e)
     /* A write transaction begun and rolled back: the writer can take the lock and the file is
      * writable; a reader's snapshot shows reads work. */
     sqlite_meta *m = (sqlite_meta *)base;
-    int rc = in_tx(m, TX_SNAPSHOT, "checking the database", tx_nothing, NULL, e);
+    int rc = check_files(m, true, "checking the database", e);
+    if (rc == 0)
+        rc = in_tx(m, TX_SNAPSHOT, "checking the database", tx_nothing, NULL, e);
+    if (rc == 0 && atomic_load(&m->full)) {
+        /* The last write found the disk full. A transaction begun and rolled back writes
+         * nothing, so it cannot tell; the free space can: room again means writes may work. */
+        char *slash = strrchr(m->path, '/');
+        char *dir =
+            slash ? strndup(m->path, (size_t)(slash - m->path) + (slash == m->path)) : strdup(".");
+        struct statvfs st;
+        int64_t room =
+            dir && statvfs(dir, &st) == 0 ? (int64_t)st.f_bavail * (int64_t)st.f_frsize : 0;
+        free(dir);
+        if (room < FULL_ROOM_BYTES)
+            rc = cu_fail(e, CU_ENOSPC,
+                         "The database's disk is full (%lld bytes free): it cannot take writes",
+                         (long long)room);
+    }
     if (rc == 0) {
         pthread_mutex_lock(&m->write_lock);
         sqlite3_busy_timeout(m->writer.db, 1000);
@@ -1188,6 +1285,9 @@ static void sq_close(meta_t *base)
     pthread_mutex_destroy(&m->write_lock);
     pthread_mutex_destroy(&m->read_lock);
     pthread_cond_destroy(&m->read_free);
+    free(m->path);
+    free(m->wal_path);
+    free(m->shm_path);
     free(m);
 }
 
@@ -1313,6 +1413,16 @@ static int conn_open(conn *c, const char *path, bool fsync, bool first, cu_error
     return 0;
 }
 
+/* path followed by suffix (malloc'ed), or NULL when out of memory. */
+static char *path_with(const char *path, const char *suffix)
+{
+    size_t len = strlen(path) + strlen(suffix) + 1;
+    char *out = malloc(len);
+    if (out)
+        snprintf(out, len, "%s%s", path, suffix);
+    return out;
+}
+
 int meta_sqlite_open(const char *path, bool fsync, meta_t **out, cu_error *err)
 {
     assert(meta_sqlite_migration_count > 0);
@@ -1323,7 +1433,14 @@ int meta_sqlite_open(const char *path, bool fsync, meta_t **out, cu_error *err)
     pthread_mutex_init(&m->write_lock, NULL);
     pthread_mutex_init(&m->read_lock, NULL);
     pthread_cond_init(&m->read_free, NULL);
-    int rc = conn_open(&m->writer, path, fsync, true, err);
+    atomic_init(&m->files, FILES_OK);
+    atomic_init(&m->full, false);
+    m->path = strdup(path);
+    m->wal_path = path_with(path, "-wal");
+    m->shm_path = path_with(path, "-shm");
+    int rc = m->path && m->wal_path && m->shm_path ? 0 : cu_fail_oom(err);
+    if (rc == 0)
+        rc = conn_open(&m->writer, path, fsync, true, err);
     for (int i = 0; rc == 0 && i < READERS; i++)
         rc = conn_open(&m->readers[i], path, fsync, false, err);
     if (rc) {

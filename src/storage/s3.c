@@ -1468,7 +1468,8 @@ static int s3_abort(storage_t *base, const storage_upload *u, cu_error *e)
              object_request(s, "DELETE", u->key, Q_UPLOAD, u->storage_ref, r) != 0 &&
              strcmp(r->code, "NoSuchUpload") != 0)
         rc = upstream_fail(e, "AbortMultipartUpload", r);
-    else if (object_request(s, "DELETE", u->key, Q_OBJECT, NULL, r) != 0 && r->status != 404)
+    else if (u->key && *u->key && /* none: an orphan spool alone (never the bucket itself) */
+             object_request(s, "DELETE", u->key, Q_OBJECT, NULL, r) != 0 && r->status != 404)
         rc = upstream_fail(e, "DeleteObject", r);
     else
         rc = append_spool_remove(s, u->id, e);
@@ -2001,7 +2002,55 @@ static int64_t iso_time(const char *text)
     return end ? (int64_t)timegm(&tm) : 0;
 }
 
-/* Every multipart upload under the prefix (ListMultipartUploads, 50 to a page). */
+/* The newest modification time of dir (an append spool) and the files in it. */
+static int64_t spool_changed_at(int dirfd)
+{
+    struct stat st;
+    int64_t newest = fstat(dirfd, &st) == 0 ? (int64_t)st.st_mtime : 0;
+    int fd = dup(dirfd);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!d) {
+        if (fd >= 0)
+            close(fd);
+        return newest;
+    }
+    for (struct dirent *ent; (ent = readdir(d));)
+        if (ent->d_name[0] != '.' && fstatat(dirfd, ent->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+            (int64_t)st.st_mtime > newest)
+            newest = (int64_t)st.st_mtime;
+    closedir(d);
+    return newest;
+}
+
+/* Every append spool (TEMP_STORAGE_PATH/appends/<id>), as a staging object of its own: a
+ * crash can leave one whose multipart upload never started or was aborted already. */
+static int list_spools(s3_storage *s, int (*fn)(void *ctx, const storage_staged *), void *ctx,
+                       cu_error *e)
+{
+    char *dir = NULL;
+    if (asprintf(&dir, "%s/appends", s->spool_dir) < 0)
+        return cu_fail_oom(e);
+    DIR *d = opendir(dir);
+    free(dir);
+    if (!d)
+        return errno == ENOENT ? 0 : spool_fail(e, errno, "listing the append spools");
+    int rc = 0;
+    for (struct dirent *ent; rc == 0 && (ent = readdir(d));) {
+        if (!util_is_uuid(ent->d_name))
+            continue; /* not ours */
+        int dirfd = append_dir_open(s, ent->d_name, false);
+        if (dirfd < 0)
+            continue; /* gone meanwhile, or not a directory */
+        storage_staged staged = {.id = ent->d_name, .changed_at = spool_changed_at(dirfd)};
+        close(dirfd);
+        rc = fn(ctx, &staged);
+    }
+    closedir(d);
+    return rc;
+}
+
+/* Every multipart upload under the prefix (ListMultipartUploads, 50 to a page), then every
+ * append spool. */
 static int s3_list_staged(storage_t *base, int (*fn)(void *ctx, const storage_staged *), void *ctx,
                           cu_error *e)
 {
@@ -2063,7 +2112,7 @@ static int s3_list_staged(storage_t *base, int (*fn)(void *ctx, const storage_st
                xml_value(r->body, "NextUploadIdMarker", id_marker, sizeof id_marker);
     }
     reply_free(r);
-    return rc;
+    return rc ? rc : list_spools(s, fn, ctx, e);
 }
 
 static void s3_destroy(storage_t *base)

@@ -74,6 +74,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/time.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -138,6 +139,7 @@ typedef struct {
     int err;                /* the first failed write's errno value: nothing is sent after it */
     bool append;            /* an append writer: keeps what it wrote even when cut short */
     bool lost;              /* its worker died under it (err is set too) */
+    bool fenced;            /* another writer took over: closed, takes no more writes */
     char id[CU_UUID_LEN + 1];
 } smb_writer;
 
@@ -245,6 +247,10 @@ static int smb_fail(cu_error *e, int err, const char *what, const char *id)
     log_error("smb storage: %s (%s): %s", what, id, strerror(err));
     if (err == ENOSPC || err == EDQUOT)
         return cu_fail(e, CU_ENOSPC, "The share is full while %s", what);
+    if (err == EFBIG)
+        return cu_fail(e, CU_ETOOLARGE, "The file is too large for the share while %s", what);
+    if (err == EBUSY) /* a sharing violation: someone has the file open */
+        return cu_fail(e, CU_EBUSY, "The file is in use on the share while %s; try again", what);
     if (connection_error(err))
         return cu_fail(e, CU_EUPSTREAM, "SMB server failed while %s: %s", what, strerror(err));
     return cu_fail(e, CU_EIO, "SMB error while %s: %s", what, strerror(err));
@@ -985,6 +991,9 @@ static int smb_writer_write(storage_writer_t *base, const void *buf, size_t len,
     /* The caller checks sizes against the upload; this guards the neighbouring slots. */
     if ((int64_t)len > w->end - w->offset - (int64_t)w->in_flight - (int64_t)w->buf_len)
         return cu_fail(e, CU_EINVAL, "Write past the end of the %s", w->append ? "upload" : "part");
+    if (w->fenced)
+        return cu_fail(e, CU_ECONFLICT, "Another request took this %s over",
+                       w->append ? "upload" : "part");
     if (w->err) /* nothing is sent after a failed write */
         return writer_fail(w, w->err, e);
     const unsigned char *p = buf;
@@ -1039,6 +1048,13 @@ static int smb_writer_finish(storage_writer_t *base, const unsigned char *sha256
 {
     smb_writer *w = (smb_writer *)base;
     (void)sha256;
+    if (w->fenced) {
+        out->durable = 0;
+        int rc = cu_fail(e, CU_ECONFLICT, "Another request took this %s over",
+                         w->append ? "upload" : "part");
+        writer_free(w);
+        return rc;
+    }
     if (w->buf_len)
         flush_buffer(w);
     /* Closing the handle is where the server reports a failed write-behind. */
@@ -1053,12 +1069,26 @@ static int smb_writer_finish(storage_writer_t *base, const unsigned char *sha256
     return rc;
 }
 
+static void smb_writer_fence(storage_writer_t *base)
+{
+    /* What is gathered but not sent is dropped; what is in flight is waited for by the close,
+     * which also gives the handle (a rename of the file fails while it is open) and the
+     * worker back. */
+    smb_writer *w = (smb_writer *)base;
+    if (w->fenced)
+        return;
+    w->fenced = true;
+    w->buf_len = 0;
+    writer_close(w);
+}
+
 static void smb_writer_abort(storage_writer_t *base)
 {
     /* A client that went away leaves a good connection for the next part, in its worker or
      * in the pool; one that failed a write (w->err) or the close is thrown away. */
     smb_writer *w = (smb_writer *)base;
-    writer_close(w);
+    if (!w->fenced)
+        writer_close(w);
     writer_free(w);
 }
 
@@ -1075,13 +1105,18 @@ static int finish_op(smb_storage *s, SMBCCTX *c, void *arg)
         if (err)
             return err;
     }
+    /* libsmbclient's rename replaces what is at the target when it can, an empty directory
+     * too (a local rename refuses that): a directory in the way is a conflict, never lost. */
+    struct stat st;
+    if (smbc_getFunctionStat(c)(c, to, &st) == 0 && S_ISDIR(st.st_mode))
+        return EISDIR;
     if (smbc_getFunctionRename(c)(c, op->url, c, to) != 0) {
         int err = errno;
-        struct stat st;
+        bool there = smbc_getFunctionStat(c)(c, to, &st) == 0;
         /* Already moved by an earlier completion that crashed before it was recorded. */
-        if (err == ENOENT && smbc_getFunctionStat(c)(c, to, &st) == 0 && S_ISREG(st.st_mode))
+        if (err == ENOENT && there && S_ISREG(st.st_mode))
             return 0;
-        return err;
+        return there && S_ISDIR(st.st_mode) ? EISDIR : err;
     }
     return 0;
 }
@@ -1095,9 +1130,12 @@ static int smb_finish(storage_t *base, const storage_upload *u, const storage_ch
     staging_url(s, u->id, url);
     file_op op = {.url = url, .key = u->key};
     int err = run_op(s, finish_op, &op);
+    if (err == EISDIR || err == ENOTEMPTY)
+        return cu_fail(e, CU_ECONFLICT, "Cannot complete %s: a directory is in the way", u->key);
     if (err == ENOTDIR || err == EEXIST)
         return cu_fail(e, CU_ECONFLICT,
-                       "Cannot create the directory for %s on the share: a file is in the way",
+                       "Cannot complete %s on the share: a file or directory of that name is in "
+                       "the way",
                        u->key);
     if (err)
         return smb_fail(e, err, "moving the file into place", u->id);
@@ -1285,6 +1323,37 @@ static int smb_stage_sha256(storage_t *base, const storage_upload *u, unsigned c
     return rc;
 }
 
+typedef struct {
+    char url[SMB_URL_MAX];
+    struct statvfs st;
+} statvfs_op_arg;
+
+static int statvfs_op(smb_storage *s, SMBCCTX *c, void *arg)
+{
+    (void)s;
+    statvfs_op_arg *op = arg;
+    return smbc_getFunctionStatVFS(c)(c, op->url, &op->st) == 0 ? 0 : errno;
+}
+
+/* The share's free space as the server reports it for the staging directory (its quota
+ * for this user, where it has one). */
+static int smb_available(storage_t *base, int64_t *bytes, cu_error *e)
+{
+    smb_storage *s = (smb_storage *)base;
+    statvfs_op_arg op;
+    url_of(s, ".staging", op.url);
+    int err = run_op(s, statvfs_op, &op);
+    if (err)
+        return smb_fail(e, err, "reading the free space", "-");
+    /* libsmbclient fills these from the server's FileFsFullSizeInformation its own way:
+     * f_bsize is the bytes per sector and f_frsize the sectors per allocation unit (not
+     * bytes, as statvfs would have it), f_bavail the units this user may still take. */
+    uint64_t unit = (uint64_t)op.st.f_bsize * (op.st.f_frsize ? op.st.f_frsize : 1);
+    uint64_t avail = (uint64_t)op.st.f_bavail;
+    *bytes = unit && avail > (uint64_t)INT64_MAX / unit ? INT64_MAX : (int64_t)(avail * unit);
+    return 0;
+}
+
 static int smb_remove(storage_t *base, const char *key, cu_error *e)
 {
     smb_storage *s = (smb_storage *)base;
@@ -1426,8 +1495,10 @@ static void smb_destroy(storage_t *base)
     free(s);
 }
 
-static const struct storage_writer_ops smb_writer_ops = {
-    .write = smb_writer_write, .finish = smb_writer_finish, .abort = smb_writer_abort};
+static const struct storage_writer_ops smb_writer_ops = {.write = smb_writer_write,
+                                                         .finish = smb_writer_finish,
+                                                         .abort = smb_writer_abort,
+                                                         .fence = smb_writer_fence};
 
 static const struct storage_read_ops smb_read_ops = {
     .zero_copy = false, .stat = smb_stat, .open = smb_read_open};
@@ -1436,6 +1507,7 @@ static const struct storage_concat_ops smb_concat_ops = {.concat = smb_concat};
 static const struct storage_defer_ops smb_defer_ops = {.declare_length = smb_declare_length};
 static const struct storage_append_ops smb_append_ops = {.open = smb_append_open};
 static const struct storage_stage_read_ops smb_stage_read_ops = {.sha256 = smb_stage_sha256};
+static const struct storage_space_ops smb_space_ops = {.available = smb_available};
 
 /* ---- sweep ---- */
 
@@ -1553,7 +1625,7 @@ int storage_smb_open(const storage_smb_options *o, storage_t **out, cu_error *er
 {
     smb_storage *s = calloc(1, sizeof *s);
     if (!s)
-        return cu_fail(err, CU_EIO, "Out of memory");
+        return cu_fail_oom(err);
     s->base.ops = &smb_ops;
     s->base.name = "smb";
     s->base.read = &smb_read_ops;
@@ -1563,6 +1635,7 @@ int storage_smb_open(const storage_smb_options *o, storage_t **out, cu_error *er
     s->base.append = &smb_append_ops;
     s->base.stage_read = &smb_stage_read_ops;
     s->base.sweep = &smb_sweep_ops;
+    s->base.space = &smb_space_ops;
     /* What Windows, and so most NAS firmware, refuses in a name; "name:x" would even open an
      * alternate data stream on a Windows server. */
     s->base.forbidden_name_chars = "\\:*?\"<>|";
@@ -1578,6 +1651,10 @@ int storage_smb_open(const storage_smb_options *o, storage_t **out, cu_error *er
     while (*p == '/' || *p == '\\')
         p++;
     s->path = strdup(p);
+    if (!s->host || !s->share || !s->user || !s->password || !s->path) {
+        smb_destroy(&s->base);
+        return cu_fail_oom(err);
+    }
     for (char *q = s->path; *q; q++)
         if (*q == '\\')
             *q = '/';
@@ -1587,7 +1664,10 @@ int storage_smb_open(const storage_smb_options *o, storage_t **out, cu_error *er
     char share_enc[1024] = "";
     util_percent_encode(share_enc, sizeof share_enc, s->share, false);
     len = strlen(s->host) + strlen(share_enc) + 32;
-    s->url_base = malloc(len);
+    if (!(s->url_base = malloc(len))) {
+        smb_destroy(&s->base);
+        return cu_fail_oom(err);
+    }
     snprintf(s->url_base, len, "smb://%s:%d/%s", s->host, s->port, share_enc);
 
     /* First, while this is the process's only thread and before its first libsmbclient call:

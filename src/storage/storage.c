@@ -91,6 +91,12 @@ int storage_writer_finish(storage_writer_t *w, const unsigned char *sha256, stor
     return w->ops->finish(w, sha256, out, e);
 }
 
+void storage_writer_fence(storage_writer_t *w)
+{
+    if (w->ops->fence)
+        w->ops->fence(w);
+}
+
 void storage_writer_abort(storage_writer_t *w)
 {
     if (w)

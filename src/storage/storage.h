@@ -63,6 +63,9 @@ struct storage_writer_ops {
     int (*finish)(storage_writer_t *, const unsigned char sha256[32], storage_written *,
                   cu_error *);
     void (*abort)(storage_writer_t *);
+    /* Optional (NULL when every write is done once write returns and the writer holds
+     * nothing that stands in another's way): see storage_writer_fence. */
+    void (*fence)(storage_writer_t *);
 };
 
 /* Every backend's writer starts with this, so a writer reaches its ops on its own. */
@@ -268,6 +271,13 @@ int storage_writer_write(storage_writer_t *w, const void *buf, size_t len, cu_er
  * append cut short). A slot writer that got fewer than `length` bytes reports durable 0. */
 int storage_writer_finish(storage_writer_t *w, const unsigned char *sha256, storage_written *out,
                           cu_error *e);
+/* Ends w's writing for good, because another writer takes its range over: waits until none
+ * of what was written to w is still on its way to storage (an SMB worker's frame in flight),
+ * so that no byte of w's lands later, and lets go of what w holds there (a handle on the
+ * share, which would stand in the way of renaming the file, a worker). w takes no more
+ * writes; its owner then aborts it, which only frees it. May be called from another thread
+ * while w's owner is not using it. */
+void storage_writer_fence(storage_writer_t *w);
 /* Frees a writer whose bytes will not be recorded (client gone, bad data). */
 void storage_writer_abort(storage_writer_t *w);
 void storage_written_clear(storage_written *w);

@@ -7,6 +7,7 @@
  * one it does not claim must be refused with CU_ENOTSUP, never half done. Content is always
  * checked by reading it back through the backend's read capability, so a backend must have
  * that one for the suite to pass. */
+#include <sys/statvfs.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -528,6 +529,32 @@ static void test_sweep_lists_staging_objects(void **state)
     unstage(&st);
 }
 
+/* Free space: what the backend reports is the filesystem's (CONTRACT_SPACE_OF names a
+ * directory on the filesystem that holds the store, where the test knows one). */
+static void test_free_space(void **state)
+{
+    (void)state;
+    cu_error err;
+    int64_t bytes = -1;
+    if (!has(STORAGE_CAP_SPACE)) {
+        assert_cu_fails(storage_available(store, &bytes, &err), CU_ENOTSUP, err);
+        return;
+    }
+    assert_cu_ok(storage_available(store, &bytes, &err), err);
+    assert_true(bytes > 0);
+    const char *dir = getenv("CONTRACT_SPACE_OF");
+    struct statvfs st;
+    if (dir && statvfs(dir, &st) == 0) {
+        double want = (double)st.f_bavail * (double)st.f_frsize;
+        double off = (double)bytes - want;
+        if (off < 0)
+            off = -off;
+        if (off > want * 0.05 + (64 << 20))
+            fail_msg("%s storage reports %lld bytes free, the filesystem %.0f", store->name,
+                     (long long)bytes, want);
+    }
+}
+
 static void test_unclaimed_capabilities_are_refused(void **state)
 {
     (void)state;
@@ -584,6 +611,7 @@ int main(void)
         cmocka_unit_test(test_deferred_length),
         cmocka_unit_test(test_concatenate),
         cmocka_unit_test(test_sweep_lists_staging_objects),
+        cmocka_unit_test(test_free_space),
         cmocka_unit_test(test_unclaimed_capabilities_are_refused),
     };
     int failed = cmocka_run_group_tests_name(store->name, tests, NULL, NULL);

@@ -335,6 +335,28 @@ def raw_request(port, method, path, headers=None, body=b"", early_wait=0.0, time
 
 # ----------------------------------------------------------------------------- server
 
+
+class Trickler(object):
+    """Sends one byte on a RawConn every `interval` seconds from a thread of its own (a
+    client that is never quite idle but makes no real progress), until stop()."""
+
+    def __init__(self, conn, interval=0.2):
+        self.conn, self.interval = conn, interval
+        self.stopped = threading.Event()
+        self.sent = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stopped.wait(self.interval):
+            if not self.conn.try_send(b"t"):
+                return
+            self.sent += 1
+
+    def stop(self):
+        self.stopped.set()
+        self.thread.join(5)
+
 class Server(object):
     def __init__(self, env=None, args=(), tmpdir=None, port=None):
         self.tmp = tmpdir or tempfile.mkdtemp(prefix="cu-it-")
@@ -997,9 +1019,13 @@ class SmbLatencyProxy(object):
     STATUS_PENDING = 0x00000103
     FLAG_RESPONSE = 0x00000001
 
-    def __init__(self, target_port, delay=0.1, host="127.0.0.1"):
+    def __init__(self, target_port, delay=0.1, host="127.0.0.1", hold_first_write=0.0):
         self.target = (host, target_port)
         self.delay = delay
+        # The first WRITE request of all is held this long before smbd sees it (a write
+        # stuck on the network), the others pass at once.
+        self.hold_first_write = hold_first_write
+        self.first_write_seen = threading.Event()
         self.lock = threading.Lock()
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -1089,14 +1115,20 @@ class SmbLatencyProxy(object):
     def _requests(self, src, dst, conn):
         try:
             for frame in self._frames_from(src):
+                hold = 0.0
                 for cmd, _, flags, mid in self._headers(frame):
                     if cmd == self.SMB2_WRITE and not flags & self.FLAG_RESPONSE:
+                        if not self.first_write_seen.is_set():
+                            self.first_write_seen.set()
+                            hold = self.hold_first_write
                         with self.lock:
                             conn["writes"].add(mid)
                             self.in_flight += 1
                             self.writes += 1
                             self.connections_writing.add(conn["id"])
                             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+                if hold:
+                    time.sleep(hold)
                 dst.sendall(frame)
         except OSError:
             pass

@@ -249,18 +249,14 @@ class ConcurrencyTest(ServerTestCase):
         with concurrent.futures.ThreadPoolExecutor(max_workers=10) as ex:
             results = list(ex.map(comp, [u for u, _ in uploads] * 2))
         replies = {}
-        for u, r in results:
-            self.assertIn(r.status, (200, 409), "concurrent complete: %r" % (r,))
-            if r.status == 200:
-                if u["file_id"] in replies:
-                    self.assertEqual(r.json, replies[u["file_id"]])
-                replies[u["file_id"]] = r.json
-            else:
-                self.assertError(r, 409)
-        for u, d in uploads:
-            c = self.complete_ok(srv, u["file_id"], d)
+        for u, r in results:  # concurrent callers wait for the completion under way
+            j = self.assertOk(r, "(concurrent complete)")
             if u["file_id"] in replies:
-                self.assertEqual(c, replies[u["file_id"]])
+                self.assertEqual(j, replies[u["file_id"]])
+            replies[u["file_id"]] = j
+        self.assertEqual(len(replies), len(uploads))
+        for u, d in uploads:
+            self.assertEqual(self.complete_ok(srv, u["file_id"], d), replies[u["file_id"]])
 
     def test_parallel_inits_get_distinct_ids(self):
         srv = self.srv

@@ -8,6 +8,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -63,6 +64,72 @@ class DatabaseTest(ServerTestCase):
         self.assertIn("DATABASE_PATH", err)
         self.assertIn("cannot be written", err)
 
+    def small_disk(self, size):
+        """A tmpfs of `size` (root: the tests run as root), unmounted at the end."""
+        mnt = tempfile.mkdtemp(prefix="cu-it-dbdisk-")
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%s" % size, "tmpfs", mnt], check=True)
+        self.addCleanup(os.rmdir, mnt)
+        self.addCleanup(subprocess.run, ["umount", "-l", mnt], capture_output=True)
+        return mnt
+
+    def test_a_full_database_disk(self):
+        """The database's disk fills: writers answer 507 (not 500), reads go on, /health/ready
+        says the database cannot take writes; once there is room again, all is as before."""
+        mnt = self.small_disk("1m")
+        srv = self.start_server(env={"DATABASE_PATH": os.path.join(mnt, "uploads.db")})
+        fid = self.init_ok(srv, "first.bin", 10)["file_id"]
+        meta = "x" * 900
+        full = None
+        for i in range(5000):
+            r = srv.init("f%05d-%s.bin" % (i, meta[:200]), 10)
+            if r.status != 200:
+                full = r
+                break
+        self.assertIsNotNone(full, "the database's disk never filled")
+        self.assertError(full, 507, "full")
+        self.assertEqual(self.assertOk(srv.status(fid))["status"], "pending")  # reads go on
+        self.assertError(srv.init("more.bin", 10), 507, "full")
+        self.assertError(srv.request("GET", "/health/ready"), 503, "full")
+        self.assertEqual(srv.proc.poll(), None)
+        subprocess.run(["mount", "-o", "remount,size=16m", mnt], check=True)
+        self.init_ok(srv, "room-again.bin", 10)
+        self.assertEqual(self.assertOk(srv.request("GET", "/health/ready"))["status"], "ready")
+        self.assertNotIn("500 ", srv.log_text())
+
+    def chattr(self, flag, *paths):
+        for p in paths:
+            if os.path.exists(p) and subprocess.run(["chattr", flag, p], capture_output=True).returncode != 0:
+                self.fail("chattr %s is not available here" % flag)
+
+    def test_a_database_made_read_only_while_running(self):
+        """The database's files become immutable (chattr +i) under the running server:
+        writers get a clear 503 and reads go on while the database file and its WAL are;
+        once the WAL index (-shm) is too, which every transaction writes to (SQLite maps it,
+        and the kernel answers a write to an immutable mapping with SIGBUS), every request
+        gets the 503, and the server lives. All works again once the files are writable."""
+        srv = self.start_server()
+        fid = self.init_ok(srv, "before.bin", 10)["file_id"]
+        db = os.path.join(srv.tmp, "uploads.db")
+        files = [db, db + "-wal", db + "-shm"]
+        self.addCleanup(self.chattr, "-i", *files)
+        self.chattr("+i", db, db + "-wal")
+        for i in range(3):
+            self.assertError(srv.init("after%d.bin" % i, 10), 503, "cannot be written")
+        self.assertEqual(self.assertOk(srv.status(fid))["status"], "pending")
+        self.assertError(srv.request("GET", "/health/ready"), 503, "cannot be written")
+        self.chattr("+i", db + "-shm")
+        for i in range(3):
+            self.assertError(srv.status(fid), 503, "cannot be written")
+            self.assertError(srv.init("shm%d.bin" % i, 10), 503, "cannot be written")
+        self.assertError(srv.request("GET", "/health/ready"), 503, "cannot be written")
+        self.assertEqual(self.assertOk(srv.request("GET", "/health"))["status"], "ok")
+        self.assertEqual(srv.proc.poll(), None, "the server died")
+        self.chattr("-i", *files)
+        self.init_ok(srv, "writable-again.bin", 10)
+        self.assertEqual(self.assertOk(srv.request("GET", "/health/ready"))["status"], "ready")
+        log = srv.log_text()
+        self.assertEqual(log.count("is immutable or append-only (chattr)"), 2, log)  # once a change
+        self.assertIn("its files can be written again", log)
 
 if __name__ == "__main__":
     import unittest

@@ -7,8 +7,10 @@ import datetime
 import hashlib
 import http.client
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -512,6 +514,34 @@ class S3SweepTest(S3TestCase):
         self.assertIn(self.s3_key(live, "live.bin", "tenant-a/in"), left)
         self.assertIn("staging data no upload owns", srv.log_text())
         del foreign, outside
+
+    def test_append_spools_no_record_owns_are_removed_at_start(self):
+        """TEMP_STORAGE_PATH/appends/<id> of an upload the database does not know (a crash,
+        a restored backup) goes at start, with the default cleanup interval."""
+        s3 = self.start_s3()
+        tmp = tempfile.mkdtemp(prefix="cu-it-s3-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        appends = os.path.join(tmp, "spool", "appends")
+        old = time.time() - 2 * 3600  # older than ORPHAN_GRACE_SECONDS (1 hour)
+        made = {}
+        for name in ("orphan", "young", "not-an-id"):
+            d = os.path.join(appends, str(uuid.uuid4()) if name != "not-an-id" else name)
+            os.makedirs(d)
+            with open(os.path.join(d, "0"), "wb") as f:
+                f.write(os.urandom(1000))
+            if name != "young":
+                for p in (os.path.join(d, "0"), d):
+                    os.utime(p, (old, old))
+            made[name] = d
+        srv = self.start_s3_server(s3, tmpdir=tmp)
+        deadline = time.time() + 10
+        while time.time() < deadline and os.path.exists(made["orphan"]):
+            time.sleep(0.1)
+        self.assertFalse(os.path.exists(made["orphan"]), "an orphan append spool was left")
+        self.assertTrue(os.path.exists(os.path.join(made["young"], "0")), "a young spool was removed")
+        self.assertTrue(os.path.exists(os.path.join(made["not-an-id"], "0")), "a stranger was removed")
+        self.assertIn("staging data no upload owns", srv.log_text())
+        self.assertEqual(s3.client().list_objects(s3.bucket), [], "the sweep deleted an object")
 
 
 # ================================================================== start-up refusals

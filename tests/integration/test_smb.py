@@ -15,6 +15,7 @@ where every SMB call is made from the server process, one at a time."""
 import concurrent.futures
 import os
 import random
+import shutil
 import signal
 import sys
 import threading
@@ -22,7 +23,7 @@ import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (CHUNK, RawConn, ServerTestCase, SmbLatencyProxy, SmbServer, UUID_RE,  # noqa: E402
+from harness import (CHUNK, RawConn, ServerTestCase, SmbLatencyProxy, SmbServer, Trickler, UUID_RE,  # noqa: E402
                      file_sha256, free_port, live_processes, proc_stat, request_head, sha256_hex,
                      split_parts)
 
@@ -235,6 +236,30 @@ class SmbFlowTest(SmbTestCase):
         self.assertEqual(os.stat(path).st_mtime_ns, mtime, "the second complete touched the file")
         self.assertEqual(self.final_files(smb_path), [path])
         self.assertEqual(self.staging(smb_path), [])
+
+    def test_a_directory_at_the_final_path_is_a_conflict(self):
+        srv = self.start_smb_server("blocked")
+        data = os.urandom(CHUNK + 3)
+        init = self.init_ok(srv, "d/blocked.bin", data)
+        self.upload_all(srv, init, data)
+        blocker = self.smb.path("blocked", "d", "%s_blocked.bin" % init["file_id"])
+        for inside in ("inside", ""):  # a directory with something in it, then an empty one
+            os.makedirs(os.path.join(blocker, inside), exist_ok=True)
+            self.assertError(srv.complete(init["file_id"]), 409, "a directory is in the way")
+        self.assertEqual(self.assertOk(srv.status(init["file_id"]))["status"], "pending")
+        shutil.rmtree(blocker)
+        c = self.assertOk(srv.complete(init["file_id"]))
+        self.assertShareFile(self.assertSmbComplete(c, init["file_id"], "blocked.bin", len(data), "d",
+                                                    "blocked"), data)
+
+    def test_a_size_the_share_cannot_hold_is_refused_at_once(self):
+        srv = self.start_smb_server("huge", env={"MAX_PARTS": "1000000", "CHUNK_SIZE_MB": "4096",
+                                                 "MAX_RESERVED_BYTES": "0"})
+        t0 = time.time()
+        j = self.assertError(srv.init("huge.bin", 10 ** 15), 507)  # 1 PB
+        self.assertLess(time.time() - t0, 1.0, "no part tokens may be signed first")
+        self.assertIn("Not enough space", j["error"])
+        self.assertEqual(self.staging("huge"), [])
 
     def test_zero_byte_file(self):
         smb_path = "zero"
@@ -686,6 +711,69 @@ class SmbParallelWritesTest(SmbTestCase):
         what = "one part %.2f s, four at once %.2f s, proxy saw %r" % (one, four, stats)
         self.assertEqual(stats["max_writes_in_flight"], 1, what)
         self.assertGreaterEqual(stats["writes"], 4, what)
+
+
+class SmbTakeoverTest(SmbTestCase):
+    """A stalled part taken over while its worker's last write is still on its way to the
+    NAS: the takeover waits for that write, so it can never land over the new request's
+    bytes (without the wait, the first 4 MiB of the file would be the stalled client's)."""
+
+    HOLD = 4.0
+
+    def test_takeover_waits_for_the_stalled_writers_write_in_flight(self):
+        proxy = SmbLatencyProxy(self.smb.port, delay=0, hold_first_write=self.HOLD)
+        self.addCleanup(proxy.close)
+        srv = self.start_smb_server("takeover", env={
+            "SMB_PORT": str(proxy.port), "SMB_WORKERS": "2", "CHUNK_SIZE_MB": "8",
+            "PART_STALL_SECONDS": "1", "BODY_MIN_RATE": "0"})
+        part = 8 * CHUNK
+        good = os.urandom(part)
+        init = self.assertOk(srv.init("fenced.bin", part))
+        fid, token = init["file_id"], init["parts"][0]["token"]
+        # The stalled client: one whole 4 MiB frame (handed to a worker, whose WRITE the
+        # proxy holds), one byte more, then nothing, its connection left open.
+        stalled = RawConn(srv.port)
+        self.addCleanup(stalled.close)
+        stalled.send(request_head("PUT", "/upload/%s/part/0" % fid,
+                                  {"Authorization": "Bearer " + token, "Content-Length": str(part)}))
+        stalled.send(b"\xee" * (4 * CHUNK + 1))
+        self.assertTrue(proxy.first_write_seen.wait(10), "the stalled part's write never reached the proxy")
+        held_at = time.time()
+        time.sleep(1.5)
+        r = srv.put_part(fid, 0, token, good, timeout=60)  # takes over
+        self.assertEqual(self.assertOk(r)["checksum_sha256"], sha256_hex(good))
+        self.assertGreaterEqual(time.time() - held_at, self.HOLD - 0.5,
+                                "the takeover did not wait for the write in flight")
+        time.sleep(max(0.0, held_at + self.HOLD + 1 - time.time()))  # any late write has landed
+        stalled.close()
+        c = self.assertOk(srv.complete(fid))
+        self.assertShareFile(self.assertSmbComplete(c, fid, "fenced.bin", part, "", "takeover"), good)
+
+
+    def test_a_trickling_part_is_taken_over(self):
+        """Through a worker and in-process: the trickling writer's handle on the share is
+        closed by the takeover (smbd refuses to rename a file that is open)."""
+        for workers in ("2", "0"):
+            with self.subTest(SMB_WORKERS=workers):
+                self.trickle_then_take_over("trickle" + workers, workers)
+
+    def trickle_then_take_over(self, smb_path, workers):
+        srv = self.start_smb_server(smb_path, env={"PART_STALL_SECONDS": "1", "BODY_MIN_RATE": "0",
+                                                   "SMB_WORKERS": workers})
+        data = os.urandom(CHUNK)
+        init = self.assertOk(srv.init("trickle.bin", len(data)))
+        fid, token = init["file_id"], init["parts"][0]["token"]
+        trickling = RawConn(srv.port)
+        self.addCleanup(trickling.close)
+        trickling.send(request_head("PUT", "/upload/%s/part/0" % fid,
+                                    {"Authorization": "Bearer " + token, "Content-Length": str(CHUNK)}))
+        trickler = Trickler(trickling, 0.2)
+        self.addCleanup(trickler.stop)
+        time.sleep(1.5)
+        self.assertOk(srv.put_part(fid, 0, token, data))  # taken over from the trickle
+        trickler.stop()
+        c = self.assertOk(srv.complete(fid))
+        self.assertShareFile(self.assertSmbComplete(c, fid, "trickle.bin", len(data), "", smb_path), data)
 
 
 class SmbWorkerTest(SmbTestCase):

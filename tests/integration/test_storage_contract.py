@@ -29,7 +29,7 @@ class StorageContractTest(unittest.TestCase):
             self.assertNotIn(marker, out, out[-8000:])
         self.assertEqual(p.returncode, 0, "contract failed for %s:\n%s"
                          % (env.get("STORAGE_BACKEND"), out[-8000:]))
-        self.assertIn("[  PASSED  ] 12 test(s)", out, out[-4000:])
+        self.assertIn("[  PASSED  ] 13 test(s)", out, out[-4000:])
         return out
 
     def test_local(self):
@@ -38,7 +38,7 @@ class StorageContractTest(unittest.TestCase):
                 with self.subTest(durability=durability):
                     out = self.run_contract({"STORAGE_BACKEND": "local",
                                              "LOCAL_STORAGE_PATH": os.path.join(tmp, durability),
-                                             "DURABILITY": durability})
+                                             "DURABILITY": durability, "CONTRACT_SPACE_OF": tmp})
                     self.assertIn("local storage: read, zero-copy read, remove, concatenate, "
                                   "deferred length, append, read staging, free space, sweep", out)
 
@@ -48,9 +48,10 @@ class StorageContractTest(unittest.TestCase):
         smb.start()
         before = smb.profile()
         env = {k: v for k, v in smb.server_env("contract").items() if v is not None}
+        env["CONTRACT_SPACE_OF"] = smb.share_dir
         out = self.run_contract(env)
         self.assertIn("smb storage: read, remove, concatenate, deferred length, append, read "
-                      "staging", out)
+                      "staging, free space, sweep", out)
         # Concatenation copied on the server instead of reading the sources through the
         # process: per source an FSCTL_SRV_REQUEST_RESUME_KEY and at least one
         # FSCTL_SRV_COPYCHUNK_WRITE, SMB2 IOCTLs (test_concatenate has 3 sources; the rest

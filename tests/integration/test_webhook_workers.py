@@ -176,6 +176,31 @@ class WebhookWorkersTest(ServerTestCase):
             self.assertLess(r.durations[0], 3.0, "a try lasted %.1f s" % r.durations[0])
         self.assertIn("timed out", srv.log_text())
 
+    def test_many_bad_hosts_cannot_starve_a_good_receiver(self):
+        """29 hosts that accept and never answer (or one client with 29 names), two webhooks
+        each, queued before a good receiver's: the good one still arrives at once, since a
+        worker is kept for hosts whose last try worked and failing ones share half."""
+        bad = [self.stuck("127.0.0.%d" % n) for n in range(2, 31)]
+        good = self.receiver(host="127.0.0.1")
+        srv = self.start_server(env={"WEBHOOK_ALLOWED_HOSTS": "127.0.0.0/8", "WEBHOOK_TIMEOUT_SECONDS": "3",
+                                     "WEBHOOK_RETRY_BASE_SECONDS": "1"})
+        self.hook(srv, good.url())
+        self.assertTrue(good.wait_hits(1, 5), "the good receiver's first webhook")
+        for target in bad * 2:
+            self.hook(srv, target.url())
+        deadline = time.time() + 5
+        while time.time() < deadline and sum(r.open for r in bad) < 7:
+            time.sleep(0.05)
+        self.assertGreaterEqual(sum(r.open for r in bad), 7, "the bad hosts did not take their workers")
+        for n in range(2, 5):  # while the bad ones time out, fail and come due again
+            t0 = time.time()
+            self.hook(srv, good.url())
+            self.assertTrue(good.wait_hits(n, 3), "webhook %d waited behind the bad hosts" % n)
+            took = good.hits[n - 1]["t"] - t0
+            self.assertLess(took, 2.0, "the good receiver's webhook %d took %.2f s" % (n, took))
+            self.assertLessEqual(sum(r.open for r in bad), 7, "the bad hosts took every worker")
+            time.sleep(2.0)
+
     def test_in_flight_delivery_taken_once(self):
         slow = self.stuck("127.0.0.2")
         good = self.receiver()

@@ -21,6 +21,7 @@ typedef struct {
     int fail_at;         /* fail the call with this count (1-based); 0: never */
     char failed[64];     /* the name of the call that was failed, "" when none */
     int finish_delay_ms; /* storage finish sleeps this long first (widens race windows) */
+    int fences;          /* writers fenced (storage_writer_fence) */
 } fault_ctl;
 
 /* Counts one call named op; true when it is the one to fail. */
@@ -38,6 +39,16 @@ static inline bool fault_hit(fault_ctl *c, const char *op)
     do {                                                                                           \
         if (fault_hit((ctl), (op)))                                                                \
             return cu_fail((e), CU_EIO, "injected failure in %s", (op));                           \
+    } while (0)
+
+/* A failed call leaves its out-parameters as garbage (no store promises anything else), so
+ * a caller that reads or frees them after a failure crashes here rather than by luck. */
+#define FAULT_OUT(ctl, op, e, out, size)                                                           \
+    do {                                                                                           \
+        if (fault_hit((ctl), (op))) {                                                              \
+            memset((out), 0xA5, (size));                                                           \
+            return cu_fail((e), CU_EIO, "injected failure in %s", (op));                           \
+        }                                                                                          \
     } while (0)
 
 /* ---- storage ---- */
@@ -94,8 +105,15 @@ static inline void fw_abort(storage_writer_t *base)
     free(w);
 }
 
+static inline void fw_fence(storage_writer_t *base)
+{
+    fault_writer *w = (fault_writer *)base;
+    w->ctl->fences++;
+    storage_writer_fence(w->inner);
+}
+
 static const struct storage_writer_ops fault_writer_ops = {
-    .write = fw_write, .finish = fw_finish, .abort = fw_abort};
+    .write = fw_write, .finish = fw_finish, .abort = fw_abort, .fence = fw_fence};
 
 static inline int fs_stage_create(storage_t *base, const storage_upload *u, char **ref, cu_error *e)
 {
@@ -252,27 +270,29 @@ static inline int fm_upload_create(meta_t *b, const meta_upload *u, const meta_p
 }
 static inline int fm_upload_get(meta_t *b, const char *id, meta_upload *out, cu_error *e)
 {
-    FAULT(FM(b)->ctl, "meta_upload_get", e);
+    FAULT_OUT(FM(b)->ctl, "meta_upload_get", e, out, sizeof *out);
     return meta_upload_get(FM(b)->inner, id, out, e);
 }
 static inline int fm_upload_find(meta_t *b, const char *o, const char *p, const char *k,
                                  meta_upload *out, cu_error *e)
 {
-    FAULT(FM(b)->ctl, "meta_upload_find", e);
+    FAULT_OUT(FM(b)->ctl, "meta_upload_find", e, out, sizeof *out);
     return meta_upload_find(FM(b)->inner, o, p, k, out, e);
 }
 static inline int fm_with_parts(meta_t *b, const char *id, meta_upload *out, meta_part **p, int *n,
                                 cu_error *e)
 {
-    *p = NULL;
-    *n = 0;
-    FAULT(FM(b)->ctl, "meta_upload_with_parts", e);
+    if (fault_hit(FM(b)->ctl, "meta_upload_with_parts")) {
+        memset(out, 0xA5, sizeof *out);
+        memset(p, 0xA5, sizeof *p);
+        memset(n, 0xA5, sizeof *n);
+        return cu_fail(e, CU_EIO, "injected failure in meta_upload_with_parts");
+    }
     return meta_upload_with_parts(FM(b)->inner, id, out, p, n, e);
 }
 static inline int fm_part_get(meta_t *b, const char *id, int part, meta_part *out, cu_error *e)
 {
-    memset(out, 0, sizeof *out);
-    FAULT(FM(b)->ctl, "meta_part_get", e);
+    FAULT_OUT(FM(b)->ctl, "meta_part_get", e, out, sizeof *out);
     return meta_part_get(FM(b)->inner, id, part, out, e);
 }
 static inline int fm_part_store(meta_t *b, const char *id, int part, int64_t size, const char *sum,

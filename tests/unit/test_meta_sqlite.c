@@ -919,6 +919,100 @@ static void test_prune(void **state)
     assert_cu_ok(meta_check(f->meta, &err), err);
 }
 
+/* PRAGMA name of the database file, read on a connection of its own. */
+static int64_t pragma_of(const char *path, const char *name)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    char sql[64];
+    snprintf(sql, sizeof sql, "PRAGMA %s", name);
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    int64_t v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+/* Pruning gives the pages it frees back to the file system: the file shrinks, and what is
+ * left on the free list is a handful of pages. */
+static void test_prune_shrinks_the_file(void **state)
+{
+    fixture *f = *state;
+    cu_error err;
+    char name[512];
+    memset(name, 'n', sizeof name - 1);
+    name[sizeof name - 1] = '\0';
+    meta_upload keep = new_upload();
+    create(f, &keep);
+    for (int i = 0; i < 1500; i++) {
+        meta_upload u = new_upload();
+        u.filename = name;
+        create(f, &u);
+        assert_cu_ok(meta_upload_end(f->meta, u.id, UPLOAD_PENDING, UPLOAD_CANCELLED, &err), err);
+        assert_cu_ok(meta_upload_mark_purged(f->meta, u.id, &err), err);
+    }
+    assert_cu_ok(meta_check(f->meta, &err), err); /* a checkpoint: the pages reach the file */
+    int64_t before = pragma_of(f->db_path, "page_count");
+    assert_true(before > 200);
+    int uploads = 0, webhooks = 0;
+    assert_cu_ok(meta_prune(f->meta, now_s() + 10, &uploads, &webhooks, &err), err);
+    assert_int_equal(uploads, 1500);
+    assert_cu_ok(meta_check(f->meta, &err), err);
+    int64_t after = pragma_of(f->db_path, "page_count");
+    int64_t free_pages = pragma_of(f->db_path, "freelist_count");
+    if (after * 4 > before || free_pages > 16)
+        fail_msg("pruning left %lld of %lld pages, %lld of them free", (long long)after,
+                 (long long)before, (long long)free_pages);
+    meta_upload got;
+    assert_cu_ok(meta_upload_get(f->meta, keep.id, &got, &err), err);
+    meta_upload_clear(&got);
+}
+
+/* A complete file's record stays for as long as the file does, with its parts' sizes and
+ * digests; the digests of the part tokens are dropped after the retention time. */
+static void test_prune_keeps_complete_files_but_not_their_tokens(void **state)
+{
+    fixture *f = *state;
+    cu_error err;
+    meta_upload u = new_upload();
+    create(f, &u);
+    for (int i = 0; i < 3; i++) {
+        int up = 0;
+        assert_cu_ok(
+            meta_part_store(f->meta, u.id, i, i == 2 ? 952 : 1024,
+                            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                            NULL, &up, &err),
+            err);
+    }
+    assert_cu_ok(meta_upload_transition(f->meta, u.id, UPLOAD_PENDING, UPLOAD_FINALIZING, &err),
+                 err);
+    assert_cu_ok(meta_upload_complete(f->meta, u.id, "/f", now_s() - 100, NULL, &err), err);
+    int uploads = 0, webhooks = 0;
+    assert_cu_ok(meta_prune(f->meta, now_s() - 200, &uploads, &webhooks, &err), err);
+    meta_part *parts = NULL;
+    int n = 0;
+    assert_cu_ok(parts_list(f->meta, u.id, &parts, &n, &err), err);
+    assert_int_equal(n, 3);
+    assert_true(parts[0].token_sha256[0] != '\0'); /* completed after the cut-off: kept */
+    meta_parts_free(parts, n);
+    assert_cu_ok(meta_prune(f->meta, now_s(), &uploads, &webhooks, &err), err);
+    assert_int_equal(uploads, 0);
+    assert_cu_ok(parts_list(f->meta, u.id, &parts, &n, &err), err);
+    assert_int_equal(n, 3);
+    for (int i = 0; i < n; i++) {
+        assert_string_equal(parts[i].token_sha256, "");
+        assert_int_equal(parts[i].state, PART_UPLOADED);
+        assert_int_equal(parts[i].checksum_sha256[0], 'a');
+    }
+    meta_parts_free(parts, n);
+    meta_upload got;
+    assert_cu_ok(meta_upload_get(f->meta, u.id, &got, &err), err);
+    assert_int_equal(got.state, UPLOAD_COMPLETE);
+    meta_upload_clear(&got);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -939,6 +1033,8 @@ int main(void)
         T(test_owner_limits),
         T(test_prune),
         T(test_upload_fail_and_type),
+        T(test_prune_shrinks_the_file),
+        T(test_prune_keeps_complete_files_but_not_their_tokens),
         T(test_migrates_version_1),
         T(test_persists_across_reopen),
         T(test_unknown_ids),

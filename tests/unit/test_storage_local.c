@@ -385,7 +385,7 @@ static void test_symlink_cannot_escape(void **state)
     char *final_path = NULL;
     memset(&err, 0, sizeof err);
     int rc = finish_at(f->s, &u, "evil/x", &final_path, &err);
-    assert_int_not_equal(rc, 0);
+    assert_int_equal(rc, CU_ECONFLICT); /* a path conflict (409), never a 500 */
     assert_int_equal(err.code, rc);
     assert_null(final_path);
     assert_int_equal(dir_count(outside), 0); /* nothing written outside the root */
@@ -397,7 +397,7 @@ static void test_symlink_cannot_escape(void **state)
     assert_int_equal(mkdir(real, 0750), 0);
     char *deeper = path_join(f->root, "files/real/link");
     assert_int_equal(symlink(outside, deeper), 0);
-    assert_int_not_equal(finish_at(f->s, &u, "real/link/sub/x", &final_path, &err), 0);
+    assert_cu_fails(finish_at(f->s, &u, "real/link/sub/x", &final_path, &err), CU_ECONFLICT, err);
     assert_int_equal(dir_count(outside), 0);
 
     /* A symlink where the file itself goes is replaced, not followed. */
@@ -423,6 +423,51 @@ static void test_symlink_cannot_escape(void **state)
     tmpdir_remove(outside);
 }
 
+/* A symbolic link planted where an upload's staging file is: no write, read or append
+ * follows it out of the root. */
+static void test_staging_symlink_is_not_followed(void **state)
+{
+    fixture *f = *state;
+    cu_error err;
+    char *outside = tmpdir_make();
+    assert_non_null(outside);
+    char *victim = path_join(outside, "victim");
+    FILE *v = fopen(victim, "w");
+    assert_non_null(v);
+    fputs("untouched", v);
+    fclose(v);
+    char *ref = NULL;
+    assert_cu_ok(stage(f->s, "u-planted", 9, &ref, &err), err);
+    char *staging = staging_path(f, "u-planted");
+    assert_int_equal(unlink(staging), 0);
+    assert_int_equal(symlink(victim, staging), 0);
+    storage_upload u = {
+        .id = "u-planted", .storage_ref = ref, .total_size = 9, .part_size = 1 << 20};
+
+    storage_writer_t *w = NULL;
+    assert_cu_fails(storage_writer_open(f->s, &u, 0, 9, &w, &err), CU_EIO, err);
+    assert_null(w);
+    assert_cu_fails(storage_append_open(f->s, &u, 0, &w, &err), CU_EIO, err);
+    unsigned char sum[32];
+    assert_cu_fails(storage_stage_sha256(f->s, &u, sum, &err), CU_EIO, err);
+
+    char got[32] = "";
+    v = fopen(victim, "r");
+    assert_non_null(v);
+    assert_non_null(fgets(got, sizeof got, v));
+    fclose(v);
+    assert_string_equal(got, "untouched");
+    struct stat st;
+    assert_int_equal(lstat(staging, &st), 0);
+    assert_true(S_ISLNK(st.st_mode));                 /* left as found */
+    assert_cu_ok(storage_abort(f->s, &u, &err), err); /* removes the link, not the victim */
+    assert_int_equal(stat(victim, &st), 0);
+    free(staging);
+    free(ref);
+    free(victim);
+    tmpdir_remove(outside);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -436,6 +481,7 @@ int main(void)
         T(test_abort),
         T(test_empty_upload),
         T(test_symlink_cannot_escape),
+        T(test_staging_symlink_is_not_followed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

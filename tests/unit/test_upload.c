@@ -468,8 +468,8 @@ typedef struct {
     int acquired, released;
 } slow_locks;
 
-static int slow_acquire(upload_locks *base, const char *id, int slot, double takeover,
-                        upload_claim **out, cu_error *err)
+static int slow_acquire(upload_locks *base, const char *id, int slot,
+                        const upload_stall_rule *takeover, upload_claim **out, cu_error *err)
 {
     slow_locks *l = (slow_locks *)base;
     pthread_mutex_lock(&l->m);
@@ -485,9 +485,14 @@ static bool slow_hold(upload_locks *base, upload_claim *c)
     return upload_lock_hold(((slow_locks *)base)->inner, c);
 }
 
-static void slow_unhold(upload_locks *base, upload_claim *c)
+static void slow_unhold(upload_locks *base, upload_claim *c, int64_t bytes)
 {
-    upload_lock_unhold(((slow_locks *)base)->inner, c);
+    upload_lock_unhold(((slow_locks *)base)->inner, c, bytes);
+}
+
+static void slow_fence(upload_locks *base, upload_claim *c, void (*fn)(void *), void *ctx)
+{
+    upload_lock_fence(((slow_locks *)base)->inner, c, fn, ctx);
 }
 
 static void slow_release(upload_locks *base, upload_claim *c)
@@ -512,6 +517,7 @@ static void slow_destroy(upload_locks *base)
 static const struct upload_lock_ops slow_ops = {.acquire = slow_acquire,
                                                 .hold = slow_hold,
                                                 .unhold = slow_unhold,
+                                                .fence = slow_fence,
                                                 .release = slow_release,
                                                 .destroy = slow_destroy};
 
@@ -712,7 +718,9 @@ static void test_stalled_writer_is_taken_over(void **state)
     /* Still fresh: a second request is refused. */
     assert_cu_fails(upload_write_begin(f->svc, &req, &next, &err), CU_ECONFLICT, err);
     usleep(300000);
+    f->faults.fences = 0;
     assert_cu_ok(upload_write_begin(f->svc, &req, &next, &err), err); /* taken over */
+    assert_int_equal(f->faults.fences, 1); /* after the old writer's writes in flight landed */
     assert_cu_fails(upload_write_data(old, stale + CHUNK / 2, CHUNK / 2, &err), CU_ECONFLICT, err);
     assert_non_null(strstr(err.msg, "took the upload over"));
     upload_write_abort(old);
@@ -754,6 +762,51 @@ static void test_stalled_writer_is_taken_over(void **state)
     assert_cu_ok(upload_write_end(next, &res, &err), err);
     assert_true(res.completed);
     assert_file(res.upload.final_path, fresh, CHUNK);
+    upload_write_result_clear(&res);
+    meta_upload_clear(&u);
+}
+
+/* A holder that trickles (a byte at a time, often enough that it is never idle) is stalled
+ * all the same: fewer than PART_STALL_MIN_BYTES in PART_STALL_SECONDS. One that keeps
+ * moving enough bytes is never taken over. */
+static void test_trickling_writer_is_taken_over(void **state)
+{
+    fixture *f = *state;
+    f->cfg.part_stall_seconds = 0.3;
+    f->cfg.part_stall_min_bytes = 64;
+    unsigned char data[CHUNK];
+    fill(data, CHUNK, 15);
+    meta_upload u;
+    create_slots(f, "trickle.bin", CHUNK, NULL, NULL, &u);
+    upload_write_request req = {.id = u.id, .slot = 0, .length = CHUNK};
+    upload_write *steady = NULL, *trickle = NULL, *next = NULL;
+    cu_error err;
+    /* Steady: 100 bytes every 50 ms, for twice the stall time: never taken over. */
+    assert_cu_ok(upload_write_begin(f->svc, &req, &steady, &err), err);
+    size_t at = 0;
+    for (int i = 0; i < 12; i++, at += 50) {
+        assert_cu_ok(upload_write_data(steady, data + at, 50, &err), err);
+        usleep(50000);
+        assert_cu_fails(upload_write_begin(f->svc, &req, &next, &err), CU_ECONFLICT, err);
+    }
+    upload_write_abort(steady);
+    /* Trickle: a byte every 50 ms is never idle for long, but is taken over. */
+    assert_cu_ok(upload_write_begin(f->svc, &req, &trickle, &err), err);
+    double t0 = util_monotonic();
+    int rc = CU_ECONFLICT;
+    for (int i = 0; i < 40 && rc != 0; i++) {
+        assert_cu_ok(upload_write_data(trickle, data + i, 1, &err), err);
+        usleep(50000);
+        rc = upload_write_begin(f->svc, &req, &next, &err);
+    }
+    assert_cu_ok(rc, err);
+    double waited = util_monotonic() - t0;
+    assert_true(waited >= 0.3 && waited < 1.0);
+    assert_cu_fails(upload_write_data(trickle, data, 1, &err), CU_ECONFLICT, err);
+    upload_write_abort(trickle);
+    assert_cu_ok(upload_write_data(next, data, CHUNK, &err), err);
+    upload_write_result res;
+    assert_cu_ok(upload_write_end(next, &res, &err), err);
     upload_write_result_clear(&res);
     meta_upload_clear(&u);
 }
@@ -1779,6 +1832,7 @@ int main(void)
         T(test_racing_writers_store_once),
         T(test_concurrent_completions_agree),
         T(test_stalled_writer_is_taken_over),
+        T(test_trickling_writer_is_taken_over),
         T(test_stream_appends_and_completes),
         T(test_stream_deferred_length),
         T(test_concatenation),
