@@ -28,7 +28,9 @@ void http_cors_free(http_cors *c)
  * a host of letters, digits, '-', '.', or an IPv6 literal in brackets, and ":port". */
 static bool origin_syntax_ok(const char *text, size_t len)
 {
-    size_t scheme = !strncasecmp(text, "https://", 8) ? 8 : !strncasecmp(text, "http://", 7) ? 7 : 0;
+    size_t scheme = !strncasecmp(text, "https://", 8)  ? 8
+                    : !strncasecmp(text, "http://", 7) ? 7
+                                                       : 0;
     if (!scheme || len <= scheme)
         return false;
     const char *p = text + scheme, *end = text + len;

@@ -314,8 +314,7 @@ static bool ratelimit_request(void *ctx, http_request *req)
     snprintf(retry, sizeof retry, "%lld", seconds);
     http_add_header(req, "Retry-After", retry);
     if (auth)
-        http_reply_error(req, 429,
-                         "Too many failed authentications from %s; try again in %lld s",
+        http_reply_error(req, 429, "Too many failed authentications from %s; try again in %lld s",
                          http_client_addr(req), seconds);
     else
         http_reply_error(req, 429, "Too many requests from %s; try again in %lld s",

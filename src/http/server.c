@@ -84,6 +84,7 @@ typedef struct conn_state {
     char peer[INET6_ADDRSTRLEN];
     netaddr peer_addr;                     /* family 0 when unknown; IPv4-mapped as IPv4 */
     char peer_canonical[NETADDR_TEXT_LEN]; /* its text: the client unless a proxy says more */
+    bool peer_trusted;                     /* a trusted proxy (TRUST_PROXY): decided once */
     bool overflow; /* accepted beyond max_connections: its first request gets 503 */
     /* Written by the connection's thread, read by the watchdog. */
     _Atomic int phase;
@@ -617,8 +618,7 @@ static void settle_client(http_request *req)
 {
     if (!req->cs)
         return; /* unknown peer: family 0, "" */
-    const http_trust *trust = req->srv->opts.trust;
-    if (!trust || !http_trust_has(trust, &req->cs->peer_addr)) {
+    if (!req->cs->peer_trusted) {
         req->client = req->cs->peer_addr;
         memcpy(req->client_text, req->cs->peer_canonical, sizeof req->client_text);
         return;
@@ -626,8 +626,8 @@ static void settle_client(http_request *req)
     forwarded_for xff = {.n = 0};
     MHD_get_connection_values(req->conn, MHD_HEADER_KIND, collect_forwarded_for, &xff);
     req->forwarded_trusted =
-        http_trust_client(trust, &req->cs->peer_addr, http_header(req, "CF-Connecting-IP"),
-                          xff.values, xff.n, &req->client);
+        http_trust_client(req->srv->opts.trust, &req->cs->peer_addr,
+                          http_header(req, "CF-Connecting-IP"), xff.values, xff.n, &req->client);
     netaddr_format(&req->client, req->client_text);
 }
 
@@ -1056,6 +1056,7 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
                                         &cs->peer_addr) == 0) {
             netaddr_unmap(&cs->peer_addr);
             netaddr_format(&cs->peer_addr, cs->peer_canonical);
+            cs->peer_trusted = http_trust_has(srv->opts.trust, &cs->peer_addr);
         }
         set_phase(cs, PHASE_IDLE);
         pthread_mutex_lock(&srv->lock);

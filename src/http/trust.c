@@ -69,9 +69,9 @@ int http_trust_parse(const char *text, http_trust **out, cu_error *err)
             continue;
         }
         if (!is_range_entry(tok)) {
-            rc = cu_fail(err, CU_EINVAL,
-                         "\"%s\" is not an IP address or CIDR range (nor the word cloudflare)",
-                         tok);
+            rc =
+                cu_fail(err, CU_EINVAL,
+                        "\"%s\" is not an IP address or CIDR range (nor the word cloudflare)", tok);
             break;
         }
         used += (size_t)sprintf(joined + used, "%s%s", used ? "," : "", tok);
@@ -155,7 +155,7 @@ int http_trust_parse_hop(const char *text, size_t len, netaddr *out)
 }
 
 bool http_trust_client(const http_trust *t, const netaddr *peer, const char *cf_connecting_ip,
-                           const char *const *xff, size_t nxff, netaddr *client)
+                       const char *const *xff, size_t nxff, netaddr *client)
 {
     *client = *peer;
     netaddr_unmap(client);

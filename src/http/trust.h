@@ -53,6 +53,6 @@ int http_trust_parse_hop(const char *text, size_t len, netaddr *out);
  * list). Writes the client into *client (IPv4-mapped peers come out as IPv4) and returns
  * whether the peer is a trusted proxy. */
 bool http_trust_client(const http_trust *t, const netaddr *peer, const char *cf_connecting_ip,
-                           const char *const *xff, size_t nxff, netaddr *client);
+                       const char *const *xff, size_t nxff, netaddr *client);
 
 #endif
