@@ -567,6 +567,54 @@ static const config_var vars[] = {
      FIELD(body_rate_window_seconds, F_DOUBLE),
      .help = "The window over which `BODY_MIN_RATE` is measured; also how long a body may "
              "send nothing at all"},
+    {.name = "TRUST_PROXY",
+     .group = "HTTP",
+     .type = V_STRING,
+     FIELD(trust_proxy, F_STR),
+     .help = "Reverse proxies whose forwarding headers name the client: comma-separated IP "
+             "addresses and CIDR ranges, and the word `cloudflare` for Cloudflare's published "
+             "ranges (compiled in), e.g. `127.0.0.1,cloudflare`. From a trusted peer the client "
+             "is `CF-Connecting-IP` (when the peer is Cloudflare's) or the rightmost untrusted "
+             "`X-Forwarded-For` entry, and `X-Forwarded-Proto`/`-Host` are believed; from any "
+             "other peer those headers are ignored. The client address is what rate limits, "
+             "the access log and handlers see. Unset: the peer is the client"},
+    {.name = "CORS_ALLOWED_ORIGINS",
+     .group = "HTTP",
+     .type = V_STRING,
+     FIELD(cors_allowed_origins, F_STR),
+     .help = "Origins whose pages may call the API from a browser: comma-separated "
+             "(`https://app.example.com,http://localhost:5173`), or `*` for any. Preflights "
+             "are answered on every route and replies carry `Access-Control-Allow-Origin` "
+             "and the exposed headers (docs/API.md, CORS); credentials (cookies) are never "
+             "allowed, the API key and tokens travel in headers. Unset: no CORS headers"},
+    {.name = "RATE_LIMIT_PER_MINUTE",
+     .group = "HTTP",
+     .type = V_INT,
+     .def = "3000",
+     .imin = 0,
+     .imax = 60000000,
+     FIELD(rate_limit_per_minute, F_I64),
+     .help = "Requests a minute one client address (an IPv6 /64) may make, on average; "
+             "beyond, 429 with `Retry-After`. 0: no limit. The default is above what honest "
+             "clients send (docs/API.md, Rate limits)"},
+    {.name = "RATE_LIMIT_BURST",
+     .group = "HTTP",
+     .type = V_INT,
+     .def = "600",
+     .imin = 1,
+     .imax = 1000000,
+     FIELD(rate_limit_burst, F_I64),
+     .help = "Requests one client may make at once before `RATE_LIMIT_PER_MINUTE` applies"},
+    {.name = "RATE_LIMIT_AUTH_FAILURES_PER_MINUTE",
+     .group = "HTTP",
+     .type = V_INT,
+     .def = "30",
+     .imin = 0,
+     .imax = 1000000,
+     FIELD(rate_limit_auth_failures_per_minute, F_I64),
+     .help = "Failed authentications (a wrong API key or token) a minute one client address may "
+             "make, this many at once; once they are used up, every request from it that needs "
+             "credentials gets 429, right ones included, until one is back. 0: no limit"},
     {.name = "LOG_LEVEL",
      .group = "HTTP",
      .type = V_CHOICE,

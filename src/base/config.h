@@ -74,6 +74,11 @@ typedef struct cu_config_s {
     double keepalive_timeout_seconds;
     int64_t body_min_rate; /* bytes per second, over body_rate_window_seconds */
     double body_rate_window_seconds;
+    char *trust_proxy;             /* TRUST_PROXY as configured, or NULL (parsed by http/trust.h) */
+    char *cors_allowed_origins;    /* or NULL: no CORS (parsed by http/cors.h) */
+    int64_t rate_limit_per_minute; /* 0: no request limit */
+    int64_t rate_limit_burst;
+    int64_t rate_limit_auth_failures_per_minute; /* 0: no limit on failed authentications */
     int log_level;
     /* Start-up warnings worth a line in the log (e.g. chunk size over Cloudflare's limit). */
     char warnings[512];

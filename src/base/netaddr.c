@@ -10,6 +10,8 @@
  * unicast (2000::/3) is unassigned or special and refused as well. */
 #include "base/netaddr.h"
 
+#include "base/util.h"
+
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <netdb.h>
@@ -59,6 +61,16 @@ int netaddr_parse(const char *text, netaddr *out)
     int rc = netaddr_from_sockaddr(res->ai_addr, res->ai_addrlen, out);
     freeaddrinfo(res);
     return rc;
+}
+
+void netaddr_unmap(netaddr *a)
+{
+    static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (a->family == AF_INET6 && !memcmp(a->bytes, mapped, sizeof mapped)) {
+        memmove(a->bytes, a->bytes + 12, 4);
+        memset(a->bytes + 4, 0, 12);
+        a->family = AF_INET;
+    }
 }
 
 void netaddr_format(const netaddr *a, char out[NETADDR_TEXT_LEN])
@@ -273,17 +285,9 @@ int netaddr_allowlist_parse(const char *text, netaddr_allowlist **out, cu_error 
     netaddr_allowlist *l = calloc(1, sizeof *l);
     char *copy = strdup(text);
     int rc = l && copy ? 0 : cu_fail_oom(err);
-    char *save = NULL;
-    for (char *tok = copy ? strtok_r(copy, ",", &save) : NULL; rc == 0 && tok;
-         tok = strtok_r(NULL, ",", &save)) {
-        while (isspace((unsigned char)*tok))
-            tok++;
-        size_t len = strlen(tok);
-        while (len && isspace((unsigned char)tok[len - 1]))
-            tok[--len] = '\0';
-        if (len)
-            rc = add_entry(l, tok, err);
-    }
+    char *cursor = copy;
+    for (char *tok; rc == 0 && (tok = util_list_next(&cursor)) != NULL;)
+        rc = add_entry(l, tok, err);
     free(copy);
     if (rc == 0 && l->nnames == 0 && l->nranges == 0) {
         netaddr_allowlist_free(l); /* only commas and blanks: nothing allowed */

@@ -30,6 +30,9 @@ typedef struct {
 int netaddr_parse(const char *text, netaddr *out);
 /* The address of an AF_INET or AF_INET6 sockaddr of len bytes; -1 for any other. */
 int netaddr_from_sockaddr(const struct sockaddr *sa, size_t len, netaddr *out);
+/* An IPv4-mapped IPv6 address (::ffff:a.b.c.d, as a dual-stack socket reports an IPv4
+ * peer) becomes the IPv4 address it stands for; any other address is left as it is. */
+void netaddr_unmap(netaddr *a);
 /* Canonical text ("127.0.0.1", "::ffff:127.0.0.1") into out[NETADDR_TEXT_LEN]. */
 void netaddr_format(const netaddr *a, char out[NETADDR_TEXT_LEN]);
 /* NULL for an ordinary public unicast address; otherwise the name of its range

@@ -240,6 +240,25 @@ int util_parse_double(const char *s, double *out)
     return 0;
 }
 
+char *util_list_next(char **cursor)
+{
+    while (*cursor) {
+        char *item = *cursor;
+        char *comma = strchr(item, ',');
+        *cursor = comma ? comma + 1 : NULL;
+        if (comma)
+            *comma = '\0';
+        while (isspace((unsigned char)*item))
+            item++;
+        size_t len = strlen(item);
+        while (len && isspace((unsigned char)item[len - 1]))
+            item[--len] = '\0';
+        if (len)
+            return item;
+    }
+    return NULL;
+}
+
 void util_percent_encode(char *out, size_t cap, const char *s, bool keep_slash)
 {
     static const char hex[] = "0123456789ABCDEF";

@@ -54,6 +54,10 @@ bool util_secret_equal(const char *a, const char *b);
 int util_parse_i64(const char *s, int64_t *out);
 /* Parses a whole finite decimal number. Returns 0 or -1. */
 int util_parse_double(const char *s, double *out);
+/* The next item of a comma-separated list in a writable buffer (*cursor starts at it and is
+ * moved on): the item with blanks around it removed, NUL-terminated in place; empty items
+ * are skipped. NULL at the end of the list. */
+char *util_list_next(char **cursor);
 
 /* Appends s to the NUL-terminated out (capacity cap), percent-encoding every byte but RFC
  * 3986's unreserved characters (and '/' when keep_slash), in uppercase hex: the canonical

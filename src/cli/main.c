@@ -11,7 +11,10 @@
 #include "core/sniff.h"
 #include "core/upload.h"
 #include "core/webhook.h"
+#include "http/cors.h"
+#include "http/ratelimit.h"
 #include "http/server.h"
+#include "http/trust.h"
 #include "meta/meta.h"
 #include "storage/storage.h"
 
@@ -125,6 +128,9 @@ static int serve(void)
     reaper *reap = NULL;
     http_server *http = NULL;
     http_router *router = NULL;
+    http_trust *trust = NULL;
+    http_cors *cors = NULL;
+    http_ratelimit *limits = NULL;
     cu_error err;
     sigset_t signals;
 
@@ -136,6 +142,15 @@ static int serve(void)
     pthread_sigmask(SIG_BLOCK, &signals, NULL);
 
     curl_global_init(CURL_GLOBAL_DEFAULT);
+    const char *bad = http_trust_parse(cfg.trust_proxy, &trust, &err) != 0 ? "TRUST_PROXY"
+                      : http_cors_parse(cfg.cors_allowed_origins, &cors, &err) != 0
+                          ? "CORS_ALLOWED_ORIGINS"
+                          : NULL;
+    if (bad) {
+        fprintf(stderr, "chunked-uploader: configuration: %s: %s\n", bad, err.msg);
+        status = EXIT_CONFIG;
+        goto out;
+    }
     if (storage_open_configured(&cfg, &storage, &err) != 0) {
         fprintf(stderr, "chunked-uploader: configuration: %s\n", err.msg);
         status = EXIT_CONFIG;
@@ -172,19 +187,33 @@ static int serve(void)
     seed_api seed = {.cfg = &cfg, .uploads = uploads};
     flow_api flow = {.cfg = &cfg, .uploads = uploads};
     health_api health = {.uploads = uploads};
-    auth_ctx auth = {.cfg = &cfg};
+    http_ratelimit_options limit_opts = {.per_minute = cfg.rate_limit_per_minute,
+                                         .burst = cfg.rate_limit_burst,
+                                         .auth_failures_per_minute =
+                                             cfg.rate_limit_auth_failures_per_minute};
+    if (!(limits = http_ratelimit_new(&limit_opts))) {
+        log_error("cannot set up the rate limits: out of memory");
+        goto out;
+    }
+    auth_ctx auth = {.cfg = &cfg, .limits = limits};
     router = http_router_new();
     if (!router || health_api_register(&health, router) != 0 ||
         seed_api_register(&seed, router) != 0 || flow_api_register(&flow, router) != 0) {
         log_error("cannot set up the routes");
         goto out;
     }
-    http_filter filters[] = {auth_filter(&auth)};
+    /* CORS first: it answers preflights before any limit or credential check (a browser then
+     * reads a 429's CORS headers and Retry-After instead of failing the preflight); its reply
+     * hook decorates every reply whoever made it. Then the rate limit, before the credential
+     * check it protects. */
+    http_filter filters[] = {http_cors_filter(cors), http_ratelimit_filter(limits),
+                             auth_filter(&auth)};
     http_server_options opts = {.host = cfg.server_host,
                                 .port = cfg.server_port,
                                 .router = router,
                                 .filters = filters,
                                 .nfilters = sizeof filters / sizeof *filters,
+                                .trust = trust,
                                 .max_connections = cfg.max_connections,
                                 .max_connections_per_ip = cfg.max_connections_per_ip,
                                 .header_timeout = cfg.header_timeout_seconds,
@@ -211,6 +240,9 @@ static int serve(void)
 out:
     http_server_stop(http);
     http_router_free(router);
+    http_ratelimit_free(limits);
+    http_cors_free(cors);
+    http_trust_free(trust);
     reaper_stop(reap);
     webhook_stop(webhooks);
     upload_service_free(uploads);

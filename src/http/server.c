@@ -82,6 +82,9 @@ typedef struct conn_state {
     struct http_server *srv;
     int fd;
     char peer[INET6_ADDRSTRLEN];
+    netaddr peer_addr;                     /* family 0 when unknown; IPv4-mapped as IPv4 */
+    char peer_canonical[NETADDR_TEXT_LEN]; /* its text: the client unless a proxy says more */
+    bool peer_trusted;                     /* a trusted proxy (TRUST_PROXY): decided once */
     bool overflow; /* accepted beyond max_connections: its first request gets 503 */
     /* Written by the connection's thread, read by the watchdog. */
     _Atomic int phase;
@@ -134,6 +137,11 @@ struct http_request {
     int64_t started;
     char id[48];
     http_match match;
+    int refusal;             /* what the server answers by itself (0: none), see http_refusal */
+    const char *refusal_why; /* for a framing refusal */
+    netaddr client;
+    char client_text[NETADDR_TEXT_LEN];
+    bool forwarded_trusted;
     bool head;
     bool has_body;
     int64_t content_length;
@@ -186,7 +194,17 @@ const char *http_path(const http_request *req)
 
 const http_route *http_route_of(const http_request *req)
 {
-    return req->match.route;
+    return req->refusal ? NULL : req->match.route;
+}
+
+int http_refusal(const http_request *req)
+{
+    return req->refusal;
+}
+
+const char *http_allowed_methods(const http_request *req)
+{
+    return req->match.allow;
 }
 
 const char *http_param(const http_request *req, const char *name)
@@ -212,6 +230,21 @@ int64_t http_content_length(const http_request *req)
 const char *http_peer(const http_request *req)
 {
     return req->cs ? req->cs->peer : "";
+}
+
+const char *http_client_addr(const http_request *req)
+{
+    return req->client_text;
+}
+
+const netaddr *http_client_netaddr(const http_request *req)
+{
+    return &req->client;
+}
+
+bool http_forwarded_trusted(const http_request *req)
+{
+    return req->forwarded_trusted;
 }
 
 const char *http_request_id(const http_request *req)
@@ -582,6 +615,45 @@ static void read_body_headers(http_request *req)
         req->content_length > 0 || http_header(req, MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL;
 }
 
+typedef struct {
+    const char *values[16]; /* the last ones received, oldest first */
+    size_t n;
+} forwarded_for;
+
+static enum MHD_Result collect_forwarded_for(void *cls, enum MHD_ValueKind kind, const char *key,
+                                             const char *value)
+{
+    (void)kind;
+    forwarded_for *x = cls;
+    if (strcasecmp(key, "X-Forwarded-For") != 0 || !value)
+        return MHD_YES;
+    size_t cap = sizeof x->values / sizeof *x->values;
+    if (x->n == cap) { /* the rightmost entries are the ones that count: keep the last */
+        memmove(x->values, x->values + 1, (cap - 1) * sizeof *x->values);
+        x->n--;
+    }
+    x->values[x->n++] = value;
+    return MHD_YES;
+}
+
+/* Who the client is: the peer, unless it is a trusted proxy that names another. */
+static void settle_client(http_request *req)
+{
+    if (!req->cs)
+        return; /* unknown peer: family 0, "" */
+    if (!req->cs->peer_trusted) {
+        req->client = req->cs->peer_addr;
+        memcpy(req->client_text, req->cs->peer_canonical, sizeof req->client_text);
+        return;
+    }
+    forwarded_for xff = {.n = 0};
+    MHD_get_connection_values(req->conn, MHD_HEADER_KIND, collect_forwarded_for, &xff);
+    req->forwarded_trusted =
+        http_trust_client(req->srv->opts.trust, &req->cs->peer_addr,
+                          http_header(req, "CF-Connecting-IP"), xff.values, xff.n, &req->client);
+    netaddr_format(&req->client, req->client_text);
+}
+
 static void run_handler(http_request *req)
 {
     const http_route *route = req->match.route;
@@ -611,69 +683,92 @@ static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const c
     return MHD_YES;
 }
 
-/* Refuses the framings a proxy in front may read differently from us (request smuggling):
- * two Content-Lengths that differ, a Transfer-Encoding beside a Content-Length, more than one
+/* The framings a proxy in front may read differently from us (request smuggling): two
+ * Content-Lengths that differ, a Transfer-Encoding beside a Content-Length, more than one
  * Transfer-Encoding header (libmicrohttpd reads only the first; a proxy may read the last),
- * and a transfer coding other than chunked. Replies and returns false when the request is
- * one. */
-static bool framing_ok(http_request *req)
+ * and a transfer coding other than chunked. Returns what is wrong, or NULL. */
+static const char *framing_problem(http_request *req)
 {
     framing f = {0};
     MHD_get_connection_values(req->conn, MHD_HEADER_KIND, count_framing, &f);
     const char *te = http_header(req, MHD_HTTP_HEADER_TRANSFER_ENCODING);
-    const char *why = f.lengths_differ           ? "two different Content-Length headers"
-                      : f.transfer_encodings > 1 ? "more than one Transfer-Encoding header"
-                      : te && f.content_lengths  ? "both Transfer-Encoding and Content-Length"
-                      : te && strcasecmp(te, "chunked") != 0
-                          ? "a Transfer-Encoding other than chunked"
-                          : NULL;
-    if (!why)
-        return true;
-    req->close_after = true;
-    http_reply_error(req, 400, "Ambiguous request framing: %s", why);
-    return false;
+    return f.lengths_differ                       ? "two different Content-Length headers"
+           : f.transfer_encodings > 1             ? "more than one Transfer-Encoding header"
+           : te && f.content_lengths              ? "both Transfer-Encoding and Content-Length"
+           : te && strcasecmp(te, "chunked") != 0 ? "a Transfer-Encoding other than chunked"
+                                                  : NULL;
 }
 
-/* Everything that can be decided from the headers. */
-static void begin_request(http_request *req)
+/* What the server answers by itself, decided from the headers alone (0: the request goes
+ * on); also matches the route and sets the body mode and limit. */
+static int server_refusal(http_request *req)
 {
     http_server *srv = req->srv;
-    if (!framing_ok(req))
-        return;
+    if ((req->refusal_why = framing_problem(req)) != NULL) {
+        req->close_after = true;
+        return 400;
+    }
     if (req->cs && req->cs->overflow) {
         req->close_after = true;
-        http_add_header(req, "Retry-After", "2");
-        http_reply_error(req, 503, "The server has too many connections; try again shortly");
-        return;
+        return 503;
     }
     http_router_match(srv->opts.router, req->method, req->path, &req->match);
     req->head = !strcmp(req->method, "HEAD");
-    if (req->match.status == 404) {
-        http_reply_error(req, 404, "Not found: %s", req->path);
-        return;
-    }
-    if (req->match.status == 405) {
-        http_add_header(req, "Allow", req->match.allow);
-        http_reply_error(req, 405, "Method %s not allowed here (allowed: %s)", req->method,
-                         req->match.allow);
-        return;
-    }
+    if (req->match.status)
+        return req->match.status; /* 404, or 405 */
     const http_route *route = req->match.route;
     if (route) {
         req->mode = route->body;
         req->body_max = route->body_max;
         if (!req->body_max && (route->body == HTTP_BODY_NONE || route->body == HTTP_BODY_JSON))
             req->body_max = HTTP_SMALL_BODY_MAX;
-        if (req->body_max && req->content_length > req->body_max) {
-            http_reply_error(req, 413, "Request body is over %lld bytes", (long long)req->body_max);
-            return;
-        }
+        if (req->body_max && req->content_length > req->body_max)
+            return 413;
     }
+    return 0;
+}
+
+static void send_refusal(http_request *req)
+{
+    switch (req->refusal) {
+    case 400:
+        http_reply_error(req, 400, "Ambiguous request framing: %s", req->refusal_why);
+        break;
+    case 503:
+        http_reply_error(req, 503, "The server has too many connections; try again shortly");
+        break;
+    case 404:
+        http_reply_error(req, 404, "Not found: %s", req->path);
+        break;
+    case 405:
+        http_add_header(req, "Allow", req->match.allow);
+        http_reply_error(req, 405, "Method %s not allowed here (allowed: %s)", req->method,
+                         req->match.allow);
+        break;
+    default:
+        assert(req->refusal == 413);
+        http_reply_error(req, 413, "Request body is over %lld bytes", (long long)req->body_max);
+        break;
+    }
+}
+
+/* Everything that can be decided from the headers. Every request passes the filters, the
+ * ones the server refuses by itself too: a filter may answer first (a rate limit's 429),
+ * and every reply, refusals included, passes their reply hooks (CORS headers). */
+static void begin_request(http_request *req)
+{
+    http_server *srv = req->srv;
+    req->refusal = server_refusal(req);
     for (size_t i = 0; i < srv->opts.nfilters; i++) {
         const http_filter *f = &srv->opts.filters[i];
         if (f->request && f->request(f->ctx, req))
             return;
     }
+    if (req->refusal) {
+        send_refusal(req);
+        return;
+    }
+    const http_route *route = req->match.route;
     if (!route) { /* OPTIONS on a known path that no filter answered */
         http_add_header(req, "Allow", req->match.allow);
         http_reply_empty(req, 204);
@@ -808,6 +903,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
             atomic_store(&req->cs->body_bytes, 0);
             atomic_store(&req->cs->busy_ns, 0);
         }
+        settle_client(req);
         read_body_headers(req);
         req->in_headers = true;
         begin_request(req);
@@ -894,8 +990,11 @@ static void access_log(const http_request *req, const http_request_stats *st, bo
     } else if (cut && req->cs) {
         snprintf(msg, sizeof msg, " \"%s\"", req->cs->cut_msg);
     }
-    log_msg(level, "%s %s %d%s %lld/%lld B %.1f ms id=%s%s", http_peer(req), what, status, msg,
-            (long long)st->bytes_in, (long long)st->bytes_out, st->seconds * 1000, req->id,
+    char via[NETADDR_TEXT_LEN + 8] = "";
+    if (req->cs && strcmp(req->client_text, req->cs->peer_canonical) != 0)
+        snprintf(via, sizeof via, " via %s", req->cs->peer_canonical);
+    log_msg(level, "%s%s %s %d%s %lld/%lld B %.1f ms id=%s%s", req->client_text, via, what, status,
+            msg, (long long)st->bytes_in, (long long)st->bytes_out, st->seconds * 1000, req->id,
             st->completed ? "" : " (connection closed before the end)");
 }
 
@@ -978,6 +1077,14 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
         else if (sa && sa->sa_family == AF_INET6)
             inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, cs->peer,
                       sizeof cs->peer);
+        if (sa && netaddr_from_sockaddr(sa,
+                                        sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                                  : sizeof(struct sockaddr_in),
+                                        &cs->peer_addr) == 0) {
+            netaddr_unmap(&cs->peer_addr);
+            netaddr_format(&cs->peer_addr, cs->peer_canonical);
+            cs->peer_trusted = http_trust_has(srv->opts.trust, &cs->peer_addr);
+        }
         set_phase(cs, PHASE_IDLE);
         pthread_mutex_lock(&srv->lock);
         cs->overflow = srv->nconns >= srv->opts.max_connections;

@@ -1,9 +1,15 @@
 /* server.h - the HTTP front: connections, requests, filters, bodies and replies.
  *
  * A request's life (h2o and nginx are the models):
- *   1. headers in: the router picks the route (404/405 with Allow, HEAD from GET, OPTIONS
- *      for known paths); the route's body limit is checked against Content-Length (413);
- *   2. filters run in order and may answer (CORS, rate limit, authentication, ...);
+ *   1. headers in: the client address is settled (the peer, or what a trusted proxy says:
+ *      http/trust.h); the server decides what it would refuse by itself (ambiguous
+ *      framing 400, too many connections 503, 404, 405 with Allow, a Content-Length over
+ *      the route's limit 413) and the router picks the route (HEAD from GET, OPTIONS for
+ *      known paths);
+ *   2. filters run in order and may answer (CORS, rate limit, authentication, ...). Every
+ *      request reaches them, also one the server refuses by itself: then http_route_of is
+ *      NULL and http_refusal says the status the server answers with unless a filter
+ *      answers first (so a rate limit counts a scanner's 404s);
  *   3. the handler runs: for STREAM and MULTIPART routes at once, on the headers (it may
  *      refuse before any body byte, or take the body piece by piece); for NONE and JSON
  *      routes once the (bounded) body is in;
@@ -22,6 +28,8 @@
 #define CU_HTTP_SERVER_H
 
 #include "base/error.h"
+#include "base/netaddr.h"
+#include "http/trust.h"
 #include "http/router.h"
 
 #include <jansson.h>
@@ -43,8 +51,10 @@ typedef struct {
 
 typedef struct {
     const char *name;
-    /* Before the handler; returns true when it answered the request. req's route is NULL for
-     * OPTIONS (answered by the server if no filter does). */
+    /* Before the handler, for every request until one filter answers; returns true when it
+     * answered. req's route is NULL for OPTIONS on a known path (answered 204 with Allow by
+     * the server if no filter does) and for every request the server refuses by itself
+     * (http_refusal non-zero: the server sends that refusal if no filter answers). */
     bool (*request)(void *ctx, http_request *req);
     /* Just before any reply is queued (also errors and early refusals): may add headers. */
     void (*reply)(void *ctx, http_request *req, int status);
@@ -59,6 +69,7 @@ typedef struct {
     const http_router *router;
     const http_filter *filters;
     size_t nfilters;
+    const http_trust *trust;    /* proxies whose forwarding headers name the client; NULL: none */
     int max_connections;        /* beyond it: 503 and close */
     int max_connections_per_ip; /* beyond it: refused at accept; 0: no limit */
     double header_timeout;      /* seconds for a whole header block */
@@ -79,8 +90,15 @@ void http_server_stop(http_server *srv);
 
 const char *http_method(const http_request *req);
 const char *http_path(const http_request *req);
-/* The matched route (NULL for OPTIONS) and its parameters. */
+/* The matched route (NULL for OPTIONS, and for a request the server refuses by itself) and
+ * its parameters. */
 const http_route *http_route_of(const http_request *req);
+/* The status the server answers this request with by itself (400 ambiguous framing, 503
+ * too many connections, 404, 405, 413), or 0 when it goes to its route (or is OPTIONS on a
+ * known path). For filters: the refusal is sent unless one of them answers first. */
+int http_refusal(const http_request *req);
+/* The methods the request's path takes ("GET, HEAD, OPTIONS"), "" for an unknown path. */
+const char *http_allowed_methods(const http_request *req);
 const char *http_param(const http_request *req, const char *name);
 /* A request header, or NULL. */
 const char *http_header(const http_request *req, const char *name);
@@ -90,6 +108,15 @@ const char *http_query(const http_request *req, const char *name);
 int64_t http_content_length(const http_request *req);
 /* The client's address ("192.0.2.1", "2001:db8::1"), as the socket has it. */
 const char *http_peer(const http_request *req);
+/* The client's address: the peer's, or the one a trusted proxy forwarded (TRUST_PROXY;
+ * http/trust.h says how it is read), in canonical text (an IPv4-mapped peer as IPv4);
+ * "" when the peer is unknown. */
+const char *http_client_addr(const http_request *req);
+/* The same as an address (family 0 when unknown), e.g. to key a rate limit on. */
+const netaddr *http_client_netaddr(const http_request *req);
+/* Whether the peer is a trusted proxy, so that its X-Forwarded-Proto and X-Forwarded-Host
+ * may be believed (to build absolute URLs). */
+bool http_forwarded_trusted(const http_request *req);
 /* This request's id (the client's X-Request-Id when it sent a sane one); replies carry it. */
 const char *http_request_id(const http_request *req);
 /* True for HEAD (answered by the GET route; the reply's body is not sent). */

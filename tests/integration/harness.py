@@ -186,8 +186,10 @@ class Response(object):
         return "<Response %s %r>" % (self.status, self.body[:300])
 
 
-def http_request(port, method, path, body=None, headers=None, timeout=30):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+def http_request(port, method, path, body=None, headers=None, timeout=30, source=None):
+    """One request on a new connection (from the loopback address source, when given)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout,
+                                      source_address=(source, 0) if source else None)
     try:
         hdrs = dict(headers or {})
         if body is not None and not isinstance(body, (bytes, bytearray)):

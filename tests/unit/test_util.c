@@ -340,6 +340,26 @@ static void test_mkdir_p(void **state)
     tmpdir_remove(dir);
 }
 
+static void test_list_next(void **state)
+{
+    (void)state;
+    char text[] = " a, b ,,\t, c d ,e,";
+    const char *want[] = {"a", "b", "c d", "e"};
+    char *cursor = text;
+    for (size_t i = 0; i < 4; i++) {
+        char *item = util_list_next(&cursor);
+        assert_non_null(item);
+        assert_string_equal(item, want[i]);
+    }
+    assert_null(util_list_next(&cursor));
+    assert_null(util_list_next(&cursor)); /* and stays at the end */
+    char blank[] = " , ,";
+    cursor = blank;
+    assert_null(util_list_next(&cursor));
+    cursor = NULL;
+    assert_null(util_list_next(&cursor));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -349,7 +369,7 @@ int main(void)
         cmocka_unit_test(test_sha256_hex),     cmocka_unit_test(test_secret_equal),
         cmocka_unit_test(test_parse_i64),      cmocka_unit_test(test_parse_double),
         cmocka_unit_test(test_percent_encode), cmocka_unit_test(test_utf8_scrub),
-        cmocka_unit_test(test_mkdir_p),
+        cmocka_unit_test(test_mkdir_p),        cmocka_unit_test(test_list_next),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
