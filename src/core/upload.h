@@ -113,7 +113,8 @@ int upload_check_writable(const meta_upload *u, cu_error *err);
 /* The live upload of owner that a client names by its own key. */
 int upload_find(upload_service *svc, const char *owner, const char *protocol,
                 const char *client_key, meta_upload *out, cu_error *err);
-/* The upload and its slots for a progress report; cancelled and expired ones are CU_EGONE. */
+/* The upload and its slots for a progress report; cancelled and expired ones are CU_EGONE,
+ * a deleted file is CU_ENOTFOUND (as if it never was). */
 int upload_status(upload_service *svc, const char *id, const char *owner, meta_upload *out,
                   meta_part **parts, int *nparts, cu_error *err);
 int upload_slot_get(upload_service *svc, const char *id, int slot, meta_part *out, cu_error *err);
@@ -154,7 +155,10 @@ int upload_write_begin(upload_service *svc, const upload_write_request *req, upl
                        cu_error *err);
 int upload_write_data(upload_write *w, const void *buf, size_t len, cu_error *err);
 /* Verifies size and digest, makes the bytes durable and records them; a stream write that
- * fills the upload completes it. Frees w. */
+ * fills the upload completes it (and when it brought every byte, from offset 0, its SHA-256 is
+ * recorded as the file's: meta_upload.sha256). The length of an upload created without one
+ * may be declared while its write runs (upload_declare_length), so that a body of unknown
+ * size completes the upload when it ends. Frees w. */
 int upload_write_end(upload_write *w, upload_write_result *out, cu_error *err);
 /* A write whose body did not arrive whole (client gone). A slot stays pending; a stream
  * keeps every byte that became durable (unless a digest was expected: then none). Frees w. */

@@ -55,6 +55,8 @@ typedef struct {
     char *webhook_url;     /* or NULL */
     char *storage_ref;     /* backend's handle for the staging object, or NULL */
     char *final_path;      /* once complete */
+    char *sha256;          /* once complete: the file's SHA-256 (hex) when known (it matched
+                              checksum_sha256, or arrived in one write), else NULL */
     char *concat_of;       /* a final concatenation: the partial uploads' ids, space-separated */
     bool partial;          /* a piece of a concatenation, never a file of its own */
     int64_t created_at, expires_at, completed_at;
@@ -87,7 +89,8 @@ typedef struct {
 /* Which finished files a listing wants. */
 typedef struct {
     const char *owner;    /* only this owner's, or NULL for all */
-    const char *prefix;   /* only names in this directory ("a/b"), or NULL */
+    const char *prefix;   /* only names that start with it ("a/b/": the directory a/b and
+                             those below it), or NULL */
     int limit;            /* at most this many */
     int64_t after_time;   /* the cursor: files completed before (after_time, after_id) */
     const char *after_id; /* NULL: from the newest */
@@ -129,7 +132,7 @@ struct meta_ops {
     int (*upload_transition)(meta_t *, const char *id, upload_state from, upload_state to,
                              cu_error *);
     int (*upload_complete)(meta_t *, const char *id, const char *final_path, int64_t completed_at,
-                           const char *webhook_body, cu_error *);
+                           const char *sha256, const char *webhook_body, cu_error *);
     int (*upload_end)(meta_t *, const char *id, upload_state from, upload_state to, cu_error *);
     int (*uploads_due)(meta_t *, int64_t now, int limit, meta_upload **out, int *n, cu_error *);
     int (*uploads_to_purge)(meta_t *, int limit, meta_upload **out, int *n, cu_error *);
@@ -195,10 +198,10 @@ int meta_check(meta_t *m, cu_error *e);
 /* Moves an upload from state `from` to `to`; CU_ECONFLICT when it is not in `from`. */
 int meta_upload_transition(meta_t *m, const char *id, upload_state from, upload_state to,
                            cu_error *e);
-/* FINALIZING -> COMPLETE with its final path; queues webhook_body (when not NULL) for
- * delivery in the same transaction. */
+/* FINALIZING -> COMPLETE with its final path and the file's SHA-256 (hex, or NULL when
+ * unknown); queues webhook_body (when not NULL) for delivery in the same transaction. */
 int meta_upload_complete(meta_t *m, const char *id, const char *final_path, int64_t completed_at,
-                         const char *webhook_body, cu_error *e);
+                         const char *sha256, const char *webhook_body, cu_error *e);
 /* Ends an upload (from -> CANCELLED, EXPIRED or DELETED): forgets its slots and tokens, keeps
  * the upload row so that later requests learn what happened, and marks its data as still
  * to be removed. */

@@ -30,7 +30,7 @@
 #define UPLOAD_COLUMNS                                                                             \
     "id, protocol, owner, client_key, filename, content_type, metadata, total_size, chunk_size, "  \
     "layout, total_parts, uploaded_parts, durable_offset, state, checksum_sha256, webhook_url, "   \
-    "storage_ref, final_path, concat_of, partial, created_at, expires_at, completed_at"
+    "storage_ref, final_path, concat_of, partial, created_at, expires_at, completed_at, sha256"
 #define PART_COLUMNS "part, state, size, checksum_sha256, token_sha256, storage_ref"
 
 typedef enum {
@@ -77,7 +77,7 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_COMMIT] = "COMMIT",
     [S_ROLLBACK] = "ROLLBACK",
     [S_UPLOAD_INSERT] = "INSERT INTO uploads (" UPLOAD_COLUMNS ") VALUES "
-                        "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
     [S_PART_INSERT] = "INSERT INTO parts (upload_id, part, state, size, token_sha256) "
                       "VALUES (?,?,'pending',?,?)",
     [S_UPLOAD_GET] = "SELECT " UPLOAD_COLUMNS " FROM uploads WHERE id = ?",
@@ -98,8 +98,8 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_DECLARE_LENGTH] = "UPDATE uploads SET total_size = ?1 WHERE id = ?2 AND total_size IS NULL "
                          "AND state = 'pending'",
     [S_TRANSITION] = "UPDATE uploads SET state = ? WHERE id = ? AND state = ?",
-    [S_COMPLETE] = "UPDATE uploads SET state = 'complete', final_path = ?, completed_at = ? "
-                   "WHERE id = ? AND state = 'finalizing'",
+    [S_COMPLETE] = "UPDATE uploads SET state = 'complete', final_path = ?, completed_at = ?, "
+                   "sha256 = ? WHERE id = ? AND state = 'finalizing'",
     [S_WEBHOOK_QUEUE] = "INSERT INTO webhooks (upload_id, url, body, next_attempt_at) "
                         "SELECT id, webhook_url, ?, ? FROM uploads WHERE id = ? AND "
                         "webhook_url IS NOT NULL",
@@ -344,6 +344,7 @@ static void read_upload(sqlite3_stmt *st, meta_upload *u)
     u->created_at = sqlite3_column_int64(st, 20);
     u->expires_at = sqlite3_column_int64(st, 21);
     u->completed_at = sqlite3_column_int64(st, 22);
+    u->sha256 = column_dup(st, 23);
 }
 
 static void read_part(sqlite3_stmt *st, meta_part *p)
@@ -470,6 +471,7 @@ static int tx_create(conn *c, void *arg, cu_error *e)
     sqlite3_bind_int64(st, 22, u->expires_at);
     if (u->completed_at)
         sqlite3_bind_int64(st, 23, u->completed_at);
+    bind_text(st, 24, u->sha256);
     int step = sqlite3_step(st);
     done(st);
     if (step == SQLITE_CONSTRAINT)
@@ -698,7 +700,7 @@ typedef struct {
     const char *id;
     upload_state from, to;
     int64_t value;
-    const char *text, *body;
+    const char *text, *body, *sha256;
     int64_t when;
     const meta_limits *limits;
 } update_args;
@@ -766,7 +768,8 @@ static int tx_complete(conn *c, void *arg, cu_error *e)
     if (st) {
         sqlite3_bind_text(st, 1, a->text, -1, SQLITE_TRANSIENT);
         sqlite3_bind_int64(st, 2, a->when);
-        sqlite3_bind_text(st, 3, a->id, -1, SQLITE_TRANSIENT);
+        bind_text(st, 3, a->sha256);
+        sqlite3_bind_text(st, 4, a->id, -1, SQLITE_TRANSIENT);
     }
     int changed = run(c, st);
     if (changed < 0)
@@ -785,9 +788,11 @@ static int tx_complete(conn *c, void *arg, cu_error *e)
 }
 
 static int sq_upload_complete(meta_t *base, const char *id, const char *final_path,
-                              int64_t completed_at, const char *webhook_body, cu_error *e)
+                              int64_t completed_at, const char *sha256, const char *webhook_body,
+                              cu_error *e)
 {
-    update_args a = {.id = id, .text = final_path, .when = completed_at, .body = webhook_body};
+    update_args a = {
+        .id = id, .text = final_path, .when = completed_at, .sha256 = sha256, .body = webhook_body};
     return in_tx((sqlite_meta *)base, TX_WRITE, "completing an upload", tx_complete, &a, e);
 }
 

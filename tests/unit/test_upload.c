@@ -834,7 +834,70 @@ static void test_stream_deferred_length(void **state)
     assert_cu_ok(append(f, u.id, 1000, data + 1000, TOTAL - 1000, &res, &err), err);
     assert_true(res.completed);
     assert_file(res.upload.final_path, data, TOTAL);
+    assert_null(res.upload.sha256); /* two writes: nobody hashed the whole file */
     upload_write_result_clear(&res);
+    meta_upload_clear(&u);
+}
+
+/* A body of unknown length in one write: the length is declared while the write runs, the
+ * write's end completes the upload and its digest is recorded as the file's. */
+static void test_stream_one_write_records_digest(void **state)
+{
+    fixture *f = *state;
+    enum { TOTAL = 4000 };
+    unsigned char data[TOTAL];
+    fill(data, TOTAL, 12);
+    char want[CU_SHA256_HEX_LEN + 1];
+    util_sha256_hex(data, TOTAL, want);
+    meta_upload u;
+    create_stream(f, "one/write.bin", -1, false, &u);
+    upload_write_request req = {.id = u.id, .offset = 0, .length = -1};
+    upload_write *w = NULL;
+    cu_error err;
+    assert_cu_ok(upload_write_begin(f->svc, &req, &w, &err), err);
+    assert_cu_ok(upload_write_data(w, data, 1500, &err), err);
+    assert_cu_ok(upload_write_data(w, data + 1500, TOTAL - 1500, &err), err);
+    assert_cu_ok(upload_declare_length(f->svc, u.id, TOTAL, &err), err);
+    upload_write_result res;
+    assert_cu_ok(upload_write_end(w, &res, &err), err);
+    assert_true(res.completed);
+    assert_int_equal(res.upload.state, UPLOAD_COMPLETE);
+    assert_string_equal(res.checksum_sha256, want);
+    assert_non_null(res.upload.sha256);
+    assert_string_equal(res.upload.sha256, want);
+    assert_file(res.upload.final_path, data, TOTAL);
+    upload_write_result_clear(&res);
+    meta_upload got;
+    assert_cu_ok(upload_file_get(f->svc, u.id, NULL, &got, &err), err);
+    assert_string_equal(got.sha256, want);
+    meta_upload_clear(&got);
+    /* A file of declared digest and one write: the digest is checked without reading the file
+     * back, and a wrong one leaves the upload pending. */
+    char wrong[CU_SHA256_HEX_LEN + 1];
+    memset(wrong, 'a', CU_SHA256_HEX_LEN);
+    wrong[CU_SHA256_HEX_LEN] = '\0';
+    upload_create_request cr = {.protocol = "tus",
+                                .filename = "one/declared.bin",
+                                .filename_len = strlen("one/declared.bin"),
+                                .total_size = TOTAL,
+                                .layout = UPLOAD_LAYOUT_STREAM,
+                                .checksum_sha256 = wrong};
+    meta_upload d;
+    assert_cu_ok(upload_create(f->svc, &cr, &d, &err), err);
+    assert_cu_fails(append(f, d.id, 0, data, TOTAL, NULL, &err), CU_ECHECKSUM, err);
+    meta_upload now = reload(f, d.id);
+    assert_int_equal(now.state, UPLOAD_PENDING);
+    meta_upload_clear(&now);
+    meta_upload_clear(&d);
+    cr.checksum_sha256 = want;
+    cr.filename = "one/declared2.bin";
+    cr.filename_len = strlen(cr.filename);
+    assert_cu_ok(upload_create(f->svc, &cr, &d, &err), err);
+    assert_cu_ok(append(f, d.id, 0, data, TOTAL, &res, &err), err);
+    assert_true(res.completed);
+    assert_string_equal(res.upload.sha256, want);
+    upload_write_result_clear(&res);
+    meta_upload_clear(&d);
     meta_upload_clear(&u);
 }
 
@@ -981,7 +1044,7 @@ static void test_files(void **state)
     assert_cu_fails(upload_file_get(f->svc, files[2].id, NULL, &got, &err), CU_ENOTFOUND, err);
     assert_cu_fails(upload_file_delete(f->svc, files[2].id, NULL, &err), CU_ENOTFOUND, err);
     meta_part *parts;
-    assert_cu_fails(upload_status(f->svc, files[2].id, NULL, &got, &parts, &n, &err), CU_EGONE,
+    assert_cu_fails(upload_status(f->svc, files[2].id, NULL, &got, &parts, &n, &err), CU_ENOTFOUND,
                     err);
     assert_cu_fails(upload_file_delete(f->svc, pending.id, NULL, &err), CU_ENOTFOUND, err);
     assert_int_equal(count_events(f, UPLOAD_EVENT_TERMINATED), 1);
@@ -1307,6 +1370,7 @@ int main(void)
         T(test_stalled_writer_is_taken_over),
         T(test_stream_appends_and_completes),
         T(test_stream_deferred_length),
+        T(test_stream_one_write_records_digest),
         T(test_concatenation),
         T(test_files),
         T(test_complete_checksum_mismatch),
