@@ -29,15 +29,14 @@ static const char *display_name(const meta_upload *u)
     return filename_split(u->filename, &dir_len);
 }
 
-static json_t *complete_reply(const seed_api *api, const meta_upload *u)
+json_t *seed_complete_reply(const meta_upload *u, const char *storage_backend)
 {
     char completed[21];
     util_rfc3339(u->completed_at, completed);
     return json_pack("{s:s, s:s, s:I, s:s, s:s, s:s, s:s}", "file_id", u->id, "filename",
                      display_name(u), "total_size", (json_int_t)u->total_size, "status",
                      upload_state_name(u->state), "final_path", u->final_path ? u->final_path : "",
-                     "storage_backend", upload_storage_name(api->uploads), "completed_at",
-                     completed);
+                     "storage_backend", storage_backend, "completed_at", completed);
 }
 
 /* ---- init ---- */
@@ -330,7 +329,7 @@ static void handle_complete(void *ctx, http_request *req)
         http_reply_cu_error(req, &err);
         return;
     }
-    http_reply_json(req, 200, complete_reply(api, &u));
+    http_reply_json(req, 200, seed_complete_reply(&u, upload_storage_name(api->uploads)));
     meta_upload_clear(&u);
 }
 
@@ -382,11 +381,5 @@ static const http_route seed_routes[SEED_ROUTES] = {
 
 int seed_api_register(seed_api *api, http_router *router)
 {
-    for (int i = 0; i < SEED_ROUTES; i++) {
-        api->routes[i] = seed_routes[i];
-        api->routes[i].ctx = api;
-        if (http_router_add(router, &api->routes[i]) != 0)
-            return -1;
-    }
-    return 0;
+    return http_router_add_module(router, api->routes, seed_routes, SEED_ROUTES, api);
 }

@@ -19,4 +19,8 @@ typedef struct {
 /* Adds the seed's routes to router; api must outlive the server. Returns 0 or -1. */
 int seed_api_register(seed_api *api, http_router *router);
 
+/* The reply to POST /upload/{id}/complete for a complete upload u: every protocol that
+ * finishes a file in one request (a single-request upload) answers with the same fields. */
+json_t *seed_complete_reply(const meta_upload *u, const char *storage_backend);
+
 #endif

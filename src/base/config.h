@@ -35,6 +35,7 @@ typedef struct cu_config_s {
     char *s3_bucket;
     char *s3_region;
     char *s3_prefix;
+    bool s3_download_redirect; /* downloads answered 302 to a presigned URL */
     char *aws_access_key_id;
     char *aws_secret_access_key;
     char *aws_session_token;
@@ -45,6 +46,7 @@ typedef struct cu_config_s {
     int server_port;
     int64_t max_file_size; /* 0: unlimited */
     int max_parts;
+    int64_t max_single_upload; /* bytes (MAX_SINGLE_UPLOAD_MB MiB) */
     bool durability_fsync;
     char *webhook_secret; /* NULL: unsigned webhooks */
     int webhook_max_attempts;

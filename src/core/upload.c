@@ -1296,6 +1296,16 @@ int upload_file_open(upload_service *svc, const meta_upload *u, int64_t offset, 
     return storage_read_open(svc->deps.storage, view_of(u, &view)->key, offset, length, out, err);
 }
 
+int upload_file_presign(upload_service *svc, const meta_upload *u, int64_t expires_in,
+                        const char *content_type, const char *content_disposition, char **url,
+                        cu_error *err)
+{
+    assert(u->state == UPLOAD_COMPLETE);
+    upload_view view;
+    return storage_presign_get(svc->deps.storage, view_of(u, &view)->key, expires_in, content_type,
+                               content_disposition, url, err);
+}
+
 int upload_file_delete(upload_service *svc, const char *id, const char *owner, cu_error *err)
 {
     if (!(upload_storage_caps(svc) & STORAGE_CAP_REMOVE))

@@ -203,6 +203,12 @@ int upload_file_stat(upload_service *svc, const meta_upload *u, storage_file_inf
 /* A reader of length bytes at offset of a complete file. */
 int upload_file_open(upload_service *svc, const meta_upload *u, int64_t offset, int64_t length,
                      storage_reader_t **out, cu_error *err);
+/* A URL that GETs a complete file (any range of it) straight from storage for
+ * expires_in seconds, answered with content_type and content_disposition (may be NULL);
+ * CU_ENOTSUP when the backend hands out none (STORAGE_CAP_PRESIGN). Free *url. */
+int upload_file_presign(upload_service *svc, const meta_upload *u, int64_t expires_in,
+                        const char *content_type, const char *content_disposition, char **url,
+                        cu_error *err);
 /* Deletes a complete file: its record says so at once, the bytes leave storage. */
 int upload_file_delete(upload_service *svc, const char *id, const char *owner, cu_error *err);
 /* Complete files, newest first (free with meta_uploads_free). */

@@ -214,6 +214,24 @@ const char *http_peer(const http_request *req)
     return req->cs ? req->cs->peer : "";
 }
 
+int http_origin(const http_request *req, char *out, size_t cap)
+{
+    const char *host = http_header(req, MHD_HTTP_HEADER_HOST);
+    size_t len = host ? strlen(host) : 0;
+    if (len == 0 || len > 255)
+        return CU_EINVAL;
+    /* A name, an IPv4 or a bracketed IPv6 address, and a port: nothing that could end the URL's
+     * authority or start its path, query or another header. */
+    for (size_t i = 0; i < len; i++) {
+        char c = host[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '-' || c == '_' || c == ':' || c == '[' || c == ']'))
+            return CU_EINVAL;
+    }
+    int n = snprintf(out, cap, "http://%s", host);
+    return n > 0 && (size_t)n < cap ? 0 : CU_EINVAL;
+}
+
 const char *http_request_id(const http_request *req)
 {
     return req->id;

@@ -90,6 +90,11 @@ const char *http_query(const http_request *req, const char *name);
 int64_t http_content_length(const http_request *req);
 /* The client's address ("192.0.2.1", "2001:db8::1"), as the socket has it. */
 const char *http_peer(const http_request *req);
+/* "scheme://host[:port]" as the client addressed this server (its Host header), for the
+ * absolute URLs a reply hands out, into out (cap bytes). Every such URL is built from it, so
+ * that what a proxy in front says (X-Forwarded-Proto/-Host) is honoured in one place. Returns
+ * 0, or CU_EINVAL when the request names no usable host. */
+int http_origin(const http_request *req, char *out, size_t cap);
 /* This request's id (the client's X-Request-Id when it sent a sane one); replies carry it. */
 const char *http_request_id(const http_request *req);
 /* True for HEAD (answered by the GET route; the reply's body is not sent). */

@@ -229,6 +229,7 @@ static inline storage_t *fault_storage_wrap(storage_t *inner, fault_ctl *ctl)
     s->base.space = inner->space ? &fault_space_ops : NULL;
     s->base.read = inner->read ? &fault_read_ops : NULL;
     s->base.concat = inner->concat ? &fault_concat_ops : NULL;
+    s->base.presign = NULL; /* not wrapped: the backend's own would get the wrapper */
     s->inner = inner;
     s->ctl = ctl;
     return &s->base;
