@@ -278,8 +278,12 @@ void download_date_format(int64_t t, char out[30])
         snprintf(out, 30, "Thu, 01 Jan 1970 00:00:00 GMT");
         return;
     }
-    snprintf(out, 30, "%s, %02d %s %04d %02d:%02d:%02d GMT", day_names[tm.tm_wday], tm.tm_mday,
-             month_names[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    char buf[64]; /* the fields are in range (gmtime's), so 29 characters; the compiler cannot
+                     tell */
+    snprintf(buf, sizeof buf, "%s, %02d %s %04d %02d:%02d:%02d GMT", day_names[tm.tm_wday],
+             tm.tm_mday, month_names[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
+             tm.tm_sec);
+    snprintf(out, 30, "%.29s", buf);
 }
 
 /* ---- preconditions ---- */

@@ -38,7 +38,7 @@ download_range download_range_parse(const char *header, int64_t size);
 /* The outcome of a request's preconditions (RFC 9110 section 13.2.2, for GET and HEAD). */
 typedef enum {
     DOWNLOAD_PROCEED,
-    DOWNLOAD_NOT_MODIFIED,      /* 304 */
+    DOWNLOAD_NOT_MODIFIED,       /* 304 */
     DOWNLOAD_PRECONDITION_FAILED /* 412 */
 } download_verdict;
 
@@ -79,7 +79,7 @@ void download_date_format(int64_t t, char out[30]);
 void download_etag(const char *file_id, int64_t size, int64_t completed_at, char out[35]);
 
 /* Room for download_disposition's output for any name of up to name_len bytes. */
-#define DOWNLOAD_DISPOSITION_CAP(name_len) ((name_len) * 4 + 64)
+#define DOWNLOAD_DISPOSITION_CAP(name_len) ((name_len)*4 + 64)
 
 /* Content-Disposition for a download of a file called name (RFC 6266): attachment; an ASCII
  * fallback filename="..." (every byte outside printable ASCII, and every '"', '\\' and '%',

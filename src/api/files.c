@@ -40,14 +40,13 @@ static json_t *file_entry(const files_api *api, const meta_upload *u)
     char created[21], completed[21];
     util_rfc3339(u->created_at, created);
     util_rfc3339(u->completed_at, completed);
-    return json_pack("{s:s, s:s, s:s#, s:I, s:s, s:o, s:s, s:s, s:s, s:s}", "file_id", u->id,
-                     "filename", base, "directory", u->filename, (int)dir_len, "size",
-                     (json_int_t)u->total_size, "content_type",
-                     download_content_type(u->content_type), "sha256",
-                     u->sha256 ? json_string(u->sha256) : json_null(), "created_at", created,
-                     "completed_at", completed, "storage_backend",
-                     upload_storage_name(api->uploads), "final_path",
-                     u->final_path ? u->final_path : "");
+    return json_pack(
+        "{s:s, s:s, s:s#, s:I, s:s, s:o, s:s, s:s, s:s, s:s}", "file_id", u->id, "filename", base,
+        "directory", u->filename, (int)dir_len, "size", (json_int_t)u->total_size, "content_type",
+        download_content_type(u->content_type), "sha256",
+        u->sha256 ? json_string(u->sha256) : json_null(), "created_at", created, "completed_at",
+        completed, "storage_backend", upload_storage_name(api->uploads), "final_path",
+        u->final_path ? u->final_path : "");
 }
 
 static void handle_list(void *ctx, http_request *req)
@@ -190,14 +189,10 @@ static void serve_file(files_api *api, http_request *req, const meta_upload *u, 
         goto out;
     }
 
-    const char *headers[] = {"Accept-Ranges",
-                             "bytes",
-                             "Content-Disposition",
-                             disposition,
-                             "X-Content-Type-Options",
-                             "nosniff",
-                             "Content-Security-Policy",
-                             "default-src 'none'; sandbox"};
+    const char *headers[] = {"Accept-Ranges",           "bytes",
+                             "Content-Disposition",     disposition,
+                             "X-Content-Type-Options",  "nosniff",
+                             "Content-Security-Policy", "default-src 'none'; sandbox"};
     add_headers(req, headers, 8);
     const char *range_header = http_header(req, "Range");
     download_range range = {.kind = DOWNLOAD_RANGE_NONE};
@@ -304,8 +299,8 @@ static void handle_link(void *ctx, http_request *req)
              (long long)expires, sig);
     util_rfc3339(expires, when);
     http_reply_json(req, 200,
-                    json_pack("{s:s, s:s, s:s, s:I}", "file_id", id, "url", url, "expires_at",
-                              when, "expires_in", (json_int_t)expires_in));
+                    json_pack("{s:s, s:s, s:s, s:I}", "file_id", id, "url", url, "expires_at", when,
+                              "expires_in", (json_int_t)expires_in));
 }
 
 static void handle_signed_download(void *ctx, http_request *req)

@@ -30,25 +30,10 @@ int files_query_parse(const char *limit, const char *cursor, const char *prefix,
                        FILES_MAX_LIMIT);
     if (limit)
         out->q.limit = (int)n;
-    if (cursor) {
-        const char *dot = strchr(cursor, '.');
-        char when[24];
-        int64_t t = 0;
-        bool ok = dot && (size_t)(dot - cursor) < sizeof when && util_is_uuid(dot + 1);
-        if (ok) {
-            snprintf(when, sizeof when, "%.*s", (int)(dot - cursor), cursor);
-            ok = read_count(when, &t);
-        }
-        if (!ok)
-            return cu_fail(err, CU_EINVAL,
-                           "Invalid cursor: pass the next_cursor of an earlier page as it was");
-        out->q.after_time = t;
-        snprintf(out->after_id, sizeof out->after_id, "%s", dot + 1);
-        for (char *c = out->after_id; *c; c++) /* ids are stored lowercase */
-            if (*c >= 'A' && *c <= 'F')
-                *c = (char)(*c - 'A' + 'a');
-        out->q.after_id = out->after_id;
-    }
+    if (cursor &&
+        (cursor[0] != 'c' || !read_count(cursor + 1, &out->q.after_seq) || out->q.after_seq < 1))
+        return cu_fail(err, CU_EINVAL,
+                       "Invalid cursor: pass the next_cursor of an earlier page as it was");
     if (prefix) {
         while (*prefix == '/')
             prefix++;
@@ -68,5 +53,5 @@ int files_query_parse(const char *limit, const char *cursor, const char *prefix,
 
 void files_query_cursor(const meta_upload *u, char out[FILES_CURSOR_LEN])
 {
-    snprintf(out, FILES_CURSOR_LEN, "%lld.%s", (long long)u->completed_at, u->id);
+    snprintf(out, FILES_CURSOR_LEN, "c%lld", (long long)u->completed_seq);
 }

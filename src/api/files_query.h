@@ -1,9 +1,9 @@
 /* files_query.h - the query of GET /api/files (limit, cursor, prefix), read and checked.
  *
  * A pure function of the client's strings, fuzzed by tests/fuzz/fuzz_file_link.c. The
- * cursor is opaque to clients: it names the last file of a page (its completion time and id),
- * and the next page starts after it in the listing's order (newest completion first, then id),
- * so files completed meanwhile never shift a page (they sort before the cursor). */
+ * cursor is opaque to clients: it names the last file of a page by its place in the order of
+ * completions (meta_upload.completed_seq), and the next page starts after it, so files
+ * completed meanwhile never shift a page: they sort before the cursor. */
 #ifndef CU_API_FILES_QUERY_H
 #define CU_API_FILES_QUERY_H
 
@@ -13,12 +13,11 @@
 
 #define FILES_DEFAULT_LIMIT 100
 #define FILES_MAX_LIMIT 1000
-#define FILES_CURSOR_LEN (20 + 1 + CU_UUID_LEN + 1) /* with its NUL */
+#define FILES_CURSOR_LEN 24 /* with its NUL */
 
 typedef struct {
     meta_file_query q; /* points into the buffers below: keep the struct in scope */
     char prefix[FILENAME_MAX_TOTAL + 2];
-    char after_id[CU_UUID_LEN + 1];
 } files_query;
 
 /* Reads the query values (NULL when absent): limit 1 to FILES_MAX_LIMIT (default

@@ -41,9 +41,9 @@ typedef enum { FIELD_NONE, FIELD_PATH, FIELD_WEBHOOK, FIELD_FILE, FIELD_OTHER } 
 
 typedef struct {
     files_api *api;
-    const char *owner;    /* who creates it (the request's principal) */
-    int64_t limit;        /* bytes the file may have */
-    field_kind field;     /* the multipart part being read */
+    const char *owner; /* who creates it (the request's principal) */
+    int64_t limit;     /* bytes the file may have */
+    field_kind field;  /* the multipart part being read */
     char dir[FILENAME_MAX_TOTAL + 1];
     size_t dir_len;
     bool dir_from_query;
@@ -51,9 +51,9 @@ typedef struct {
     size_t webhook_len;
     bool webhook_from_query;
     const char *query_filename;
-    int64_t field_bytes;  /* of the fields that are not the file */
+    int64_t field_bytes; /* of the fields that are not the file */
     bool file_seen;
-    bool created;         /* u is an upload that must complete or be cancelled */
+    bool created; /* u is an upload that must complete or be cancelled */
     meta_upload u;
     upload_write *w;
     int64_t received;
@@ -121,19 +121,18 @@ static int single_begin(single_upload *s, const char *name, const char *content_
                        "The file is %lld bytes, more than one request takes (%lld bytes); "
                        "upload it in parts (POST /upload/init)",
                        (long long)total_size, (long long)s->limit);
-    upload_create_request cr = {.protocol = "single",
-                                .owner = s->owner,
-                                .filename = full,
-                                .filename_len = (size_t)n,
-                                /* a malformed type is not kept (downloads would not send it) */
-                                .content_type = content_type &&
-                                                        download_content_type(content_type) ==
-                                                            content_type
-                                                    ? content_type
-                                                    : NULL,
-                                .total_size = total_size,
-                                .layout = UPLOAD_LAYOUT_STREAM,
-                                .webhook_url = s->webhook_len ? s->webhook : NULL};
+    upload_create_request cr = {
+        .protocol = "single",
+        .owner = s->owner,
+        .filename = full,
+        .filename_len = (size_t)n,
+        /* a malformed type is not kept (downloads would not send it) */
+        .content_type = content_type && download_content_type(content_type) == content_type
+                            ? content_type
+                            : NULL,
+        .total_size = total_size,
+        .layout = UPLOAD_LAYOUT_STREAM,
+        .webhook_url = s->webhook_len ? s->webhook : NULL};
     int rc = upload_create(s->api->uploads, &cr, &s->u, err);
     if (rc)
         return rc;
@@ -252,8 +251,8 @@ static int mp_data(void *state, const char *buf, size_t len, cu_error *err)
     if (s->field == FIELD_PATH)
         return field_append(s->dir, sizeof s->dir, &s->dir_len, buf, len, "path", err);
     if (s->field == FIELD_WEBHOOK)
-        return field_append(s->webhook, sizeof s->webhook, &s->webhook_len, buf, len,
-                            "webhook_url", err);
+        return field_append(s->webhook, sizeof s->webhook, &s->webhook_len, buf, len, "webhook_url",
+                            err);
     return 0;
 }
 

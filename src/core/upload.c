@@ -329,10 +329,12 @@ static bool is_past_expiry(const meta_upload *u)
     return u->state == UPLOAD_PENDING && u->expires_at <= now_s();
 }
 
-/* An upload the caller may see: an owner-bound caller sees only its own. */
+/* An upload the caller may see: an owner-bound caller sees only its own. *out holds nothing
+ * on failure (so a caller may clear it either way). */
 static int get_visible(upload_service *svc, const char *id, const char *owner, meta_upload *out,
                        cu_error *err)
 {
+    memset(out, 0, sizeof *out);
     int rc = meta_upload_get(svc->deps.meta, id, out, err);
     if (rc == 0 && owner && (!out->owner || strcmp(owner, out->owner) != 0)) {
         meta_upload_clear(out);

@@ -60,6 +60,7 @@ typedef struct {
     char *concat_of;       /* a final concatenation: the partial uploads' ids, space-separated */
     bool partial;          /* a piece of a concatenation, never a file of its own */
     int64_t created_at, expires_at, completed_at;
+    int64_t completed_seq; /* once complete: its place in the order of completions (1, 2, ...) */
 } meta_upload;
 
 typedef enum { PART_PENDING, PART_UPLOADED } part_state;
@@ -88,12 +89,12 @@ typedef struct {
 
 /* Which finished files a listing wants. */
 typedef struct {
-    const char *owner;    /* only this owner's, or NULL for all */
-    const char *prefix;   /* only names that start with it ("a/b/": the directory a/b and
-                             those below it), or NULL */
-    int limit;            /* at most this many */
-    int64_t after_time;   /* the cursor: files completed before (after_time, after_id) */
-    const char *after_id; /* NULL: from the newest */
+    const char *owner;  /* only this owner's, or NULL for all */
+    const char *prefix; /* only names that start with it ("a/b/": the directory a/b and
+                           those below it), or NULL */
+    int limit;          /* at most this many */
+    int64_t after_seq;  /* the cursor: files completed before the one numbered after_seq
+                           (meta_upload.completed_seq); 0: from the newest */
 } meta_file_query;
 
 /* What one owner may hold open at once (0: no limit), checked in the transaction that
@@ -199,7 +200,8 @@ int meta_check(meta_t *m, cu_error *e);
 int meta_upload_transition(meta_t *m, const char *id, upload_state from, upload_state to,
                            cu_error *e);
 /* FINALIZING -> COMPLETE with its final path and the file's SHA-256 (hex, or NULL when
- * unknown); queues webhook_body (when not NULL) for delivery in the same transaction. */
+ * unknown), numbered after every completion before it (completed_seq); queues webhook_body (when
+ * not NULL) for delivery in the same transaction. */
 int meta_upload_complete(meta_t *m, const char *id, const char *final_path, int64_t completed_at,
                          const char *sha256, const char *webhook_body, cu_error *e);
 /* Ends an upload (from -> CANCELLED, EXPIRED or DELETED): forgets its slots and tokens, keeps
@@ -213,7 +215,7 @@ int meta_uploads_due(meta_t *m, int64_t now, int limit, meta_upload **out, int *
 int meta_uploads_to_purge(meta_t *m, int limit, meta_upload **out, int *n, cu_error *e);
 /* Records that an ended upload's data is gone. */
 int meta_upload_mark_purged(meta_t *m, const char *id, cu_error *e);
-/* Completed files (never partial uploads), newest completion first. */
+/* Completed files (never partial uploads), the last completed first (by completed_seq). */
 int meta_files_list(meta_t *m, const meta_file_query *q, meta_upload **out, int *n, cu_error *e);
 /* Webhook deliveries due at now and not held by a live claim (at most limit), in order of
  * (next_attempt_at, id), starting after the row `after` (NULL: from the first; only its

@@ -30,7 +30,8 @@
 #define UPLOAD_COLUMNS                                                                             \
     "id, protocol, owner, client_key, filename, content_type, metadata, total_size, chunk_size, "  \
     "layout, total_parts, uploaded_parts, durable_offset, state, checksum_sha256, webhook_url, "   \
-    "storage_ref, final_path, concat_of, partial, created_at, expires_at, completed_at, sha256"
+    "storage_ref, final_path, concat_of, partial, created_at, expires_at, completed_at, sha256, "  \
+    "completed_seq"
 #define PART_COLUMNS "part, state, size, checksum_sha256, token_sha256, storage_ref"
 
 typedef enum {
@@ -77,7 +78,7 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_COMMIT] = "COMMIT",
     [S_ROLLBACK] = "ROLLBACK",
     [S_UPLOAD_INSERT] = "INSERT INTO uploads (" UPLOAD_COLUMNS ") VALUES "
-                        "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
     [S_PART_INSERT] = "INSERT INTO parts (upload_id, part, state, size, token_sha256) "
                       "VALUES (?,?,'pending',?,?)",
     [S_UPLOAD_GET] = "SELECT " UPLOAD_COLUMNS " FROM uploads WHERE id = ?",
@@ -99,7 +100,8 @@ static const char *const stmt_sql[S_COUNT] = {
                          "AND state = 'pending'",
     [S_TRANSITION] = "UPDATE uploads SET state = ? WHERE id = ? AND state = ?",
     [S_COMPLETE] = "UPDATE uploads SET state = 'complete', final_path = ?, completed_at = ?, "
-                   "sha256 = ? WHERE id = ? AND state = 'finalizing'",
+                   "sha256 = ?, completed_seq = (SELECT COALESCE(MAX(completed_seq), 0) + 1 FROM "
+                   "uploads) WHERE id = ? AND state = 'finalizing'",
     [S_WEBHOOK_QUEUE] = "INSERT INTO webhooks (upload_id, url, body, next_attempt_at) "
                         "SELECT id, webhook_url, ?, ? FROM uploads WHERE id = ? AND "
                         "webhook_url IS NOT NULL",
@@ -114,8 +116,7 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_FILES] = "SELECT " UPLOAD_COLUMNS " FROM uploads WHERE state = 'complete' AND partial = 0 "
                 "AND (?1 IS NULL OR owner = ?1) "
                 "AND (?2 IS NULL OR substr(filename, 1, length(?2)) = ?2) "
-                "AND (?3 IS NULL OR completed_at < ?3 OR (completed_at = ?3 AND id < ?4)) "
-                "ORDER BY completed_at DESC, id DESC LIMIT ?5",
+                "AND (?3 = 0 OR completed_seq < ?3) ORDER BY completed_seq DESC LIMIT ?4",
     [S_WEBHOOKS_DUE] = "SELECT id, upload_id, url, body, attempts, next_attempt_at, "
                        "COALESCE(claimed_until, 0) FROM webhooks "
                        "WHERE delivered_at IS NULL AND gave_up_at IS NULL AND "
@@ -345,6 +346,7 @@ static void read_upload(sqlite3_stmt *st, meta_upload *u)
     u->expires_at = sqlite3_column_int64(st, 21);
     u->completed_at = sqlite3_column_int64(st, 22);
     u->sha256 = column_dup(st, 23);
+    u->completed_seq = sqlite3_column_int64(st, 24);
 }
 
 static void read_part(sqlite3_stmt *st, meta_part *p)
@@ -472,6 +474,8 @@ static int tx_create(conn *c, void *arg, cu_error *e)
     if (u->completed_at)
         sqlite3_bind_int64(st, 23, u->completed_at);
     bind_text(st, 24, u->sha256);
+    if (u->completed_seq)
+        sqlite3_bind_int64(st, 25, u->completed_seq);
     int step = sqlite3_step(st);
     done(st);
     if (step == SQLITE_CONSTRAINT)
@@ -845,11 +849,8 @@ static int tx_list(conn *c, void *arg, cu_error *e)
     } else if (st && a->which == S_FILES) {
         bind_text(st, 1, a->q->owner);
         bind_text(st, 2, a->q->prefix);
-        if (a->q->after_id) {
-            sqlite3_bind_int64(st, 3, a->q->after_time);
-            sqlite3_bind_text(st, 4, a->q->after_id, -1, SQLITE_TRANSIENT);
-        }
-        sqlite3_bind_int(st, 5, a->limit);
+        sqlite3_bind_int64(st, 3, a->q->after_seq);
+        sqlite3_bind_int(st, 4, a->limit);
     }
     return many_uploads(c, st, a->limit, a->out, a->n, e, a->what);
 }

@@ -1600,12 +1600,15 @@ static void reader_stop(s3_reader *rd)
 }
 
 /* Moves the current GET on; when wait and it has nothing to do, waits (up to a second) for
- * the network. Notes in running and result when it ends. */
+ * the network. Notes in running and result when it ends. A transfer that has just paused
+ * (its bytes wait for the caller's buffer) or handed bytes over has something for the caller
+ * now: waiting then would only hold the caller up (a whole second before every download's
+ * first byte, when the answer came with the headers). */
 static void reader_step(s3_reader *rd, bool wait)
 {
     int running = 0;
     CURLMcode mc = curl_multi_perform(rd->conn->multi, &running);
-    if (mc == CURLM_OK && running && wait)
+    if (mc == CURLM_OK && running && wait && !rd->paused && rd->dst_len == 0)
         mc = curl_multi_poll(rd->conn->multi, NULL, 0, 1000, NULL);
     if (mc != CURLM_OK || !running) {
         rd->running = false;

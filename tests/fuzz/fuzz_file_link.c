@@ -7,8 +7,9 @@
  * signature this key makes for that id and expiry, and only before it; a link signed here
  * is accepted until its expiry, and not with any one character changed; a request body
  * accepted gives 1 to 7 days; a listing query accepted has a limit of 1 to 1000, a cursor
- * naming a lowercase id, a prefix that is a directory name followed by '/', and every
- * cursor made from a file reads back as that file; every refusal has a JSON-safe message. */
+ * naming a place in the order of completions, a prefix that is a directory name followed by '/',
+ * and every cursor made from a file reads back as that file; every refusal has a JSON-safe message.
+ */
 #include "fuzz_common.h"
 
 #include "api/file_link.h"
@@ -60,25 +61,21 @@ static void check_query(const char *limit, const char *cursor, const char *prefi
     }
     FUZZ_CHECK(q.q.limit >= 1 && q.q.limit <= FILES_MAX_LIMIT);
     FUZZ_CHECK(!strcmp(q.q.owner, "owner"));
-    FUZZ_CHECK((cursor != NULL) == (q.q.after_id != NULL));
-    if (q.q.after_id) {
-        FUZZ_CHECK(util_is_uuid(q.q.after_id) && q.q.after_time >= 0);
-        for (const char *c = q.q.after_id; *c; c++)
-            FUZZ_CHECK(!(*c >= 'A' && *c <= 'Z'));
-    }
+    FUZZ_CHECK((cursor != NULL) == (q.q.after_seq != 0));
+    FUZZ_CHECK(q.q.after_seq >= 0);
     if (q.q.prefix) {
         size_t len = strlen(q.q.prefix);
         FUZZ_CHECK(len >= 2 && q.q.prefix[len - 1] == '/' && q.q.prefix[0] != '/');
         FUZZ_CHECK(filename_check(q.q.prefix, len - 1, &err) == 0);
     }
     /* A cursor made from a file names that file. */
-    meta_upload u = {.completed_at = q.q.after_time};
-    snprintf(u.id, sizeof u.id, "%s", id);
+    meta_upload u = {.completed_seq =
+                         q.q.after_seq ? q.q.after_seq : 1 + (int64_t)strlen(prefix ? prefix : "")};
     char made[FILES_CURSOR_LEN];
     files_query_cursor(&u, made);
     files_query back;
     FUZZ_CHECK(files_query_parse(NULL, made, NULL, NULL, &back, &err) == 0);
-    FUZZ_CHECK(back.q.after_time == u.completed_at && !strcmp(back.q.after_id, id));
+    FUZZ_CHECK(back.q.after_seq == u.completed_seq);
     FUZZ_CHECK(back.q.limit == FILES_DEFAULT_LIMIT && !back.q.prefix);
 }
 

@@ -11,8 +11,8 @@
 
 #include <string.h>
 
-static void assert_range(const char *header, int64_t size, download_range_kind kind,
-                         int64_t offset, int64_t length)
+static void assert_range(const char *header, int64_t size, download_range_kind kind, int64_t offset,
+                         int64_t length)
 {
     download_range r = download_range_parse(header, size);
     if (r.kind != kind)
@@ -38,7 +38,7 @@ static void test_ranges(void **state)
     assert_range("bytes=9000-20000", 10000, DOWNLOAD_RANGE_SINGLE, 9000, 1000);
     assert_range("bytes=-20000", 10000, DOWNLOAD_RANGE_SINGLE, 0, 10000);
     assert_range("bytes=0-99999999999999999999999", 10, DOWNLOAD_RANGE_SINGLE, 0, 10);
-    assert_range("BYTES=1-1", 10, DOWNLOAD_RANGE_SINGLE, 1, 1); /* units are case-insensitive */
+    assert_range("BYTES=1-1", 10, DOWNLOAD_RANGE_SINGLE, 1, 1);  /* units are case-insensitive */
     assert_range("bytes=1-1,", 10, DOWNLOAD_RANGE_SINGLE, 1, 1); /* empty list elements */
     /* Nothing of it overlaps: 416. */
     assert_range("bytes=10000-", 10000, DOWNLOAD_RANGE_UNSATISFIABLE, 0, 0);
@@ -162,8 +162,8 @@ static void test_disposition(void **state)
     assert_string_equal(out,
                         "attachment; filename=\"_ rates\"; filename*=UTF-8''%E2%82%AC%20rates");
     download_disposition("r\xc3\xa9sum\xc3\xa9.pdf", out, sizeof out);
-    assert_string_equal(out,
-                        "attachment; filename=\"r_sum_.pdf\"; filename*=UTF-8''r%C3%A9sum%C3%A9.pdf");
+    assert_string_equal(
+        out, "attachment; filename=\"r_sum_.pdf\"; filename*=UTF-8''r%C3%A9sum%C3%A9.pdf");
     download_disposition("say \"hi\"\\100%.txt", out, sizeof out);
     assert_string_equal(out, "attachment; filename=\"say _hi__100_.txt\"; "
                              "filename*=UTF-8''say%20%22hi%22%5C100%25.txt");
@@ -178,8 +178,14 @@ static void test_content_type(void **state)
     const char *ok[] = {"image/png", "text/plain; charset=utf-8", "application/vnd.api+json"};
     for (size_t i = 0; i < sizeof ok / sizeof *ok; i++)
         assert_ptr_equal(download_content_type(ok[i]), ok[i]);
-    const char *bad[] = {NULL, "", "png", "image/", "/png", "image/png\r\nX-Evil: 1",
-                         "text/html extra", "\xe2\x82\xac/x"};
+    const char *bad[] = {NULL,
+                         "",
+                         "png",
+                         "image/",
+                         "/png",
+                         "image/png\r\nX-Evil: 1",
+                         "text/html extra",
+                         "\xe2\x82\xac/x"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         assert_string_equal(download_content_type(bad[i]), "application/octet-stream");
 }

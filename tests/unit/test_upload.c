@@ -1008,18 +1008,20 @@ static void test_files(void **state)
     meta_file_query q = {.limit = 10};
     assert_cu_ok(upload_files_list(f->svc, &q, &list, &n, &err), err);
     assert_int_equal(n, 4);
-    for (int i = 1; i < n; i++)
+    for (int i = 1; i < n; i++) {
         assert_true(list[i - 1].completed_at >= list[i].completed_at);
-    char seen_last[CU_UUID_LEN + 1];
-    snprintf(seen_last, sizeof seen_last, "%s", list[1].id);
-    int64_t seen_time = list[1].completed_at;
+        assert_true(list[i - 1].completed_seq == list[i].completed_seq + 1);
+    }
+    /* The last completed first: completion order, not the clock's seconds. */
+    assert_string_equal(list[0].id, files[3].id);
+    assert_string_equal(list[3].id, files[0].id);
+    int64_t seen_seq = list[1].completed_seq;
     char all[4][CU_UUID_LEN + 1];
     for (int i = 0; i < 4; i++)
         snprintf(all[i], sizeof all[i], "%s", list[i].id);
     meta_uploads_free(list, n);
     q.limit = 2;
-    q.after_time = seen_time;
-    q.after_id = seen_last;
+    q.after_seq = seen_seq;
     assert_cu_ok(upload_files_list(f->svc, &q, &list, &n, &err), err);
     assert_int_equal(n, 2);
     assert_string_equal(list[0].id, all[2]);
