@@ -16,6 +16,9 @@
 #   BENCH_SMB_ONLY=1      only the SMB section (skips 1.-5.)
 #   BENCH_SMB_BEFORE=path another server binary (an older build) timed in the same SMB
 #                         rounds, for before/after figures on a machine others share
+#   BENCH_SKIP_DOWNLOAD=1 skip the download section (7. below)
+#   BENCH_DOWNLOAD_ONLY=1 only the download section (skips 1.-6.)
+#   BENCH_DL_ROUNDS=7     rounds of the download section (nginx / ours alternating)
 #
 # Measures:
 #   1. wall time of uploading BENCH_SIZE_MB in 50 MiB parts, 4 curl PUTs at a time, to
@@ -34,6 +37,11 @@
 #      tests' smb.conf, share on real disk under /var/tmp) and of the same upload through
 #      chunked-uploader with STORAGE_BACKEND=smb to the same smbd, rounds alternating
 #      (bench/smb.sh); goal ours/smbclient <= 1.2
+#   7. download: wall time of `curl -o /dev/null` fetching the BENCH_SIZE_MB file from nginx
+#      (a static GET of the file, sendfile on) and from chunked-uploader (GET /api/files/{id},
+#      local storage: sendfile too), the same bytes on the same file system, warm in the page
+#      cache, rounds alternating; goal ours/nginx <= 1.1; and the server's peak RSS after
+#      them
 # Every upload's result is checked (size; SHA-256 of the whole file once per variant).
 set -Eeuo pipefail
 
@@ -51,9 +59,14 @@ S3_ONLY=${BENCH_S3_ONLY:-0}
 SKIP_SMB=${BENCH_SKIP_SMB:-0}
 SMB_ONLY=${BENCH_SMB_ONLY:-0}
 SMB_BEFORE=${BENCH_SMB_BEFORE:-}
-[[ $NGINX_ONLY == 1 ]] && SKIP_S3=1 && SKIP_SMB=1
+SKIP_DOWNLOAD=${BENCH_SKIP_DOWNLOAD:-0}
+DOWNLOAD_ONLY=${BENCH_DOWNLOAD_ONLY:-0}
+DL_ROUNDS=${BENCH_DL_ROUNDS:-7}
+[[ $NGINX_ONLY == 1 ]] && SKIP_S3=1 && SKIP_SMB=1 && SKIP_DOWNLOAD=1
 [[ $S3_ONLY == 1 ]] && SKIP_SMB=1
 [[ $SMB_ONLY == 1 ]] && SKIP_S3=1
+[[ $S3_ONLY == 1 || $SMB_ONLY == 1 ]] && SKIP_DOWNLOAD=1
+[[ $DOWNLOAD_ONLY == 1 ]] && SKIP_S3=1 && SKIP_SMB=1
 
 CHUNK_MB=50
 CHUNK=$((CHUNK_MB * 1048576))
@@ -247,6 +260,7 @@ events { worker_connections 1024; }
 http {
     access_log off;
     client_body_temp_path $WORK/nginx-body;
+    sendfile on;
     proxy_temp_path $prefix/tmp/proxy;
     fastcgi_temp_path $prefix/tmp/fastcgi;
     uwsgi_temp_path $prefix/tmp/uwsgi;
@@ -731,6 +745,61 @@ s3_section() {
     rm -rf "$S3_DIR"
 }
 
+# ---------------------------------------------------------------- downloads
+
+# timed_get URL [CURL ARGS...] -> sets RUN_T (curl's time_total); checks the size
+timed_get() {
+    local url=$1 out code size t
+    shift
+    out=$(curl -sS -o /dev/null -w '%{http_code} %{size_download} %{time_total}' "$@" "$url") ||
+        die "download of $url failed"
+    read -r code size t <<<"$out"
+    [[ $code == 200 ]] || die "download of $url answered $code"
+    [[ $size == "$SIZE" ]] || die "download of $url brought $size bytes, expected $SIZE"
+    RUN_T=$t
+}
+
+download_section() {
+    local dir url ngx_url sum r hwm
+    start_nginx
+    mkdir -p "$NGX_ROOT/dl"
+    for ((r = 0; r < NPARTS; r++)); do cat "$SRC_DIR/part.$r"; done >"$NGX_ROOT/dl/source.bin"
+    ngx_url=http://127.0.0.1:$NGX_PORT/dl/source.bin
+    start_server none srv-dl
+    dir=$SRV_DIR/run
+    mkdir -p "$dir"
+    server_init "$SIZE" "$MAIN_LIST" "$dir"
+    server_parts "$PAR" "$dir"
+    server_complete "$dir"
+    verify_final "$dir" "$SIZE" 0
+    url=$SRV_URL/api/files/$FILE_ID
+    # Both the same bytes, both warm in the page cache before anything is timed.
+    sum=$(curl -sS "$ngx_url" | sha256sum | cut -d' ' -f1)
+    [[ $sum == "$SRC_SHA" ]] || die "nginx served sha256 $sum, expected $SRC_SHA"
+    sum=$(curl -sS -H "X-API-Key: $API_KEY" "$url" | sha256sum | cut -d' ' -f1)
+    [[ $sum == "$SRC_SHA" ]] || server_fail "GET /api/files/$FILE_ID served sha256 $sum, expected $SRC_SHA"
+    # Who goes first changes every round, so neither always runs right after the other.
+    local which
+    for ((r = 1; r <= DL_ROUNDS; r++)); do
+        for which in 0 1; do
+            if (((which ^ (r % 2)) == 1)); then
+                timed_get "$ngx_url"
+                result dl_nginx "$RUN_T"
+                log "round $r/$DL_ROUNDS download nginx: $RUN_T s"
+            else
+                timed_get "$url" -H "X-API-Key: $API_KEY"
+                result dl_ours "$RUN_T"
+                log "round $r/$DL_ROUNDS download ours:  $RUN_T s"
+            fi
+        done
+    done
+    hwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$SRV_PID/status")
+    result dl_peak_rss_kib "$hwm"
+    stop_server
+    stop_nginx
+    rm -rf "$SRV_DIR" "$NGX_ROOT/dl"
+}
+
 # ---------------------------------------------------------------- main
 
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROUNDS must be a positive integer"
@@ -777,7 +846,7 @@ result nginx_version "$(nginx -v 2>&1 | sed 's/.*: //')"
 result src_fs "$(findmnt -n -o FSTYPE -T "$SRC_DIR" 2>/dev/null || echo '?')"
 result dst_fs "$(findmnt -n -o FSTYPE,SOURCE -T "$WORK" 2>/dev/null | tr -s ' ' || echo '?')"
 
-if [[ $S3_ONLY != 1 && $SMB_ONLY != 1 ]]; then
+if [[ $S3_ONLY != 1 && $SMB_ONLY != 1 && $DOWNLOAD_ONLY != 1 ]]; then
     start_nginx
     for ((r = 1; r <= ROUNDS; r++)); do
         verify=0
@@ -812,6 +881,11 @@ fi
 if [[ $SKIP_SMB != 1 ]]; then
     log "SMB: smbclient put vs chunked-uploader STORAGE_BACKEND=smb, $ROUNDS rounds"
     smb_section
+fi
+
+if [[ $SKIP_DOWNLOAD != 1 ]]; then
+    log "download: nginx static GET vs GET /api/files/{id}, $DL_ROUNDS rounds"
+    download_section
 fi
 
 "$PY" "$LIB" summary "$RESULTS"

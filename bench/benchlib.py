@@ -124,7 +124,8 @@ def cmd_summary(path):
 
     has_s3 = bool(nums("s3_direct") or nums("s3_ours"))
     has_smb = bool(nums("smb_direct") or nums("smb_ours"))
-    only_other = has_s3 or has_smb  # a run of the S3 or SMB section alone
+    has_dl = bool(nums("dl_nginx") or nums("dl_ours"))
+    only_other = has_s3 or has_smb or has_dl  # a run of the S3, SMB or download section alone
     print()
     if ngx is not None or not only_other:
         print("Raw runs (wall seconds, rounds alternate nginx / fsync / none):")
@@ -135,6 +136,10 @@ def cmd_summary(path):
         print("  complete 1 GiB (ms): %s" % " ".join("%.1f" % (v * 1000) for v in lat1))
         print("  complete 4 GiB (ms): %s" % (" ".join("%.1f" % (v * 1000) for v in lat4) or "skipped"))
     ms_list = lambda k: " ".join("%.1f" % (v * 1000) for v in nums(k)) or "n/a"
+    if has_dl:
+        print("Downloads (wall seconds, rounds alternate nginx / ours):")
+        for k in ("dl_nginx", "dl_ours"):
+            print("  %-11s %s" % (k, " ".join("%.3f" % v for v in nums(k)) or "n/a"))
     if has_s3:
         print("S3 (%s), rounds alternate direct / ours:" % one("s3rver_version"))
         for k in ("s3_direct", "s3_ours"):
@@ -222,7 +227,23 @@ def cmd_summary(path):
                   % (nparts, smbo_s, r, ok(r <= 1.2)))
         else:
             print("| chunked-uploader `STORAGE_BACKEND=smb` to the same smbd | %s | ≤ 1.20 × smbclient | |" % smbo_s)
+    dln, dln_s = fmt_t(nums("dl_nginx"))
+    dlo, dlo_s = fmt_t(nums("dl_ours"))
+    if has_dl:
+        print("| Download reference: nginx static GET (`sendfile on`), %.0f MiB to `curl -o /dev/null`, "
+              "warm page cache, median of %d | %s | | |" % (mib, len(nums("dl_nginx")), dln_s))
+        if dlo is not None and dln:
+            r = dlo / dln
+            print("| chunked-uploader `GET /api/files/{id}` of the same bytes, local storage (sendfile) "
+                  "| %s = **%.2f × nginx** | ≤ 1.10 × nginx | %s |" % (dlo_s, r, ok(r <= 1.1)))
+        dl_rss = one("dl_peak_rss_kib")
+        if dl_rss:
+            r = int(dl_rss) / 1024
+            print("| Peak RSS (VmHWM) of that server after its upload and the downloads | %.1f MiB | < 64 MiB | %s |"
+                  % (r, ok(r < 64)))
     print()
+    if dln and dlo:
+        print("ours_download/nginx = %.3f   (goal ≤ 1.1)" % (dlo / dln))
     if ngx and (fs or no):
         print("ours_fsync/nginx = %s   (goal ≤ 1.25)" % ("%.3f" % (fs / ngx) if fs else "n/a"))
         print("ours_none/nginx  = %s   (goal ≤ 1.0)" % ("%.3f" % (no / ngx) if no else "n/a"))

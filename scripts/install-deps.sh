@@ -23,8 +23,9 @@ BUILD_PKGS=(
 # Needed only by the tests: real servers started on loopback (Samba's smbd for the SMB
 # backend; Node.js for the S3 test server, s3rver, installed from the npm registry by
 # `make test`) and smbclient as an independent SMB client; Chromium for the browser tests
-# (driven by playwright-core from the npm registry, tests/js).
-TEST_PKGS=(samba smbclient nodejs chromium)
+# (driven by playwright-core from the npm registry, tests/js); strace to see that downloads
+# from local disk go out with sendfile.
+TEST_PKGS=(samba smbclient nodejs chromium strace)
 # Needed by the fuzz targets (tests/fuzz): clang, and its runtimes for libFuzzer, ASan and
 # UBSan. `make fuzz` fuzzes with them; `make test` runs each target over its corpus.
 FUZZ_PKGS=(clang libclang-rt-14-dev)

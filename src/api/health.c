@@ -27,11 +27,5 @@ static const http_route health_routes[HEALTH_ROUTES] = {
 
 int health_api_register(health_api *api, http_router *router)
 {
-    for (int i = 0; i < HEALTH_ROUTES; i++) {
-        api->routes[i] = health_routes[i];
-        api->routes[i].ctx = api;
-        if (http_router_add(router, &api->routes[i]) != 0)
-            return -1;
-    }
-    return 0;
+    return http_router_add_module(router, api->routes, health_routes, HEALTH_ROUTES, api);
 }

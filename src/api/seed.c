@@ -364,11 +364,5 @@ static const http_route seed_routes[SEED_ROUTES] = {
 
 int seed_api_register(seed_api *api, http_router *router)
 {
-    for (int i = 0; i < SEED_ROUTES; i++) {
-        api->routes[i] = seed_routes[i];
-        api->routes[i].ctx = api;
-        if (http_router_add(router, &api->routes[i]) != 0)
-            return -1;
-    }
-    return 0;
+    return http_router_add_module(router, api->routes, seed_routes, SEED_ROUTES, api);
 }

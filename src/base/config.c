@@ -146,6 +146,9 @@ typedef struct {
 static const choice storage_choices[] = {
     {"local", STORAGE_LOCAL, false}, {"smb", STORAGE_SMB, false}, {"s3", STORAGE_S3, false}, {0}};
 static const choice durability_choices[] = {{"fsync", 1, false}, {"none", 0, false}, {0}};
+static const choice bool_choices[] = {{"true", 1, false}, {"false", 0, false}, {"1", 1, true},
+                                      {"0", 0, true},     {"yes", 1, true},    {"no", 0, true},
+                                      {"on", 1, true},    {"off", 0, true},    {0}};
 static const choice log_choices[] = {{"debug", LOG_DEBUG, false},
                                      {"trace", LOG_DEBUG, true},
                                      {"info", LOG_INFO, false},
@@ -267,6 +270,15 @@ static const config_var vars[] = {
      .def = "",
      FIELD(s3_prefix, F_STR),
      .help = "Key prefix: objects go to `<S3_PREFIX>/<dir>/<file_id>_<name>`"},
+    {.name = "S3_DOWNLOAD_REDIRECT",
+     .group = "Storage",
+     .type = V_CHOICE,
+     .def = "false",
+     .choices = bool_choices,
+     FIELD(s3_download_redirect, F_BOOL),
+     .help = "`true`: a download (`GET /api/files/{id}`, signed links too) is answered 302 to a "
+             "presigned S3 URL valid for 5 minutes, so the bytes come from S3 itself; `false`: "
+             "the server streams them from S3"},
     {.name = "AWS_ACCESS_KEY_ID",
      .group = "Storage",
      .type = V_STRING,
@@ -337,6 +349,16 @@ static const config_var vars[] = {
      .help = "Comma-separated file name extensions that uploads may have, with or without "
              "the dot, in any case, e.g. `.jpg,.png` or `jpg,png,tar.gz`; another name is "
              "answered 415 at creation"},
+    {.name = "MAX_SINGLE_UPLOAD_MB",
+     .group = "Uploads",
+     .type = V_INT,
+     .def = "95",
+     .imin = 1,
+     .imax = 1024 * 1024,
+     .scale = 1024 * 1024,
+     FIELD(max_single_upload, F_I64),
+     .help = "Largest file `POST /api/files/upload` takes in one request, in MiB (under "
+             "Cloudflare's 100 MB request limit by default; larger files go in parts)"},
     {.name = "MAX_PARTS",
      .group = "Uploads",
      .type = V_INT,

@@ -36,6 +36,7 @@ typedef struct cu_config_s {
     char *s3_bucket;
     char *s3_region;
     char *s3_prefix;
+    bool s3_download_redirect; /* downloads answered 302 to a presigned URL */
     char *aws_access_key_id;
     char *aws_secret_access_key;
     char *aws_session_token;
@@ -51,6 +52,7 @@ typedef struct cu_config_s {
     char *allowed_extensions;              /* ALLOWED_EXTENSIONS as configured, or NULL */
     filetype_list *allowed_extension_list; /* parsed from it; NULL: any name */
     int max_parts;
+    int64_t max_single_upload; /* bytes (MAX_SINGLE_UPLOAD_MB MiB) */
     bool durability_fsync;
     char *webhook_secret; /* NULL: unsigned webhooks */
     int webhook_max_attempts;

@@ -2,6 +2,7 @@
  * server context (metadata store, blob store, upload service, HTTP front, background
  * threads), run until SIGINT/SIGTERM, then take it all down in reverse order. */
 #include "api/auth.h"
+#include "api/files.h"
 #include "api/health.h"
 #include "api/seed.h"
 #include "api/flow.h"
@@ -186,6 +187,7 @@ static int serve(void)
 
     seed_api seed = {.cfg = &cfg, .uploads = uploads};
     flow_api flow = {.cfg = &cfg, .uploads = uploads};
+    files_api files = {.cfg = &cfg, .uploads = uploads};
     health_api health = {.uploads = uploads};
     http_ratelimit_options limit_opts = {.per_minute = cfg.rate_limit_per_minute,
                                          .burst = cfg.rate_limit_burst,
@@ -198,7 +200,8 @@ static int serve(void)
     auth_ctx auth = {.cfg = &cfg, .limits = limits};
     router = http_router_new();
     if (!router || health_api_register(&health, router) != 0 ||
-        seed_api_register(&seed, router) != 0 || flow_api_register(&flow, router) != 0) {
+        seed_api_register(&seed, router) != 0 || flow_api_register(&flow, router) != 0 ||
+        files_api_register(&files, router) != 0) {
         log_error("cannot set up the routes");
         goto out;
     }

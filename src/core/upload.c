@@ -487,8 +487,8 @@ static int check_not_ended(const meta_upload *u, cu_error *err)
         return cu_fail(err, CU_EGONE, "Upload expired");
     if (u->state == UPLOAD_CANCELLED)
         return cu_fail(err, CU_EGONE, "Upload was cancelled");
-    if (u->state == UPLOAD_DELETED)
-        return cu_fail(err, CU_EGONE, "The file was deleted");
+    if (u->state == UPLOAD_DELETED) /* as for a file that never was: deleted is deleted */
+        return cu_fail(err, CU_ENOTFOUND, "File not found (it was deleted)");
     if (u->state == UPLOAD_FAILED)
         return failure_of(u, err);
     return 0;
@@ -907,7 +907,8 @@ static int check_digest(upload_write *w, const unsigned char sha256[32], cu_erro
                    want_hex, got_hex);
 }
 
-static int finalize(upload_service *svc, meta_upload *u, cu_error *err);
+static int complete_with(upload_service *svc, const char *id, const char *owner,
+                         const char *known_sha256, meta_upload *out, cu_error *err);
 
 /* A write that could not be stored because its upload ended meanwhile (it failed, was
  * cancelled, expired): that is what the client needs to hear, rather than rc. */
@@ -995,12 +996,14 @@ int upload_write_end(upload_write *w, upload_write_result *out, cu_error *err)
                   (long long)w->offset);
         emit(svc, UPLOAD_EVENT_PROGRESS, &out->upload, out->slot, w->received, false);
     }
-    /* A stream that is now whole completes while the claim still keeps other writers out. */
+    /* A stream that is now whole completes while the claim still keeps other writers out;
+     * when this one write brought every byte, its digest is the file's. */
     meta_upload *u = &out->upload;
     if (rc == 0 && w->stream && u->total_size >= 0 && u->durable_offset == u->total_size &&
         u->state == UPLOAD_PENDING) {
+        bool whole = w->offset == 0 && w->received == u->total_size;
         meta_upload done;
-        rc = upload_complete(svc, w->id, NULL, &done, err);
+        rc = complete_with(svc, w->id, NULL, whole ? out->checksum_sha256 : NULL, &done, err);
         if (rc == 0) {
             meta_upload_clear(u);
             *u = done;
@@ -1052,13 +1055,19 @@ out:
 
 /* ---- complete, cancel, expire ---- */
 
-static int verify_whole_file(upload_service *svc, const meta_upload *u, cu_error *err)
+/* Checks the staged bytes against the digest declared at creation: known_sha256 when the
+ * caller hashed them all on their way in, else by reading them back. */
+static int verify_whole_file(upload_service *svc, const meta_upload *u, const char *known_sha256,
+                             cu_error *err)
 {
     unsigned char want[32], got[32];
     if (util_unhex_sha256(u->checksum_sha256, want) != 0)
         return cu_fail(err, CU_EIO, "Stored checksum is unreadable");
     upload_view view;
-    int rc = storage_stage_sha256(svc->deps.storage, view_of(u, &view), got, err);
+    int rc = known_sha256 ? (util_unhex_sha256(known_sha256, got) == 0
+                                 ? 0
+                                 : cu_fail(err, CU_EIO, "Computed checksum is unreadable"))
+                          : storage_stage_sha256(svc->deps.storage, view_of(u, &view), got, err);
     if (rc)
         return rc;
     if (CRYPTO_memcmp(want, got, sizeof got) != 0) {
@@ -1096,9 +1105,10 @@ static int chunks_of(upload_service *svc, const char *id, meta_part **parts, int
     return 0;
 }
 
-/* Moves a FINALIZING upload into place and records it complete. A partial upload stays
- * staged (it is a source for a concatenation, not a file). */
-static int finalize(upload_service *svc, meta_upload *u, cu_error *err)
+/* Moves a FINALIZING upload into place and records it complete, with the file's digest
+ * when it is known (hex, or NULL). A partial upload stays staged (it is a source for a
+ * concatenation, not a file). */
+static int finalize(upload_service *svc, meta_upload *u, const char *known_sha256, cu_error *err)
 {
     assert(u->state == UPLOAD_FINALIZING);
     meta_part *parts = NULL;
@@ -1121,6 +1131,8 @@ static int finalize(upload_service *svc, meta_upload *u, cu_error *err)
         u->final_path = final_path; /* the record owns it from here */
         final_path = NULL;
         u->completed_at = completed_at;
+        free(u->sha256);
+        u->sha256 = known_sha256 ? strdup(known_sha256) : NULL;
         if (u->webhook_url && !u->partial) {
             body = webhook_payload(u, upload_storage_name(svc));
             if (!body)
@@ -1128,7 +1140,7 @@ static int finalize(upload_service *svc, meta_upload *u, cu_error *err)
                           u->id);
         }
         rc = meta_upload_complete(svc->deps.meta, u->id, u->final_path ? u->final_path : "",
-                                  completed_at, body, err);
+                                  completed_at, u->sha256, body, err);
         if (rc == CU_ECONFLICT) {
             /* A concurrent completion recorded it first: answer with its record. */
             char id[CU_UUID_LEN + 1];
@@ -1200,9 +1212,10 @@ static int check_content_judged(upload_service *svc, meta_upload *u, cu_error *e
     return rc;
 }
 
-/* One attempt at completing: the state decides what is left to do. */
-static int complete_once(upload_service *svc, const char *id, const char *owner, meta_upload *out,
-                         cu_error *err)
+/* One attempt at completing: the state decides what is left to do. known_sha256 is the
+ * file's digest when the caller hashed every byte (else NULL). */
+static int complete_once(upload_service *svc, const char *id, const char *owner,
+                         const char *known_sha256, meta_upload *out, cu_error *err)
 {
     int rc = get_visible(svc, id, owner, out, err);
     if (rc)
@@ -1234,7 +1247,7 @@ static int complete_once(upload_service *svc, const char *id, const char *owner,
             goto fail;
         if ((rc = check_content_judged(svc, out, err)) != 0)
             goto fail;
-        if (out->checksum_sha256 && (rc = verify_whole_file(svc, out, err)) != 0)
+        if (out->checksum_sha256 && (rc = verify_whole_file(svc, out, known_sha256, err)) != 0)
             goto fail;
         rc = meta_upload_transition(svc->deps.meta, id, UPLOAD_PENDING, UPLOAD_FINALIZING, err);
         if (rc == CU_ECONFLICT) {
@@ -1253,7 +1266,8 @@ static int complete_once(upload_service *svc, const char *id, const char *owner,
         out->state = UPLOAD_FINALIZING;
         break;
     }
-    rc = finalize(svc, out, err);
+    /* A declared digest was verified on the way from pending to finalizing. */
+    rc = finalize(svc, out, known_sha256 ? known_sha256 : out->checksum_sha256, err);
     if (rc == 0)
         return 0;
 fail:
@@ -1271,6 +1285,12 @@ static bool finishing_has(const upload_service *svc, const char *id)
 
 int upload_complete(upload_service *svc, const char *id, const char *owner, meta_upload *out,
                     cu_error *err)
+{
+    return complete_with(svc, id, owner, NULL, out, err);
+}
+
+static int complete_with(upload_service *svc, const char *id, const char *owner,
+                         const char *known_sha256, meta_upload *out, cu_error *err)
 {
     /* A caller that finds a completion of the same upload under way waits for it, then looks
      * again: complete (the same answer as the first caller's) or pending again (it failed:
@@ -1292,7 +1312,7 @@ int upload_complete(upload_service *svc, const char *id, const char *owner, meta
         registered = true;
     }
     pthread_mutex_unlock(&svc->finish_lock);
-    int rc = complete_once(svc, id, owner, out, err);
+    int rc = complete_once(svc, id, owner, known_sha256, out, err);
     if (registered) {
         pthread_mutex_lock(&svc->finish_lock);
         for (size_t i = 0; i < svc->nfinishing; i++) {
@@ -1571,7 +1591,7 @@ int upload_concat(upload_service *svc, const upload_create_request *req,
     if (rc == 0) {
         out->state = UPLOAD_FINALIZING;
         out->durable_offset = total;
-        rc = finalize(svc, out, err);
+        rc = finalize(svc, out, NULL, err);
     }
     if (rc == 0) {
         /* The partial uploads were only ever pieces of this file: remove them. */
@@ -1626,6 +1646,16 @@ int upload_file_open(upload_service *svc, const meta_upload *u, int64_t offset, 
     assert(u->state == UPLOAD_COMPLETE && offset >= 0 && offset + length <= u->total_size);
     upload_view view;
     return storage_read_open(svc->deps.storage, view_of(u, &view)->key, offset, length, out, err);
+}
+
+int upload_file_presign(upload_service *svc, const meta_upload *u, int64_t expires_in,
+                        const char *content_type, const char *content_disposition, char **url,
+                        cu_error *err)
+{
+    assert(u->state == UPLOAD_COMPLETE);
+    upload_view view;
+    return storage_presign_get(svc->deps.storage, view_of(u, &view)->key, expires_in, content_type,
+                               content_disposition, url, err);
 }
 
 int upload_file_delete(upload_service *svc, const char *id, const char *owner, cu_error *err)

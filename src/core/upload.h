@@ -131,7 +131,8 @@ int upload_check_writable(const meta_upload *u, cu_error *err);
 /* The live upload of owner that a client names by its own key. */
 int upload_find(upload_service *svc, const char *owner, const char *protocol,
                 const char *client_key, meta_upload *out, cu_error *err);
-/* The upload and its slots for a progress report; cancelled and expired ones are CU_EGONE. */
+/* The upload and its slots for a progress report; cancelled and expired ones are CU_EGONE,
+ * a deleted file is CU_ENOTFOUND (as if it never was). */
 int upload_status(upload_service *svc, const char *id, const char *owner, meta_upload *out,
                   meta_part **parts, int *nparts, cu_error *err);
 int upload_slot_get(upload_service *svc, const char *id, int slot, meta_part *out, cu_error *err);
@@ -174,7 +175,10 @@ int upload_write_begin(upload_service *svc, const upload_write_request *req, upl
  * upload has failed and its data is gone (then call upload_write_abort). */
 int upload_write_data(upload_write *w, const void *buf, size_t len, cu_error *err);
 /* Verifies size and digest, makes the bytes durable and records them; a stream write that
- * fills the upload completes it. Frees w. */
+ * fills the upload completes it (and when it brought every byte, from offset 0, its SHA-256 is
+ * recorded as the file's: meta_upload.sha256). The length of an upload created without one
+ * may be declared while its write runs (upload_declare_length), so that a body of unknown
+ * size completes the upload when it ends. Frees w. */
 int upload_write_end(upload_write *w, upload_write_result *out, cu_error *err);
 /* A write whose body did not arrive whole (client gone). A slot stays pending; a stream
  * keeps every byte that became durable (unless a digest was expected: then none). Frees w. */
@@ -219,6 +223,12 @@ int upload_file_stat(upload_service *svc, const meta_upload *u, storage_file_inf
 /* A reader of length bytes at offset of a complete file. */
 int upload_file_open(upload_service *svc, const meta_upload *u, int64_t offset, int64_t length,
                      storage_reader_t **out, cu_error *err);
+/* A URL that GETs a complete file (any range of it) straight from storage for
+ * expires_in seconds, answered with content_type and content_disposition (may be NULL);
+ * CU_ENOTSUP when the backend hands out none (STORAGE_CAP_PRESIGN). Free *url. */
+int upload_file_presign(upload_service *svc, const meta_upload *u, int64_t expires_in,
+                        const char *content_type, const char *content_disposition, char **url,
+                        cu_error *err);
 /* Deletes a complete file: its record says so at once, the bytes leave storage. */
 int upload_file_delete(upload_service *svc, const char *id, const char *owner, cu_error *err);
 /* Complete files, newest first (free with meta_uploads_free). */

@@ -64,6 +64,18 @@ int http_router_add(http_router *r, const http_route *route)
     return 0;
 }
 
+int http_router_add_module(http_router *r, http_route *dst, const http_route *src, size_t n,
+                           void *ctx)
+{
+    for (size_t i = 0; i < n; i++) {
+        dst[i] = src[i];
+        dst[i].ctx = ctx;
+        if (http_router_add(r, &dst[i]) != 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* Matches path against pattern; on success fills names/values (copied into out->buf) and
  * returns the number of literal segments, else -1. */
 static int match_pattern(const char *pattern, const char *path, http_match *out)

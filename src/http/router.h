@@ -63,6 +63,10 @@ void http_router_free(http_router *r);
 /* Adds a route (the router keeps the pointer: the route must outlive it). Returns 0, or -1
  * when the pattern is malformed or out of memory. */
 int http_router_add(http_router *r, const http_route *route);
+/* Adds a module's n routes: copies src into dst (storage the module owns, which must outlive
+ * the router), each with ctx as its handler's context, and adds them. Returns 0 or -1. */
+int http_router_add_module(http_router *r, http_route *dst, const http_route *src, size_t n,
+                           void *ctx);
 /* Matches method and path. OPTIONS matches no route: status 0 with allow filled for a known
  * path (the server answers it), 404 otherwise. */
 void http_router_match(const http_router *r, const char *method, const char *path, http_match *out);

@@ -247,6 +247,41 @@ bool http_forwarded_trusted(const http_request *req)
     return req->forwarded_trusted;
 }
 
+/* Whether a Host-like value is a name, an IPv4 or a bracketed IPv6 address and a port:
+ * nothing that could end a URL's authority or start its path, query or another header. */
+static bool host_is_plain(const char *host)
+{
+    size_t len = host ? strlen(host) : 0;
+    if (len == 0 || len > 255)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = host[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '-' || c == '_' || c == ':' || c == '[' || c == ']'))
+            return false;
+    }
+    return true;
+}
+
+int http_origin(const http_request *req, char *out, size_t cap)
+{
+    const char *host = http_header(req, MHD_HTTP_HEADER_HOST);
+    const char *scheme = "http";
+    if (req->forwarded_trusted) {
+        /* A proxy may list several hops ("https, http"): the first is the client's. */
+        const char *proto = http_header(req, "X-Forwarded-Proto");
+        if (proto && !strncasecmp(proto, "https", 5) && (proto[5] == '\0' || proto[5] == ','))
+            scheme = "https";
+        const char *fhost = http_header(req, "X-Forwarded-Host");
+        if (fhost && host_is_plain(fhost))
+            host = fhost;
+    }
+    if (!host_is_plain(host))
+        return CU_EINVAL;
+    int n = snprintf(out, cap, "%s://%s", scheme, host);
+    return n > 0 && (size_t)n < cap ? 0 : CU_EINVAL;
+}
+
 const char *http_request_id(const http_request *req)
 {
     return req->id;

@@ -117,6 +117,12 @@ const netaddr *http_client_netaddr(const http_request *req);
 /* Whether the peer is a trusted proxy, so that its X-Forwarded-Proto and X-Forwarded-Host
  * may be believed (to build absolute URLs). */
 bool http_forwarded_trusted(const http_request *req);
+/* "scheme://host[:port]" as the client addressed this server (its Host header), for the
+ * absolute URLs a reply hands out, into out (cap bytes). Every such URL is built from it, so
+ * that what a trusted proxy in front says (X-Forwarded-Proto/-Host, see TRUST_PROXY) is
+ * honoured in one place. Returns
+ * 0, or CU_EINVAL when the request names no usable host. */
+int http_origin(const http_request *req, char *out, size_t cap);
 /* This request's id (the client's X-Request-Id when it sent a sane one); replies carry it. */
 const char *http_request_id(const http_request *req);
 /* True for HEAD (answered by the GET route; the reply's body is not sent). */

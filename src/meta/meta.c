@@ -107,9 +107,9 @@ int meta_upload_transition(meta_t *m, const char *id, upload_state from, upload_
 }
 
 int meta_upload_complete(meta_t *m, const char *id, const char *final_path, int64_t completed_at,
-                         const char *webhook_body, cu_error *e)
+                         const char *sha256, const char *webhook_body, cu_error *e)
 {
-    return m->ops->upload_complete(m, id, final_path, completed_at, webhook_body, e);
+    return m->ops->upload_complete(m, id, final_path, completed_at, sha256, webhook_body, e);
 }
 
 int meta_upload_end(meta_t *m, const char *id, upload_state from, upload_state to, cu_error *e)
@@ -200,6 +200,7 @@ void meta_upload_clear(meta_upload *u)
     free(u->final_path);
     free(u->detected_type);
     free(u->failure_reason);
+    free(u->sha256);
     memset(u, 0, sizeof *u);
 }
 

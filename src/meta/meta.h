@@ -55,6 +55,8 @@ typedef struct {
     char *webhook_url;     /* or NULL */
     char *storage_ref;     /* backend's handle for the staging object, or NULL */
     char *final_path;      /* once complete */
+    char *sha256;          /* once complete: the file's SHA-256 (hex) when known (it matched
+                              checksum_sha256, or arrived in one write), else NULL */
     char *concat_of;       /* a final concatenation: the partial uploads' ids, space-separated */
     bool partial;          /* a piece of a concatenation, never a file of its own */
     int64_t created_at, expires_at, completed_at;
@@ -62,6 +64,7 @@ typedef struct {
                              were not sniffed */
     int failure_code;     /* FAILED: why, as a cu_code (CU_EMEDIATYPE: a refused type) */
     char *failure_reason; /* FAILED: why, for the client */
+    int64_t completed_seq; /* once complete: its place in the order of completions (1, 2, ...) */
 } meta_upload;
 
 typedef enum { PART_PENDING, PART_UPLOADED } part_state;
@@ -90,11 +93,12 @@ typedef struct {
 
 /* Which finished files a listing wants. */
 typedef struct {
-    const char *owner;    /* only this owner's, or NULL for all */
-    const char *prefix;   /* only names in this directory ("a/b"), or NULL */
-    int limit;            /* at most this many */
-    int64_t after_time;   /* the cursor: files completed before (after_time, after_id) */
-    const char *after_id; /* NULL: from the newest */
+    const char *owner;  /* only this owner's, or NULL for all */
+    const char *prefix; /* only names that start with it ("a/b/": the directory a/b and
+                           those below it), or NULL */
+    int limit;          /* at most this many */
+    int64_t after_seq;  /* the cursor: files completed before the one numbered after_seq
+                           (meta_upload.completed_seq); 0: from the newest */
 } meta_file_query;
 
 /* What one owner may hold open at once (0: no limit), checked in the transaction that
@@ -133,7 +137,7 @@ struct meta_ops {
     int (*upload_transition)(meta_t *, const char *id, upload_state from, upload_state to,
                              cu_error *);
     int (*upload_complete)(meta_t *, const char *id, const char *final_path, int64_t completed_at,
-                           const char *webhook_body, cu_error *);
+                           const char *sha256, const char *webhook_body, cu_error *);
     int (*upload_end)(meta_t *, const char *id, upload_state from, upload_state to, cu_error *);
     int (*upload_fail)(meta_t *, const char *id, upload_state from, int code, const char *reason,
                        cu_error *);
@@ -202,10 +206,11 @@ int meta_check(meta_t *m, cu_error *e);
 /* Moves an upload from state `from` to `to`; CU_ECONFLICT when it is not in `from`. */
 int meta_upload_transition(meta_t *m, const char *id, upload_state from, upload_state to,
                            cu_error *e);
-/* FINALIZING -> COMPLETE with its final path; queues webhook_body (when not NULL) for
- * delivery in the same transaction. */
+/* FINALIZING -> COMPLETE with its final path and the file's SHA-256 (hex, or NULL when
+ * unknown), numbered after every completion before it (completed_seq); queues webhook_body (when
+ * not NULL) for delivery in the same transaction. */
 int meta_upload_complete(meta_t *m, const char *id, const char *final_path, int64_t completed_at,
-                         const char *webhook_body, cu_error *e);
+                         const char *sha256, const char *webhook_body, cu_error *e);
 /* Ends an upload (from -> CANCELLED, EXPIRED or DELETED): forgets its slots and tokens, keeps
  * the upload row so that later requests learn what happened, and marks its data as still
  * to be removed. */
@@ -224,7 +229,7 @@ int meta_uploads_due(meta_t *m, int64_t now, int limit, meta_upload **out, int *
 int meta_uploads_to_purge(meta_t *m, int limit, meta_upload **out, int *n, cu_error *e);
 /* Records that an ended upload's data is gone. */
 int meta_upload_mark_purged(meta_t *m, const char *id, cu_error *e);
-/* Completed files (never partial uploads), newest completion first. */
+/* Completed files (never partial uploads), the last completed first (by completed_seq). */
 int meta_files_list(meta_t *m, const meta_file_query *q, meta_upload **out, int *n, cu_error *e);
 /* Webhook deliveries due at now and not held by a live claim (at most limit), in order of
  * (next_attempt_at, id), starting after the row `after` (NULL: from the first; only its

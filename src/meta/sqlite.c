@@ -38,7 +38,7 @@
     "id, protocol, owner, client_key, filename, content_type, metadata, total_size, chunk_size, "  \
     "layout, total_parts, uploaded_parts, durable_offset, state, checksum_sha256, webhook_url, "   \
     "storage_ref, final_path, concat_of, partial, created_at, expires_at, completed_at, "          \
-    "detected_type, failure_code, failure_reason"
+    "detected_type, failure_code, failure_reason, sha256, completed_seq"
 #define PART_COLUMNS "part, state, size, checksum_sha256, token_sha256, storage_ref"
 
 typedef enum {
@@ -87,7 +87,7 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_COMMIT] = "COMMIT",
     [S_ROLLBACK] = "ROLLBACK",
     [S_UPLOAD_INSERT] = "INSERT INTO uploads (" UPLOAD_COLUMNS ") VALUES "
-                        "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
     [S_PART_INSERT] = "INSERT INTO parts (upload_id, part, state, size, token_sha256) "
                       "VALUES (?,?,'pending',?,?)",
     [S_UPLOAD_GET] = "SELECT " UPLOAD_COLUMNS " FROM uploads WHERE id = ?",
@@ -108,8 +108,9 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_DECLARE_LENGTH] = "UPDATE uploads SET total_size = ?1 WHERE id = ?2 AND total_size IS NULL "
                          "AND state = 'pending'",
     [S_TRANSITION] = "UPDATE uploads SET state = ? WHERE id = ? AND state = ?",
-    [S_COMPLETE] = "UPDATE uploads SET state = 'complete', final_path = ?, completed_at = ? "
-                   "WHERE id = ? AND state = 'finalizing'",
+    [S_COMPLETE] = "UPDATE uploads SET state = 'complete', final_path = ?, completed_at = ?, "
+                   "sha256 = ?, completed_seq = (SELECT COALESCE(MAX(completed_seq), 0) + 1 FROM "
+                   "uploads) WHERE id = ? AND state = 'finalizing'",
     [S_WEBHOOK_QUEUE] = "INSERT INTO webhooks (upload_id, url, body, next_attempt_at) "
                         "SELECT id, webhook_url, ?, ? FROM uploads WHERE id = ? AND "
                         "webhook_url IS NOT NULL",
@@ -125,8 +126,7 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_FILES] = "SELECT " UPLOAD_COLUMNS " FROM uploads WHERE state = 'complete' AND partial = 0 "
                 "AND (?1 IS NULL OR owner = ?1) "
                 "AND (?2 IS NULL OR substr(filename, 1, length(?2)) = ?2) "
-                "AND (?3 IS NULL OR completed_at < ?3 OR (completed_at = ?3 AND id < ?4)) "
-                "ORDER BY completed_at DESC, id DESC LIMIT ?5",
+                "AND (?3 = 0 OR completed_seq < ?3) ORDER BY completed_seq DESC LIMIT ?4",
     [S_WEBHOOKS_DUE] = "SELECT id, upload_id, url, body, attempts, next_attempt_at, "
                        "COALESCE(claimed_until, 0) FROM webhooks "
                        "WHERE delivered_at IS NULL AND gave_up_at IS NULL AND "
@@ -430,6 +430,8 @@ static void read_upload(sqlite3_stmt *st, meta_upload *u)
     const char *failure = (const char *)sqlite3_column_text(st, 24);
     u->failure_code = failure ? cu_error_by_name(failure) : 0;
     u->failure_reason = column_dup(st, 25);
+    u->sha256 = column_dup(st, 26);
+    u->completed_seq = sqlite3_column_int64(st, 27);
 }
 
 static void read_part(sqlite3_stmt *st, meta_part *p)
@@ -557,6 +559,9 @@ static int tx_create(conn *c, void *arg, cu_error *e)
     if (u->completed_at)
         sqlite3_bind_int64(st, 23, u->completed_at);
     bind_text(st, 24, u->detected_type);
+    bind_text(st, 27, u->sha256);
+    if (u->completed_seq)
+        sqlite3_bind_int64(st, 28, u->completed_seq);
     int step = sqlite3_step(st);
     done(st);
     if (step == SQLITE_CONSTRAINT)
@@ -785,7 +790,7 @@ typedef struct {
     const char *id;
     upload_state from, to;
     int64_t value;
-    const char *text, *body;
+    const char *text, *body, *sha256;
     int64_t when;
     const meta_limits *limits;
 } update_args;
@@ -853,7 +858,8 @@ static int tx_complete(conn *c, void *arg, cu_error *e)
     if (st) {
         sqlite3_bind_text(st, 1, a->text, -1, SQLITE_TRANSIENT);
         sqlite3_bind_int64(st, 2, a->when);
-        sqlite3_bind_text(st, 3, a->id, -1, SQLITE_TRANSIENT);
+        bind_text(st, 3, a->sha256);
+        sqlite3_bind_text(st, 4, a->id, -1, SQLITE_TRANSIENT);
     }
     int changed = run(c, st);
     if (changed < 0)
@@ -872,9 +878,11 @@ static int tx_complete(conn *c, void *arg, cu_error *e)
 }
 
 static int sq_upload_complete(meta_t *base, const char *id, const char *final_path,
-                              int64_t completed_at, const char *webhook_body, cu_error *e)
+                              int64_t completed_at, const char *sha256, const char *webhook_body,
+                              cu_error *e)
 {
-    update_args a = {.id = id, .text = final_path, .when = completed_at, .body = webhook_body};
+    update_args a = {
+        .id = id, .text = final_path, .when = completed_at, .sha256 = sha256, .body = webhook_body};
     return in_tx((sqlite_meta *)base, TX_WRITE, "completing an upload", tx_complete, &a, e);
 }
 
@@ -958,11 +966,8 @@ static int tx_list(conn *c, void *arg, cu_error *e)
     } else if (st && a->which == S_FILES) {
         bind_text(st, 1, a->q->owner);
         bind_text(st, 2, a->q->prefix);
-        if (a->q->after_id) {
-            sqlite3_bind_int64(st, 3, a->q->after_time);
-            sqlite3_bind_text(st, 4, a->q->after_id, -1, SQLITE_TRANSIENT);
-        }
-        sqlite3_bind_int(st, 5, a->limit);
+        sqlite3_bind_int64(st, 3, a->q->after_seq);
+        sqlite3_bind_int(st, 4, a->limit);
     }
     return many_uploads(c, st, a->limit, a->out, a->n, e, a->what);
 }

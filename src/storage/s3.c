@@ -23,8 +23,9 @@
  * Every optional capability is here (see their sections below): ranged reads of finished
  * files (a GET read in pull mode, paused when the caller's buffer is full), removal
  * (DeleteObject), a deferred length (nothing to do), appends of any size (named spool files
- * that survive a restart until a part is full) and concatenation (UploadPartCopy inside S3,
- * small pieces through the spool). Staged parts cannot be read back before completion. */
+ * that survive a restart until a part is full), concatenation (UploadPartCopy inside S3,
+ * small pieces through the spool) and presigned GET URLs (SigV4 in the query string, signed
+ * here, no request to S3). Staged parts cannot be read back before completion. */
 #include "storage/storage.h"
 
 #include "base/log.h"
@@ -481,6 +482,43 @@ static double backoff_seconds(int attempt)
  * libcurl sorts its canonical headers as "name:value" lines (':' sorts after '-') instead of
  * by name, so S3 computes another signature. q->url is already canonical (path encoded once,
  * query sorted), and every header is signed. */
+/* SigV4's signature of to_sign for day (YYYYMMDD), as hex into sig[65]: the signing key is
+ * derived from the secret through the day, region, service and "aws4_request". */
+static bool sigv4_signature(const s3_storage *s, const char *day, const char *to_sign,
+                            char sig[CU_SHA256_HEX_LEN + 1])
+{
+    const char *secret = strchr(s->userpwd, ':') + 1;
+    char key0[256];
+    unsigned char k[32];
+    unsigned len = 32;
+    snprintf(key0, sizeof key0, "AWS4%s", secret);
+    const char *steps[] = {day, s->region, "s3", "aws4_request", to_sign};
+    bool ok = HMAC(EVP_sha256(), key0, (int)strlen(key0), (const unsigned char *)steps[0],
+                   strlen(steps[0]), k, &len) != NULL;
+    for (size_t i = 1; ok && i < sizeof steps / sizeof *steps; i++)
+        ok = HMAC(EVP_sha256(), k, 32, (const unsigned char *)steps[i], strlen(steps[i]), k,
+                  &len) != NULL;
+    OPENSSL_cleanse(key0, sizeof key0);
+    util_hex(k, 32, sig);
+    return ok;
+}
+
+/* The access key id, the part of userpwd before ':'. */
+static int access_key_len(const s3_storage *s)
+{
+    return (int)(strchr(s->userpwd, ':') - s->userpwd);
+}
+
+/* The time a request is signed at: "YYYYMMDDTHHMMSSZ" into stamp[32], "YYYYMMDD" into day[16]. */
+static void sigv4_now(char stamp[32], char day[16])
+{
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(stamp, 32, "%Y%m%dT%H%M%SZ", &tm);
+    strftime(day, 16, "%Y%m%d", &tm);
+}
+
 static struct curl_slist *sign_request(const s3_storage *s, const s3_req *q,
                                        struct curl_slist *headers)
 {
@@ -492,11 +530,7 @@ static struct curl_slist *sign_request(const s3_storage *s, const s3_req *q,
     char host[256];
     snprintf(host, sizeof host, "%.*s", (int)alen, authority);
     char stamp[32], day[16];
-    time_t now = time(NULL);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
-    strftime(day, sizeof day, "%Y%m%d", &tm);
+    sigv4_now(stamp, day);
     /* name: value lines, sorted by name (all lowercase x-amz-* but for host, which sorts first). */
     const char *lines[8];
     int n = 0;
@@ -550,24 +584,12 @@ static struct curl_slist *sign_request(const s3_storage *s, const s3_req *q,
         util_sha256_hex(canon.data, canon.len, canon_hex);
         snprintf(scope, sizeof scope, "%s/%s/s3/aws4_request", day, s->region);
         snprintf(to_sign, sizeof to_sign, "AWS4-HMAC-SHA256\n%s\n%s\n%s", stamp, scope, canon_hex);
-        const char *secret = strchr(s->userpwd, ':') + 1;
-        char key0[256];
-        unsigned char k[32];
-        unsigned len = 32;
-        snprintf(key0, sizeof key0, "AWS4%s", secret);
-        const char *steps[] = {day, s->region, "s3", "aws4_request", to_sign};
-        ok = HMAC(EVP_sha256(), key0, (int)strlen(key0), (const unsigned char *)steps[0],
-                  strlen(steps[0]), k, &len) != NULL;
-        for (size_t i = 1; ok && i < sizeof steps / sizeof *steps; i++)
-            ok = HMAC(EVP_sha256(), k, 32, (const unsigned char *)steps[i], strlen(steps[i]), k,
-                      &len) != NULL;
-        memset(key0, 0, sizeof key0);
         char sig[CU_SHA256_HEX_LEN + 1];
-        util_hex(k, 32, sig);
+        ok = sigv4_signature(s, day, to_sign, sig);
         snprintf(auth, sizeof auth,
                  "Authorization: AWS4-HMAC-SHA256 Credential=%.*s/%s, SignedHeaders=%s, "
                  "Signature=%s",
-                 (int)(strchr(s->userpwd, ':') - s->userpwd), s->userpwd, scope, names.data, sig);
+                 access_key_len(s), s->userpwd, scope, names.data, sig);
     }
     free(canon.data);
     free(names.data);
@@ -1579,12 +1601,15 @@ static void reader_stop(s3_reader *rd)
 }
 
 /* Moves the current GET on; when wait and it has nothing to do, waits (up to a second) for
- * the network. Notes in running and result when it ends. */
+ * the network. Notes in running and result when it ends. A transfer that has just paused
+ * (its bytes wait for the caller's buffer) or handed bytes over has something for the caller
+ * now: waiting then would only hold the caller up (a whole second before every download's
+ * first byte, when the answer came with the headers). */
 static void reader_step(s3_reader *rd, bool wait)
 {
     int running = 0;
     CURLMcode mc = curl_multi_perform(rd->conn->multi, &running);
-    if (mc == CURLM_OK && running && wait)
+    if (mc == CURLM_OK && running && wait && !rd->paused && rd->dst_len == 0)
         mc = curl_multi_poll(rd->conn->multi, NULL, 0, 1000, NULL);
     if (mc != CURLM_OK || !running) {
         rd->running = false;
@@ -1756,6 +1781,92 @@ static int s3_read_open(storage_t *base, const char *key, int64_t offset, int64_
 
 /* S3 readers have no descriptor (fd stays NULL): zero-copy sends are for local files. */
 static const struct storage_reader_ops s3_reader_ops = {.read = s3_read, .close = s3_reader_close};
+
+/* ---- presigned URLs ---- */
+
+/* Appends "&name=value" (or "?name=value" for the first) with value encoded as SigV4 wants. */
+static void query_add(s3_buf *b, const char *name, const char *value)
+{
+    size_t cap = strlen(value) * 3 + 1;
+    char *enc = malloc(cap);
+    if (!enc) {
+        b->failed = true;
+        return;
+    }
+    enc[0] = '\0';
+    util_percent_encode(enc, cap, value, false);
+    if (b->len)
+        buf_add(b, "&", 1);
+    buf_add(b, name, strlen(name));
+    buf_add(b, "=", 1);
+    buf_add(b, enc, strlen(enc));
+    free(enc);
+}
+
+/* A GET of the object at key signed in its query string (SigV4 query authentication, the
+ * host header alone signed, payload UNSIGNED-PAYLOAD), valid expires_in seconds from now. The
+ * answer carries content_type and content_disposition (response-* overrides) when given. */
+static int s3_presign_get(storage_t *base, const char *key, int64_t expires_in,
+                          const char *content_type, const char *content_disposition, char **url,
+                          cu_error *e)
+{
+    s3_storage *s = (s3_storage *)base;
+    *url = NULL;
+    if (expires_in < 1 || expires_in > 7 * 86400)
+        return cu_fail(e, CU_EINVAL, "A presigned URL lives 1 s to 7 days");
+    char *object = object_url(s, key, Q_OBJECT, NULL, 0);
+    if (!object)
+        return cu_fail_oom(e);
+    const char *authority = strstr(object, "://");
+    authority = authority ? authority + 3 : object;
+    size_t alen = strcspn(authority, "/?");
+    char stamp[32], day[16], expires[24], credential[512];
+    sigv4_now(stamp, day);
+    snprintf(expires, sizeof expires, "%lld", (long long)expires_in);
+    snprintf(credential, sizeof credential, "%.*s/%s/%s/s3/aws4_request", access_key_len(s),
+             s->userpwd, day, s->region);
+    /* The query in canonical order: by name, byte for byte ("X-Amz-*" sorts before
+     * "response-*"). */
+    s3_buf query = {0};
+    query_add(&query, "X-Amz-Algorithm", "AWS4-HMAC-SHA256");
+    query_add(&query, "X-Amz-Credential", credential);
+    query_add(&query, "X-Amz-Date", stamp);
+    query_add(&query, "X-Amz-Expires", expires);
+    if (s->token_header)
+        query_add(&query, "X-Amz-Security-Token", strchr(s->token_header, ':') + 2);
+    query_add(&query, "X-Amz-SignedHeaders", "host");
+    if (content_disposition)
+        query_add(&query, "response-content-disposition", content_disposition);
+    if (content_type)
+        query_add(&query, "response-content-type", content_type);
+    s3_buf canon = {0};
+    const char *path = authority + alen;
+    buf_add(&canon, "GET\n", 4);
+    buf_add(&canon, path, strlen(path));
+    buf_add(&canon, "\n", 1);
+    if (query.data)
+        buf_add(&canon, query.data, query.len);
+    buf_add(&canon, "\nhost:", 6);
+    buf_add(&canon, authority, alen);
+    buf_addf(&canon, "\n\nhost\nUNSIGNED-PAYLOAD");
+    int rc = 0;
+    if (query.failed || canon.failed || !query.data || !canon.data) {
+        rc = cu_fail_oom(e);
+    } else {
+        char canon_hex[CU_SHA256_HEX_LEN + 1], to_sign[512], sig[CU_SHA256_HEX_LEN + 1];
+        util_sha256_hex(canon.data, canon.len, canon_hex);
+        snprintf(to_sign, sizeof to_sign, "AWS4-HMAC-SHA256\n%s\n%s/%s/s3/aws4_request\n%s", stamp,
+                 day, s->region, canon_hex);
+        if (!sigv4_signature(s, day, to_sign, sig))
+            rc = cu_fail(e, CU_EIO, "Cannot sign the URL");
+        else if (asprintf(url, "%s?%s&X-Amz-Signature=%s", object, query.data, sig) < 0)
+            rc = cu_fail_oom(e), *url = NULL;
+    }
+    free(query.data);
+    free(canon.data);
+    free(object);
+    return rc;
+}
 
 static int s3_remove(storage_t *base, const char *key, cu_error *e)
 {
@@ -2155,6 +2266,7 @@ static const struct storage_concat_ops s3_concat_ops = {.concat = s3_concat};
 static const struct storage_defer_ops s3_defer_ops = {.declare_length = s3_declare_length};
 static const struct storage_append_ops s3_append_ops = {.open = s3_append_open};
 static const struct storage_sweep_ops s3_sweep_ops = {.list_staged = s3_list_staged};
+static const struct storage_presign_ops s3_presign_ops = {.presign_get = s3_presign_get};
 
 char *storage_s3_endpoint(const char *endpoint, const char *region)
 {
@@ -2219,6 +2331,7 @@ int storage_s3_open(const storage_s3_options *o, storage_t **out, cu_error *err)
     s->base.defer = &s3_defer_ops;
     s->base.append = &s3_append_ops;
     s->base.sweep = &s3_sweep_ops;
+    s->base.presign = &s3_presign_ops;
     s->base.name = "s3";
     s->base.min_part_size = 5 * 1024 * 1024;
     s->base.allows_trailing_dot_space = true;

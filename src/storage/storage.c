@@ -30,6 +30,8 @@ unsigned storage_caps(const storage_t *s)
         caps |= STORAGE_CAP_SPACE;
     if (s->sweep)
         caps |= STORAGE_CAP_SWEEP;
+    if (s->presign)
+        caps |= STORAGE_CAP_PRESIGN;
     return caps;
 }
 
@@ -46,7 +48,8 @@ void storage_caps_describe(unsigned caps, char *out, size_t cap)
                  {STORAGE_CAP_APPEND, "append"},
                  {STORAGE_CAP_STAGE_READ, "read staging"},
                  {STORAGE_CAP_SPACE, "free space"},
-                 {STORAGE_CAP_SWEEP, "sweep"}};
+                 {STORAGE_CAP_SWEEP, "sweep"},
+                 {STORAGE_CAP_PRESIGN, "presigned URLs"}};
     size_t len = 0;
     if (cap)
         out[0] = '\0';
@@ -217,6 +220,15 @@ int storage_available(storage_t *s, int64_t *bytes, cu_error *e)
     if (!s->space)
         return unsupported(s, e, "tell its free space");
     return s->space->available(s, bytes, e);
+}
+
+int storage_presign_get(storage_t *s, const char *key, int64_t expires_in, const char *content_type,
+                        const char *content_disposition, char **url, cu_error *e)
+{
+    *url = NULL;
+    if (!s->presign)
+        return unsupported(s, e, "hand out URLs to its files");
+    return s->presign->presign_get(s, key, expires_in, content_type, content_disposition, url, e);
 }
 
 int storage_stage_sha256(storage_t *s, const storage_upload *u, unsigned char out[32], cu_error *e)

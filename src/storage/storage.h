@@ -16,6 +16,7 @@
  * | defer the length      | fallocate when known  | nothing to do              | ftruncate      |
  * | append (any size)     | pwrite                | spool until a part is full | write          |
  * | read staging back     | pread                 | (no: parts unreadable)     | smbc_read      |
+ * | presigned GET URLs    | no                    | SigV4 query signing        | no             |
  *
  * Callers hold a storage_t and use the storage_* functions. All functions are
  * thread-safe; a writer or reader belongs to one thread at a time. Every function returns
@@ -160,6 +161,13 @@ struct storage_space_ops {
     int (*available)(storage_t *, int64_t *bytes, cu_error *);
 };
 
+/* Capability: URLs that let a client fetch a finished file from the backend itself (so its
+ * bytes need not pass through this server). */
+struct storage_presign_ops {
+    int (*presign_get)(storage_t *, const char *key, int64_t expires_in, const char *content_type,
+                       const char *content_disposition, char **url, cu_error *);
+};
+
 /* Capability: reading the staging object back before it is finished. */
 struct storage_stage_read_ops {
     int (*sha256)(storage_t *, const storage_upload *, unsigned char out[32], cu_error *);
@@ -175,6 +183,7 @@ struct storage {
     const struct storage_stage_read_ops *stage_read; /* or NULL */
     const struct storage_space_ops *space;           /* or NULL */
     const struct storage_sweep_ops *sweep;           /* or NULL */
+    const struct storage_presign_ops *presign;       /* or NULL */
     const char *name; /* "local", "s3", "smb": what replies call storage_backend */
     /* Characters the backend's names cannot hold (beyond the project-wide filename policy),
      * or NULL; checked at init so a name never fails only at complete. */
@@ -193,8 +202,9 @@ enum {
     STORAGE_CAP_DEFER_LENGTH = 1 << 4,
     STORAGE_CAP_APPEND = 1 << 5,
     STORAGE_CAP_STAGE_READ = 1 << 6,
-    STORAGE_CAP_SPACE = 1 << 7, /* knows its free space */
-    STORAGE_CAP_SWEEP = 1 << 8, /* lists its staging objects */
+    STORAGE_CAP_SPACE = 1 << 7,   /* knows its free space */
+    STORAGE_CAP_SWEEP = 1 << 8,   /* lists its staging objects */
+    STORAGE_CAP_PRESIGN = 1 << 9, /* hands out URLs to fetch finished files directly */
 };
 
 /* The capabilities s has: one bit per optional table that is not NULL. */
@@ -321,6 +331,11 @@ int storage_list_staged(storage_t *s, int (*fn)(void *ctx, const storage_staged 
                         cu_error *e);
 /* Bytes new uploads may still take. */
 int storage_available(storage_t *s, int64_t *bytes, cu_error *e);
+/* A URL (malloc'ed into *url) that GETs the finished file at key straight from the backend
+ * for expires_in seconds (1 to 7 days), answering with content_type and content_disposition
+ * when they are not NULL; anyone holding it can read the file until then. */
+int storage_presign_get(storage_t *s, const char *key, int64_t expires_in, const char *content_type,
+                        const char *content_disposition, char **url, cu_error *e);
 /* SHA-256 of the first u->total_size bytes of the staging object (reads them all). */
 int storage_stage_sha256(storage_t *s, const storage_upload *u, unsigned char out[32], cu_error *e);
 

@@ -20,10 +20,12 @@
 #include "storage/storage.h"
 #include "../unit/unit_helpers.h"
 
+#include <curl/curl.h>
 #include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static storage_t *store;
 static int64_t part_size;
@@ -555,6 +557,102 @@ static void test_free_space(void **state)
     }
 }
 
+/* What a GET of a presigned URL brought: the body (bounded) and two headers. */
+typedef struct {
+    unsigned char body[4096];
+    size_t len;
+    char type[128], disposition[512];
+} fetched;
+
+static size_t fetched_body(char *p, size_t size, size_t n, void *ctx)
+{
+    fetched *f = ctx;
+    size_t len = size * n;
+    if (f->len + len > sizeof f->body)
+        return 0;
+    memcpy(f->body + f->len, p, len);
+    f->len += len;
+    return len;
+}
+
+static size_t fetched_header(char *p, size_t size, size_t n, void *ctx)
+{
+    fetched *f = ctx;
+    size_t len = size * n;
+    char line[600];
+    snprintf(line, sizeof line, "%.*s", (int)(len < sizeof line - 1 ? len : sizeof line - 1), p);
+    line[strcspn(line, "\r\n")] = '\0';
+    if (!strncasecmp(line, "content-type: ", 14))
+        snprintf(f->type, sizeof f->type, "%.127s", line + 14);
+    if (!strncasecmp(line, "content-disposition: ", 21))
+        snprintf(f->disposition, sizeof f->disposition, "%.511s", line + 21);
+    return len;
+}
+
+/* GETs url without any credential of ours; returns the HTTP status. */
+static long fetch(const char *url, fetched *out)
+{
+    memset(out, 0, sizeof *out);
+    CURL *h = curl_easy_init();
+    assert_non_null(h);
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, fetched_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, out);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, fetched_header);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, out);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT, 30L);
+    assert_int_equal(curl_easy_perform(h), CURLE_OK);
+    long status = 0;
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup(h);
+    return status;
+}
+
+static void test_presigned_urls(void **state)
+{
+    (void)state;
+    cu_error err;
+    char *url = NULL;
+    if (!has(STORAGE_CAP_PRESIGN)) {
+        assert_cu_fails(storage_presign_get(store, "contract/x", 60, NULL, NULL, &url, &err),
+                        CU_ENOTSUP, err);
+        assert_null(url);
+        return;
+    }
+    unsigned char data[3000];
+    fill(data, sizeof data, 11);
+    staged st;
+    stage(&st, "presigned file.bin", sizeof data);
+    write_slot(&st, 0, data, sizeof data, 1000);
+    free(finish(&st));
+    const char *disposition =
+        "attachment; filename=\"r_sum_.bin\"; filename*=UTF-8''r%C3%A9sum%C3%A9.bin";
+    assert_cu_ok(
+        storage_presign_get(store, st.key, 60, "application/x-contract", disposition, &url, &err),
+        err);
+    fetched got;
+    assert_int_equal(fetch(url, &got), 200);
+    assert_int_equal(got.len, sizeof data);
+    assert_memory_equal(got.body, data, sizeof data);
+    assert_string_equal(got.type, "application/x-contract");
+    assert_string_equal(got.disposition, disposition);
+    /* The signature covers the URL: one changed byte of the key is refused. */
+    char *tampered = strdup(url);
+    char *at = strstr(tampered, "presigned");
+    assert_non_null(at);
+    at[0] = 'P';
+    assert_int_equal(fetch(tampered, &got), 403);
+    free(tampered);
+    free(url);
+    /* A URL stops working at its expiry. */
+    assert_cu_ok(storage_presign_get(store, st.key, 1, NULL, NULL, &url, &err), err);
+    util_sleep(2.1);
+    assert_int_equal(fetch(url, &got), 403);
+    free(url);
+    assert_cu_fails(storage_presign_get(store, st.key, 0, NULL, NULL, &url, &err), CU_EINVAL, err);
+    unstage(&st);
+}
+
 static void test_unclaimed_capabilities_are_refused(void **state)
 {
     (void)state;
@@ -566,6 +664,7 @@ static void test_unclaimed_capabilities_are_refused(void **state)
     assert_int_equal(!!(caps & STORAGE_CAP_DEFER_LENGTH), store->defer != NULL);
     assert_int_equal(!!(caps & STORAGE_CAP_APPEND), store->append != NULL);
     assert_int_equal(!!(caps & STORAGE_CAP_STAGE_READ), store->stage_read != NULL);
+    assert_int_equal(!!(caps & STORAGE_CAP_PRESIGN), store->presign != NULL);
     if (!(caps & STORAGE_CAP_STAGE_READ)) {
         staged st;
         stage(&st, "nostageread.bin", 1);
@@ -612,6 +711,7 @@ int main(void)
         cmocka_unit_test(test_concatenate),
         cmocka_unit_test(test_sweep_lists_staging_objects),
         cmocka_unit_test(test_free_space),
+        cmocka_unit_test(test_presigned_urls),
         cmocka_unit_test(test_unclaimed_capabilities_are_refused),
     };
     int failed = cmocka_run_group_tests_name(store->name, tests, NULL, NULL);

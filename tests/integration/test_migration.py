@@ -104,6 +104,17 @@ class MigrationTest(ServerTestCase):
         self.assertError(srv.status(self.ids["cancelled"]), 410, "cancelled")
         self.assertEqual(self.assertOk(srv.status(self.ids["empty"]))["status"], "complete")
 
+        # The files API lists the old files too, numbered in the order they completed, after
+        # the one completed since the upgrade; and serves their bytes.
+        listed = self.assertOk(srv.request("GET", "/api/files", None, srv.api_headers()))["files"]
+        self.assertEqual(listed[0]["file_id"], pid)
+        self.assertEqual(sorted(e["file_id"] for e in listed[1:]),
+                         sorted([self.ids["complete"], self.ids["empty"]]))
+        old = [(e["completed_at"], e["file_id"]) for e in listed[1:]]
+        self.assertEqual(old, sorted(old, reverse=True))
+        got = srv.request("GET", "/api/files/%s" % self.ids["complete"], None, srv.api_headers())
+        self.assertEqual(got.body, pattern(self.ids["complete_size"], 1))
+
         # Started again, the database is left as it is.
         srv.restart()
         self.assertEqual(srv.log_text().count("migrated to schema"), LATEST - 2)

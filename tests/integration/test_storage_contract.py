@@ -29,7 +29,7 @@ class StorageContractTest(unittest.TestCase):
             self.assertNotIn(marker, out, out[-8000:])
         self.assertEqual(p.returncode, 0, "contract failed for %s:\n%s"
                          % (env.get("STORAGE_BACKEND"), out[-8000:]))
-        self.assertIn("[  PASSED  ] 13 test(s)", out, out[-4000:])
+        self.assertIn("[  PASSED  ] 14 test(s)", out, out[-4000:])
         return out
 
     def test_local(self):

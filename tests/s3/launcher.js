@@ -12,7 +12,12 @@
 //      and the checks s3rver skips on UploadPart / CompleteMultipartUpload
 //      (NoSuchUpload, part number 1..10000, InvalidPartOrder, InvalidPart, EntityTooSmall)
 //      and on GetObject (If-Match: 412 PreconditionFailed),
-//   3. forwards everything else to s3rver unchanged.
+//   3. verifies presigned GET/HEAD URLs (SigV4 in the query: X-Amz-Algorithm, -Credential,
+//      -Date, -Expires, -SignedHeaders=host, -Signature, -Security-Token) by presigning the
+//      same request again with AWS's signer, refuses expired ones (403 AccessDenied "Request
+//      has expired"), and answers them with the response-content-type/-disposition they
+//      carry (s3rver takes those only from requests it authenticates itself),
+//   4. forwards everything else to s3rver unchanged.
 //
 // usage: node launcher.js --port P --dir D --bucket B --access-key K --secret S
 //                         [--region us-east-1] [--session-token T] [--slow-ms N] [--fail-parts N]
@@ -167,6 +172,65 @@ async function verifySignature(req, rawPath, query) {
       'The request signature we calculated does not match the signature you provided. Check your key and signing method.',
       { AWSAccessKeyId: accessKey, SignatureProvided: m[3] });
   }
+}
+
+// Throws S3Err unless the request is a valid, unexpired presigned GET or HEAD for our key.
+const PRESIGN_PARAMS = ['X-Amz-Algorithm', 'X-Amz-Credential', 'X-Amz-Date', 'X-Amz-Expires',
+  'X-Amz-SignedHeaders', 'X-Amz-Signature', 'X-Amz-Security-Token'];
+async function verifyPresigned(req, rawPath, query) {
+  if (req.method !== 'GET' && req.method !== 'HEAD') throw new S3Err(403, 'AccessDenied', 'Presigned URLs here are for GET and HEAD');
+  if (req.headers.authorization) {
+    throw new S3Err(400, 'InvalidArgument', 'Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter, Signature query string parameter or the Authorization header should be specified');
+  }
+  for (const k of PRESIGN_PARAMS) {
+    if (Array.isArray(query[k])) throw new S3Err(400, 'InvalidArgument', `${k} appears more than once`);
+  }
+  if (query['X-Amz-Algorithm'] !== 'AWS4-HMAC-SHA256') throw new S3Err(400, 'AuthorizationQueryParametersError', 'X-Amz-Algorithm only supports "AWS4-HMAC-SHA256"');
+  const cred = String(query['X-Amz-Credential'] || '').split('/');
+  if (cred.length !== 5) throw new S3Err(400, 'AuthorizationQueryParametersError', 'Error parsing the X-Amz-Credential parameter');
+  const [accessKey, scopeDate, region, service, terminator] = cred;
+  if (accessKey !== opt.accessKey) {
+    throw new S3Err(403, 'InvalidAccessKeyId', 'The AWS Access Key Id you provided does not exist in our records.', { AWSAccessKeyId: accessKey });
+  }
+  if (region !== opt.region || service !== 's3' || terminator !== 'aws4_request') {
+    throw new S3Err(400, 'AuthorizationQueryParametersError', `Error parsing the X-Amz-Credential parameter; the region '${region}' is wrong; expecting '${opt.region}'`);
+  }
+  const amzDate = String(query['X-Amz-Date'] || '');
+  const dm = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/.exec(amzDate);
+  if (!dm || scopeDate !== amzDate.slice(0, 8)) throw new S3Err(400, 'AuthorizationQueryParametersError', 'X-Amz-Date must be in the ISO8601 Long Format "yyyyMMdd\'T\'HHmmss\'Z\'"');
+  const when = new Date(Date.UTC(+dm[1], dm[2] - 1, +dm[3], +dm[4], +dm[5], +dm[6]));
+  const expires = String(query['X-Amz-Expires'] || '');
+  if (!/^\d+$/.test(expires) || +expires < 1 || +expires > 604800) {
+    throw new S3Err(400, 'AuthorizationQueryParametersError', 'X-Amz-Expires must be a number of seconds from 1 to 604800');
+  }
+  if (when - Date.now() > 15 * 60 * 1000) throw new S3Err(403, 'AccessDenied', 'Request is not valid yet');
+  if (Date.now() > +when + 1000 * +expires) {
+    throw new S3Err(403, 'AccessDenied', 'Request has expired', { 'X-Amz-Expires': expires, Expires: new Date(+when + 1000 * +expires).toISOString(), ServerTime: new Date().toISOString() });
+  }
+  if (query['X-Amz-SignedHeaders'] !== 'host') throw new S3Err(403, 'AccessDenied', 'This test server takes presigned URLs that sign the host header only');
+  if (opt.sessionToken !== undefined && query['X-Amz-Security-Token'] !== opt.sessionToken) {
+    throw new S3Err(403, 'InvalidToken', 'The provided token is malformed or otherwise invalid.');
+  }
+  const rest = {};
+  for (const [k, v] of Object.entries(query)) if (!PRESIGN_PARAMS.includes(k)) rest[k] = v;
+  const signer = new SignatureV4({
+    credentials: { accessKeyId: opt.accessKey, secretAccessKey: opt.secret, sessionToken: opt.sessionToken },
+    region: opt.region, service: 's3', sha256: Sha256, uriEscapePath: false, applyChecksum: false,
+  });
+  const presigned = await signer.presign(
+    { method: req.method, protocol: 'http:', hostname: String(req.headers.host || ''),
+      path: rawPath.split('/').map(s => uriEncode(decode(s))).join('/'), query: rest,
+      headers: { host: String(req.headers.host || ''), 'x-amz-content-sha256': 'UNSIGNED-PAYLOAD' } },
+    { signingDate: when, expiresIn: +expires, signableHeaders: new Set(['host']),
+      unhoistableHeaders: new Set(['x-amz-content-sha256']), unsignableHeaders: new Set(['x-amz-content-sha256']) });
+  const given = String(query['X-Amz-Signature'] || '');
+  const expected = presigned.query['X-Amz-Signature'];
+  if (!/^[0-9a-f]{64}$/.test(given) || !crypto.timingSafeEqual(Buffer.from(expected), Buffer.from(given))) {
+    throw new S3Err(403, 'SignatureDoesNotMatch',
+      'The request signature we calculated does not match the signature you provided. Check your key and signing method.',
+      { AWSAccessKeyId: accessKey, SignatureProvided: given });
+  }
+  return rest;
 }
 
 // ------------------------------------------------------------------ s3rver's multipart storage
@@ -407,15 +471,16 @@ let upstreamPort;
 
 // Sends the request on to s3rver and its answer back: delayMs later, with the headers
 // mapHeaders makes of them, and cut off (connection closed) after cutAfter body bytes if set.
-function forward(req, res, body, { delayMs = 0, mapHeaders = h => h, cutAfter = 0 } = {}) {
+function forward(req, res, body, { delayMs = 0, mapHeaders = h => h, cutAfter = 0, path = req.url, anonymous = false } = {}) {
   return new Promise(resolve => {
     const headers = { ...req.headers };
     delete headers.expect; // answered here already
+    if (anonymous) delete headers.authorization; // verified here already (a presigned URL)
     if (body && (body.length || headers['content-length'] || headers['transfer-encoding'])) {
       delete headers['transfer-encoding'];
       headers['content-length'] = String(body.length);
     }
-    const up = http.request({ host: '127.0.0.1', port: upstreamPort, method: req.method, path: req.url, headers, agent: upstreamAgent },
+    const up = http.request({ host: '127.0.0.1', port: upstreamPort, method: req.method, path, headers, agent: upstreamAgent },
       async ures => {
         if (delayMs) await sleep(delayMs);
         const h = { ...ures.headers };
@@ -470,6 +535,21 @@ async function handle(req, res, expectContinue) {
     stats.connections++;
   }
   try {
+    if ('X-Amz-Algorithm' in query || 'X-Amz-Signature' in query) {
+      // A presigned GET or HEAD: forwarded anonymously, with the overrides it signed applied here.
+      const rest = await verifyPresigned(req, rawPath, query);
+      const overrides = {};
+      for (const [k, v] of Object.entries(rest)) {
+        if (k === 'response-content-type') overrides['content-type'] = String(v);
+        else if (k === 'response-content-disposition') overrides['content-disposition'] = String(v);
+        else throw new S3Err(400, 'InvalidArgument', `This test server takes no ${k} in a presigned URL`);
+      }
+      note = ' presigned';
+      status = await forward(req, res, null, { path: rawPath, anonymous: true,
+        mapHeaders: h => (h.etag ? { ...h, ...overrides } : h) });
+      process.stderr.write(`${new Date().toISOString()} ${req.method} ${req.url} ${status}${note}\n`);
+      return;
+    }
     await verifySignature(req, rawPath, query);
     if (expectContinue) res.writeContinue();
 

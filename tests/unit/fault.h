@@ -247,6 +247,7 @@ static inline storage_t *fault_storage_wrap(storage_t *inner, fault_ctl *ctl)
     s->base.space = inner->space ? &fault_space_ops : NULL;
     s->base.read = inner->read ? &fault_read_ops : NULL;
     s->base.concat = inner->concat ? &fault_concat_ops : NULL;
+    s->base.presign = NULL; /* not wrapped: the backend's own would get the wrapper */
     s->inner = inner;
     s->ctl = ctl;
     return &s->base;
@@ -335,10 +336,10 @@ static inline int fm_transition(meta_t *b, const char *id, upload_state from, up
     return meta_upload_transition(FM(b)->inner, id, from, to, e);
 }
 static inline int fm_complete(meta_t *b, const char *id, const char *fp, int64_t at,
-                              const char *body, cu_error *e)
+                              const char *sha256, const char *body, cu_error *e)
 {
     FAULT(FM(b)->ctl, "meta_upload_complete", e);
-    return meta_upload_complete(FM(b)->inner, id, fp, at, body, e);
+    return meta_upload_complete(FM(b)->inner, id, fp, at, sha256, body, e);
 }
 static inline int fm_end(meta_t *b, const char *id, upload_state from, upload_state to, cu_error *e)
 {

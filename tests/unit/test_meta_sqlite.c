@@ -305,14 +305,15 @@ static void test_complete_queues_webhook(void **state)
     create(f, &hooked);
 
     /* Only from finalizing. */
-    assert_cu_fails(meta_upload_complete(f->meta, hooked.id, "/final", now, "{}", &err),
+    assert_cu_fails(meta_upload_complete(f->meta, hooked.id, "/final", now, NULL, "{}", &err),
                     CU_ECONFLICT, err);
     assert_int_equal(state_of(f, hooked.id), UPLOAD_PENDING);
     assert_int_equal(webhooks_due_count(f, now + 10, NULL), 0);
 
     assert_cu_ok(
         meta_upload_transition(f->meta, hooked.id, UPLOAD_PENDING, UPLOAD_FINALIZING, &err), err);
-    assert_cu_ok(meta_upload_complete(f->meta, hooked.id, "/srv/files/x_a.bin", now,
+    const char *digest = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    assert_cu_ok(meta_upload_complete(f->meta, hooked.id, "/srv/files/x_a.bin", now, digest,
                                       "{\"event\":\"upload.complete\"}", &err),
                  err);
     meta_upload got;
@@ -320,10 +321,11 @@ static void test_complete_queues_webhook(void **state)
     assert_int_equal(got.state, UPLOAD_COMPLETE);
     assert_string_equal(got.final_path, "/srv/files/x_a.bin");
     assert_int_equal(got.completed_at, now);
+    assert_string_equal(got.sha256, digest); /* the file's digest, known at completion */
     meta_upload_clear(&got);
 
     /* Completing twice is a conflict. */
-    assert_cu_fails(meta_upload_complete(f->meta, hooked.id, "/other", now, "{}", &err),
+    assert_cu_fails(meta_upload_complete(f->meta, hooked.id, "/other", now, NULL, "{}", &err),
                     CU_ECONFLICT, err);
 
     meta_webhook *due = NULL;
@@ -343,13 +345,13 @@ static void test_complete_queues_webhook(void **state)
     create(f, &plain);
     assert_cu_ok(meta_upload_transition(f->meta, plain.id, UPLOAD_PENDING, UPLOAD_FINALIZING, &err),
                  err);
-    assert_cu_ok(meta_upload_complete(f->meta, plain.id, "/p", now, "{}", &err), err);
+    assert_cu_ok(meta_upload_complete(f->meta, plain.id, "/p", now, NULL, "{}", &err), err);
     meta_upload nobody = new_upload();
     nobody.webhook_url = "http://example.invalid/other";
     create(f, &nobody);
     assert_cu_ok(
         meta_upload_transition(f->meta, nobody.id, UPLOAD_PENDING, UPLOAD_FINALIZING, &err), err);
-    assert_cu_ok(meta_upload_complete(f->meta, nobody.id, "/n", now, NULL, &err), err);
+    assert_cu_ok(meta_upload_complete(f->meta, nobody.id, "/n", now, NULL, NULL, &err), err);
     assert_int_equal(state_of(f, plain.id), UPLOAD_COMPLETE);
     assert_int_equal(state_of(f, nobody.id), UPLOAD_COMPLETE);
     assert_int_equal(webhooks_due_count(f, now + 100000, NULL), 1); /* still only the first */
@@ -364,7 +366,7 @@ static int64_t queue_webhook(fixture *f, int64_t at)
     create(f, &u);
     assert_cu_ok(meta_upload_transition(f->meta, u.id, UPLOAD_PENDING, UPLOAD_FINALIZING, &err),
                  err);
-    assert_cu_ok(meta_upload_complete(f->meta, u.id, "/f", at, "{}", &err), err);
+    assert_cu_ok(meta_upload_complete(f->meta, u.id, "/f", at, NULL, "{}", &err), err);
     meta_webhook *due = NULL;
     int n = webhooks_due_count(f, at, &due);
     int64_t id = -1;
@@ -748,7 +750,7 @@ static void test_uploads_due(void **state)
     assert_cu_ok(
         meta_upload_transition(f->meta, completed.id, UPLOAD_PENDING, UPLOAD_FINALIZING, &err),
         err);
-    assert_cu_ok(meta_upload_complete(f->meta, completed.id, "/c", now, NULL, &err), err);
+    assert_cu_ok(meta_upload_complete(f->meta, completed.id, "/c", now, NULL, NULL, &err), err);
 
     meta_upload *list = NULL;
     int n = -1;
@@ -988,7 +990,7 @@ static void test_prune_keeps_complete_files_but_not_their_tokens(void **state)
     }
     assert_cu_ok(meta_upload_transition(f->meta, u.id, UPLOAD_PENDING, UPLOAD_FINALIZING, &err),
                  err);
-    assert_cu_ok(meta_upload_complete(f->meta, u.id, "/f", now_s() - 100, NULL, &err), err);
+    assert_cu_ok(meta_upload_complete(f->meta, u.id, "/f", now_s() - 100, NULL, NULL, &err), err);
     int uploads = 0, webhooks = 0;
     assert_cu_ok(meta_prune(f->meta, now_s() - 200, &uploads, &webhooks, &err), err);
     meta_part *parts = NULL;

@@ -895,7 +895,70 @@ static void test_stream_deferred_length(void **state)
     assert_cu_ok(append(f, u.id, 1000, data + 1000, TOTAL - 1000, &res, &err), err);
     assert_true(res.completed);
     assert_file(res.upload.final_path, data, TOTAL);
+    assert_null(res.upload.sha256); /* two writes: nobody hashed the whole file */
     upload_write_result_clear(&res);
+    meta_upload_clear(&u);
+}
+
+/* A body of unknown length in one write: the length is declared while the write runs, the
+ * write's end completes the upload and its digest is recorded as the file's. */
+static void test_stream_one_write_records_digest(void **state)
+{
+    fixture *f = *state;
+    enum { TOTAL = 4000 };
+    unsigned char data[TOTAL];
+    fill(data, TOTAL, 12);
+    char want[CU_SHA256_HEX_LEN + 1];
+    util_sha256_hex(data, TOTAL, want);
+    meta_upload u;
+    create_stream(f, "one/write.bin", -1, false, &u);
+    upload_write_request req = {.id = u.id, .offset = 0, .length = -1};
+    upload_write *w = NULL;
+    cu_error err;
+    assert_cu_ok(upload_write_begin(f->svc, &req, &w, &err), err);
+    assert_cu_ok(upload_write_data(w, data, 1500, &err), err);
+    assert_cu_ok(upload_write_data(w, data + 1500, TOTAL - 1500, &err), err);
+    assert_cu_ok(upload_declare_length(f->svc, u.id, TOTAL, &err), err);
+    upload_write_result res;
+    assert_cu_ok(upload_write_end(w, &res, &err), err);
+    assert_true(res.completed);
+    assert_int_equal(res.upload.state, UPLOAD_COMPLETE);
+    assert_string_equal(res.checksum_sha256, want);
+    assert_non_null(res.upload.sha256);
+    assert_string_equal(res.upload.sha256, want);
+    assert_file(res.upload.final_path, data, TOTAL);
+    upload_write_result_clear(&res);
+    meta_upload got;
+    assert_cu_ok(upload_file_get(f->svc, u.id, NULL, &got, &err), err);
+    assert_string_equal(got.sha256, want);
+    meta_upload_clear(&got);
+    /* A file of declared digest and one write: the digest is checked without reading the file
+     * back, and a wrong one leaves the upload pending. */
+    char wrong[CU_SHA256_HEX_LEN + 1];
+    memset(wrong, 'a', CU_SHA256_HEX_LEN);
+    wrong[CU_SHA256_HEX_LEN] = '\0';
+    upload_create_request cr = {.protocol = "tus",
+                                .filename = "one/declared.bin",
+                                .filename_len = strlen("one/declared.bin"),
+                                .total_size = TOTAL,
+                                .layout = UPLOAD_LAYOUT_STREAM,
+                                .checksum_sha256 = wrong};
+    meta_upload d;
+    assert_cu_ok(upload_create(f->svc, &cr, &d, &err), err);
+    assert_cu_fails(append(f, d.id, 0, data, TOTAL, NULL, &err), CU_ECHECKSUM, err);
+    meta_upload now = reload(f, d.id);
+    assert_int_equal(now.state, UPLOAD_PENDING);
+    meta_upload_clear(&now);
+    meta_upload_clear(&d);
+    cr.checksum_sha256 = want;
+    cr.filename = "one/declared2.bin";
+    cr.filename_len = strlen(cr.filename);
+    assert_cu_ok(upload_create(f->svc, &cr, &d, &err), err);
+    assert_cu_ok(append(f, d.id, 0, data, TOTAL, &res, &err), err);
+    assert_true(res.completed);
+    assert_string_equal(res.upload.sha256, want);
+    upload_write_result_clear(&res);
+    meta_upload_clear(&d);
     meta_upload_clear(&u);
 }
 
@@ -1006,18 +1069,20 @@ static void test_files(void **state)
     meta_file_query q = {.limit = 10};
     assert_cu_ok(upload_files_list(f->svc, &q, &list, &n, &err), err);
     assert_int_equal(n, 4);
-    for (int i = 1; i < n; i++)
+    for (int i = 1; i < n; i++) {
         assert_true(list[i - 1].completed_at >= list[i].completed_at);
-    char seen_last[CU_UUID_LEN + 1];
-    snprintf(seen_last, sizeof seen_last, "%s", list[1].id);
-    int64_t seen_time = list[1].completed_at;
+        assert_true(list[i - 1].completed_seq == list[i].completed_seq + 1);
+    }
+    /* The last completed first: completion order, not the clock's seconds. */
+    assert_string_equal(list[0].id, files[3].id);
+    assert_string_equal(list[3].id, files[0].id);
+    int64_t seen_seq = list[1].completed_seq;
     char all[4][CU_UUID_LEN + 1];
     for (int i = 0; i < 4; i++)
         snprintf(all[i], sizeof all[i], "%s", list[i].id);
     meta_uploads_free(list, n);
     q.limit = 2;
-    q.after_time = seen_time;
-    q.after_id = seen_last;
+    q.after_seq = seen_seq;
     assert_cu_ok(upload_files_list(f->svc, &q, &list, &n, &err), err);
     assert_int_equal(n, 2);
     assert_string_equal(list[0].id, all[2]);
@@ -1042,7 +1107,7 @@ static void test_files(void **state)
     assert_cu_fails(upload_file_get(f->svc, files[2].id, NULL, &got, &err), CU_ENOTFOUND, err);
     assert_cu_fails(upload_file_delete(f->svc, files[2].id, NULL, &err), CU_ENOTFOUND, err);
     meta_part *parts;
-    assert_cu_fails(upload_status(f->svc, files[2].id, NULL, &got, &parts, &n, &err), CU_EGONE,
+    assert_cu_fails(upload_status(f->svc, files[2].id, NULL, &got, &parts, &n, &err), CU_ENOTFOUND,
                     err);
     assert_cu_fails(upload_file_delete(f->svc, pending.id, NULL, &err), CU_ENOTFOUND, err);
     assert_int_equal(count_events(f, UPLOAD_EVENT_TERMINATED), 1);
@@ -1835,6 +1900,7 @@ int main(void)
         T(test_trickling_writer_is_taken_over),
         T(test_stream_appends_and_completes),
         T(test_stream_deferred_length),
+        T(test_stream_one_write_records_digest),
         T(test_concatenation),
         T(test_files),
         T(test_complete_checksum_mismatch),
