@@ -324,9 +324,12 @@ int upload_create(upload_service *svc, const upload_create_request *req, meta_up
 
 /* ---- reading ---- */
 
+/* Whether u has outlived its expiry without being reaped yet: a pending upload, or a complete
+ * partial upload that no concatenation took (a piece is kept only until its upload's expiry). */
 static bool is_past_expiry(const meta_upload *u)
 {
-    return u->state == UPLOAD_PENDING && u->expires_at <= now_s();
+    bool live = u->state == UPLOAD_PENDING || (u->partial && u->state == UPLOAD_COMPLETE);
+    return live && u->expires_at <= now_s();
 }
 
 /* An upload the caller may see: an owner-bound caller sees only its own. */
@@ -1040,6 +1043,8 @@ int upload_cancel(upload_service *svc, const char *id, const char *owner, cu_err
         rc = cu_fail(err, CU_EGONE, "Upload expired");
     else if (u.state == UPLOAD_CANCELLED)
         rc = cu_fail(err, CU_ECONFLICT, "Upload was already cancelled");
+    else if (u.state == UPLOAD_COMPLETE && u.partial) /* a piece never joined: not a file */
+        rc = end_upload(svc, &u, UPLOAD_COMPLETE, UPLOAD_CANCELLED, err);
     else if (u.state == UPLOAD_COMPLETE || u.state == UPLOAD_FINALIZING ||
              u.state == UPLOAD_DELETED)
         rc = cu_fail(err, CU_ECONFLICT, "Upload is already complete");
@@ -1047,7 +1052,7 @@ int upload_cancel(upload_service *svc, const char *id, const char *owner, cu_err
         rc = cu_fail(err, CU_ECONFLICT, "Upload is %s", upload_state_name(u.state));
     else
         rc = end_upload(svc, &u, UPLOAD_PENDING, UPLOAD_CANCELLED, err);
-    if (rc == CU_ECONFLICT && u.state == UPLOAD_PENDING)
+    if (rc == CU_ECONFLICT && (u.state == UPLOAD_PENDING || u.partial))
         cu_fail(err, CU_ECONFLICT, "Upload changed state while being cancelled; try again");
     if (rc == 0)
         log_info("upload %s cancelled", id);
@@ -1078,7 +1083,7 @@ int upload_expire_due(upload_service *svc, int *expired, cu_error *err)
         }
         int ended = 0;
         for (int i = 0; i < n; i++) {
-            if (end_upload(svc, &due[i], UPLOAD_PENDING, UPLOAD_EXPIRED, NULL) == 0) {
+            if (end_upload(svc, &due[i], due[i].state, UPLOAD_EXPIRED, NULL) == 0) {
                 log_info("upload %s expired (%d/%d parts, %lld bytes had arrived)", due[i].id,
                          due[i].uploaded_parts, due[i].total_parts,
                          (long long)due[i].durable_offset);
@@ -1177,6 +1182,8 @@ int upload_concat(upload_service *svc, const upload_create_request *req,
             rc = cu_fail(err, CU_EINVAL, "Upload %s is not a partial upload", partial_ids[i]);
         else if (parts[i].state != UPLOAD_COMPLETE)
             rc = cu_fail(err, CU_EINVAL, "Partial upload %s is not complete", partial_ids[i]);
+        else if (is_past_expiry(&parts[i]))
+            rc = cu_fail(err, CU_EINVAL, "Partial upload %s expired", partial_ids[i]);
         if (rc == 0)
             rc = chunks_of(svc, parts[i].id, &rows[i], &nrows[i], &chunks[i], err);
         if (rc == 0) {

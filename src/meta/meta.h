@@ -203,7 +203,8 @@ int meta_upload_complete(meta_t *m, const char *id, const char *final_path, int6
  * the upload row so that later requests learn what happened, and marks its data as still
  * to be removed. */
 int meta_upload_end(meta_t *m, const char *id, upload_state from, upload_state to, cu_error *e);
-/* Pending uploads whose expires_at <= now (at most limit). Free with meta_uploads_free. */
+/* Pending uploads, and complete partial uploads no concatenation took, whose expires_at <= now
+ * (at most limit). Free with meta_uploads_free. */
 int meta_uploads_due(meta_t *m, int64_t now, int limit, meta_upload **out, int *n, cu_error *e);
 /* Ended uploads (cancelled, expired, deleted) whose data has not been removed yet: removal
  * failed or was cut short, and is to be tried again. Free with meta_uploads_free. */
