@@ -605,12 +605,35 @@ static bool framing_ok(http_request *req)
     return false;
 }
 
+/* The method a POST stands for under X-HTTP-Method-Override (its own when it has none), or
+ * NULL for a method not taken that way. The strings are static: req->method points at one. */
+static const char *overridden_method(const http_request *req)
+{
+    static const char *const methods[] = {"PATCH", "DELETE", "PUT", "HEAD", "GET", "POST"};
+    const char *want = http_header(req, "X-HTTP-Method-Override");
+    if (!want)
+        return req->method;
+    for (size_t i = 0; i < sizeof methods / sizeof *methods; i++)
+        if (!strcmp(want, methods[i]))
+            return methods[i];
+    return NULL;
+}
+
 /* Everything that can be decided from the headers. */
 static void begin_request(http_request *req)
 {
     http_server *srv = req->srv;
     if (!framing_ok(req))
         return;
+    if (srv->opts.method_override && !strcmp(req->method, "POST")) {
+        const char *method = overridden_method(req);
+        if (!method) {
+            http_reply_error(req, 400,
+                             "X-HTTP-Method-Override must be PATCH, DELETE, PUT, HEAD or GET");
+            return;
+        }
+        req->method = method;
+    }
     if (req->cs && req->cs->overflow) {
         req->close_after = true;
         http_add_header(req, "Retry-After", "2");

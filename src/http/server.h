@@ -1,8 +1,9 @@
 /* server.h - the HTTP front: connections, requests, filters, bodies and replies.
  *
  * A request's life (h2o and nginx are the models):
- *   1. headers in: the router picks the route (404/405 with Allow, HEAD from GET, OPTIONS
- *      for known paths); the route's body limit is checked against Content-Length (413);
+ *   1. headers in: X-HTTP-Method-Override is applied (when enabled); the router picks the route
+ * (404/405 with Allow, HEAD from GET, OPTIONS for known paths); the route's body limit is checked
+ * against Content-Length (413);
  *   2. filters run in order and may answer (CORS, rate limit, authentication, ...);
  *   3. the handler runs: for STREAM and MULTIPART routes at once, on the headers (it may
  *      refuse before any body byte, or take the body piece by piece); for NONE and JSON
@@ -65,6 +66,10 @@ typedef struct {
     double keepalive_timeout;   /* seconds an idle connection lives */
     int64_t body_min_rate;      /* bytes/s over body_rate_window; 0: off */
     double body_rate_window;
+    /* A POST with X-HTTP-Method-Override: PATCH (DELETE, PUT, HEAD, GET) is routed, filtered,
+     * handled and logged as that method, for clients behind proxies that pass only GET and
+     * POST (tus asks servers to honour it). Applied before routing; another value is 400. */
+    bool method_override;
 } http_server_options;
 
 /* Starts listening; returns NULL with a message in err when it cannot. */
