@@ -431,10 +431,20 @@ static void write_free(upload_write *w)
     free(w);
 }
 
+/* The most bytes a stream upload whose length is not declared yet may hold: the smaller of
+ * MAX_FILE_SIZE and MAX_RESERVED_BYTES where they are set, else no limit (-1). */
+static int64_t deferred_limit(const cu_config *cfg)
+{
+    int64_t a = cfg->max_file_size, b = cfg->max_reserved_bytes;
+    if (a > 0 && b > 0)
+        return a < b ? a : b;
+    return a > 0 ? a : b > 0 ? b : -1;
+}
+
 /* The checks that depend only on what never changes in an upload (its layout and sizes),
  * made before the claim so that a bad request never holds one. */
-static int check_range(const meta_upload *u, const upload_write_request *req, int64_t *offset,
-                       int64_t *expected, cu_error *err)
+static int check_range(const cu_config *cfg, const meta_upload *u, const upload_write_request *req,
+                       int64_t *offset, int64_t *expected, cu_error *err)
 {
     if (u->layout == UPLOAD_LAYOUT_SLOTS) {
         if (req->slot < 0 || req->slot >= u->total_parts)
@@ -452,11 +462,15 @@ static int check_range(const meta_upload *u, const upload_write_request *req, in
         return 0;
     }
     *offset = req->offset;
-    *expected = u->total_size >= 0 ? u->total_size - req->offset : -1;
-    if (u->total_size >= 0 && req->length > u->total_size - req->offset)
-        return cu_fail(err, CU_ETOOLARGE,
-                       "%lld bytes at offset %lld go past the upload's end (%lld)",
-                       (long long)req->length, (long long)req->offset, (long long)u->total_size);
+    /* Before its length is declared, an upload may still not grow past the limits a declared
+     * one is held to. */
+    int64_t end = u->total_size >= 0 ? u->total_size : deferred_limit(cfg);
+    *expected = end >= 0 ? end - req->offset : -1;
+    if (end >= 0 && (req->offset > end || req->length > end - req->offset))
+        return cu_fail(err, CU_ETOOLARGE, "%lld bytes at offset %lld go past %s (%lld)",
+                       (long long)req->length, (long long)req->offset,
+                       u->total_size >= 0 ? "the upload's end" : "the largest upload allowed",
+                       (long long)end);
     if (req->length >= 0)
         *expected = req->length;
     return 0;
@@ -476,7 +490,7 @@ int upload_write_begin(upload_service *svc, const upload_write_request *req, upl
      * more useful answer first (an upload that ended, rather than a size). */
     rc = upload_check_writable(&u, err);
     if (rc == 0)
-        rc = check_range(&u, req, &offset, &expected, err);
+        rc = check_range(svc->deps.cfg, &u, req, &offset, &expected, err);
     meta_upload_clear(&u);
     if (rc)
         return rc;

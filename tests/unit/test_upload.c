@@ -836,6 +836,26 @@ static void test_stream_deferred_length(void **state)
     assert_file(res.upload.final_path, data, TOTAL);
     upload_write_result_clear(&res);
     meta_upload_clear(&u);
+
+    /* Before its length is known an upload is still held to MAX_FILE_SIZE (and
+     * MAX_RESERVED_BYTES): by the declared length, and by the bytes of a body without one. */
+    f->cfg.max_file_size = 2500;
+    create_stream(f, "capped.bin", -1, false, &u);
+    assert_cu_fails(append(f, u.id, 0, data, 2501, NULL, &err), CU_ETOOLARGE, err);
+    upload_write_request req = {.id = u.id, .offset = 0, .length = -1};
+    upload_write *w;
+    assert_cu_ok(upload_write_begin(f->svc, &req, &w, &err), err);
+    assert_cu_ok(upload_write_data(w, data, 2000, &err), err);
+    assert_cu_fails(upload_write_data(w, data + 2000, 501, &err), CU_ETOOLARGE, err);
+    upload_write_abort(w);
+    meta_upload now = reload(f, u.id);
+    assert_int_equal(now.durable_offset, 2000);
+    meta_upload_clear(&now);
+    f->cfg.max_file_size = 0;
+    f->cfg.max_reserved_bytes = 2100;
+    assert_cu_fails(append(f, u.id, 2000, data, 101, NULL, &err), CU_ETOOLARGE, err);
+    assert_cu_ok(append(f, u.id, 2000, data + 2000, 100, NULL, &err), err);
+    meta_upload_clear(&u);
 }
 
 static void test_concatenation(void **state)
