@@ -4,6 +4,7 @@
 #include "api/auth.h"
 #include "api/health.h"
 #include "api/seed.h"
+#include "api/tus.h"
 #include "base/config.h"
 #include "base/log.h"
 #include "core/reaper.h"
@@ -155,15 +156,16 @@ static int serve(void)
     }
 
     seed_api seed = {.cfg = &cfg, .uploads = uploads};
+    tus_api tus = {.cfg = &cfg, .uploads = uploads};
     health_api health = {.uploads = uploads};
     auth_ctx auth = {.cfg = &cfg};
     router = http_router_new();
     if (!router || health_api_register(&health, router) != 0 ||
-        seed_api_register(&seed, router) != 0) {
+        seed_api_register(&seed, router) != 0 || tus_api_register(&tus, router) != 0) {
         log_error("cannot set up the routes");
         goto out;
     }
-    http_filter filters[] = {auth_filter(&auth)};
+    http_filter filters[] = {tus_filter(&tus), auth_filter(&auth)};
     http_server_options opts = {.host = cfg.server_host,
                                 .port = cfg.server_port,
                                 .router = router,
@@ -174,7 +176,8 @@ static int serve(void)
                                 .header_timeout = cfg.header_timeout_seconds,
                                 .keepalive_timeout = cfg.keepalive_timeout_seconds,
                                 .body_min_rate = cfg.body_min_rate,
-                                .body_rate_window = cfg.body_rate_window_seconds};
+                                .body_rate_window = cfg.body_rate_window_seconds,
+                                .method_override = true};
     http = http_server_start(&opts, &err);
     if (!http) {
         log_error("%s", err.msg);
