@@ -296,8 +296,7 @@ static bool declare_length(tus_api *api, http_request *req, meta_upload *u)
         return false;
     }
     if (u->total_size >= 0 && u->total_size != length) {
-        http_reply_error(req, 400, "The upload's length is %lld already",
-                         (long long)u->total_size);
+        http_reply_error(req, 400, "The upload's length is %lld already", (long long)u->total_size);
         return false;
     }
     if (u->total_size < 0) {
@@ -365,8 +364,7 @@ static bool content_type_ok(const tus_metadata_pair *p)
 }
 
 /* The first of two metadata keys that is there (filename or name, filetype or type). */
-static const tus_metadata_pair *metadata_either(const tus_metadata *m, const char *a,
-                                                const char *b)
+static const tus_metadata_pair *metadata_either(const tus_metadata *m, const char *a, const char *b)
 {
     const tus_metadata_pair *p = tus_metadata_get(m, a);
     return p ? p : tus_metadata_get(m, b);
@@ -481,8 +479,7 @@ static void handle_create(void *ctx, http_request *req)
                                 .partial = concat.kind == TUS_CONCAT_PARTIAL};
     upload_write_request wr = {0};
     meta_upload u;
-    if (concat.kind != TUS_CONCAT_NONE &&
-        !(upload_storage_caps(api->uploads) & STORAGE_CAP_CONCAT))
+    if (concat.kind != TUS_CONCAT_NONE && !(upload_storage_caps(api->uploads) & STORAGE_CAP_CONCAT))
         http_reply_error(req, 400, "%s storage cannot concatenate uploads",
                          upload_storage_name(api->uploads));
     else if (!read_metadata(req, &md, &cr))

@@ -22,7 +22,7 @@ typedef struct {
     const cu_config *cfg;
     upload_service *uploads;
     /* Filled by tus_api_register. */
-    char collection[TUS_PATH_MAX];     /* TUS_BASE_PATH: "/files/" */
+    char collection[TUS_PATH_MAX];      /* TUS_BASE_PATH: "/files/" */
     char collection_bare[TUS_PATH_MAX]; /* without its trailing slash: "/files" */
     char item[TUS_PATH_MAX + 8];        /* "/files/:id" */
     char extensions[160];               /* Tus-Extension */

@@ -44,8 +44,8 @@ static void test_metadata(void **state)
     assert_int_equal(tus_metadata_parse("", &md, &err), 0);
     assert_int_equal(md.n, 0);
 
-    const char *bad[] = {"a YQ,a Yg", "a Y Q", "a ====", "a Y", "a Y*==", "k\x01 YQ",
-                         "a YQ=", "\xc3\xa9 YQ"};
+    const char *bad[] = {"a YQ,a Yg", "a Y Q",    "a ====", "a Y",
+                         "a Y*==",    "k\x01 YQ", "a YQ=",  "\xc3\xa9 YQ"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         assert_int_equal(tus_metadata_parse(bad[i], &md, &err), CU_EINVAL);
         assert_int_equal(md.n, 0);
@@ -86,9 +86,9 @@ static void test_concat(void **state)
     assert_string_equal(c.ids[0], ID1);
     assert_string_equal(c.ids[1], ID2);
     tus_concat_clear(&c);
-    assert_int_equal(tus_concat_parse("final;/files/8D5F743C-647E-40F8-9333-CE3204B1C02D",
-                                      "/files/", &c, &err),
-                     0);
+    assert_int_equal(
+        tus_concat_parse("final;/files/8D5F743C-647E-40F8-9333-CE3204B1C02D", "/files/", &c, &err),
+        0);
     assert_string_equal(c.ids[0], ID1);
     tus_concat_clear(&c);
 
