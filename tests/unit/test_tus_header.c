@@ -43,6 +43,7 @@ static void test_metadata(void **state)
     assert_int_equal(md.n, 0);
     assert_int_equal(tus_metadata_parse("", &md, &err), 0);
     assert_int_equal(md.n, 0);
+    tus_metadata_clear(&md);
 
     const char *bad[] = {"a YQ,a Yg", "a Y Q",    "a ====", "a Y",
                          "a Y*==",    "k\x01 YQ", "a YQ=",  "\xc3\xa9 YQ"};
