@@ -13,6 +13,9 @@ Environment:
   BENCH_CHUNK_MB=50       tus-js-client's chunkSize for every tus variant, and nginx's part size
   BENCH_DURABILITY=fsync  ours: DURABILITY (fsync, as by default, or none)
   BENCH_BIN=path          server binary (default build/chunked-uploader)
+  BENCH_WORK_DIR=/var/tmp where storage, @tus/file-store's directory and nginx's root go
+                          (a filesystem with reflinks, xfs or btrfs, makes ours's assembly of a
+                          parallel upload a reflink instead of an in-kernel copy)
 
 Variants, each uploading the same random file with the same client settings:
   ours_1     tus-js-client, one stream, to chunked-uploader (local storage)
@@ -99,7 +102,7 @@ def peak_rss_kib(pid):
 
 class Bench(object):
     def __init__(self):
-        self.work = tempfile.mkdtemp(prefix="cu-tus-bench-", dir="/var/tmp")
+        self.work = tempfile.mkdtemp(prefix="cu-tus-bench-", dir=os.environ.get("BENCH_WORK_DIR", "/var/tmp"))
         shm_free = shutil.disk_usage("/dev/shm").free if os.path.isdir("/dev/shm") else 0
         self.src_dir = tempfile.mkdtemp(prefix="cu-tus-bench-src-",
                                         dir="/dev/shm" if shm_free > 2 * SIZE + (256 << 20) else "/var/tmp")
@@ -294,8 +297,9 @@ class Bench(object):
         mib = SIZE / 1048576
         print("tus uploads of %d MiB, tus-js-client chunkSize %d MiB, %d rounds (medians); ours with "
               "DURABILITY=%s" % (mib, CHUNK >> 20, ROUNDS, DURABILITY))
-        print("machine: %d cores, %s (shared with other work: figures vary between runs)"
-              % (os.cpu_count(), os.uname().release))
+        fs = subprocess.run(["findmnt", "-n", "-o", "FSTYPE", "-T", self.work], stdout=subprocess.PIPE).stdout
+        print("machine: %d cores, Linux %s; storage on %s (the machine may be shared: figures vary "
+              "between runs)" % (os.cpu_count(), os.uname().release, fs.decode().strip() or "?"))
         for name in ("ours_1", "tusnode_1", "ours_4", "nginx_4"):
             print("  %-10s %7.2f s  %6.0f MiB/s   (%s)" % (name, med[name], mib / med[name],
                                                        " ".join("%.2f" % t for t in self.results[name])))
