@@ -734,6 +734,10 @@ int upload_write_end(upload_write *w, upload_write_result *out, cu_error *err)
     out->bytes = w->received;
     if (rc == 0)
         rc = meta_upload_get(svc->deps.meta, w->id, &out->upload, err);
+    /* The count this write's own transaction made: a read afterwards may already include a
+     * concurrent part's store, and two replies would then report the same count. */
+    if (rc == 0 && !w->stream)
+        out->upload.uploaded_parts = uploaded;
     if (rc == 0) {
         log_debug("upload %s: stored %lld bytes at %lld", w->id, (long long)w->received,
                   (long long)w->offset);
@@ -751,7 +755,6 @@ int upload_write_end(upload_write *w, upload_write_result *out, cu_error *err)
             out->completed = true;
         }
     }
-    (void)uploaded;
     write_release(w);
     if (rc)
         upload_write_result_clear(out);
