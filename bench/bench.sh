@@ -250,33 +250,8 @@ start_nginx() {
     mkdir -p "$prefix/logs" "$prefix/tmp" "$NGX_ROOT" "$WORK/nginx-body"
     NGX_PORT=$(free_port)
     [[ $EUID -eq 0 ]] && user_line="user root;"
-    cat >"$prefix/nginx.conf" <<EOF
-$user_line
-worker_processes auto;
-daemon on;
-pid $prefix/nginx.pid;
-error_log $prefix/logs/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $WORK/nginx-body;
-    sendfile on;
-    proxy_temp_path $prefix/tmp/proxy;
-    fastcgi_temp_path $prefix/tmp/fastcgi;
-    uwsgi_temp_path $prefix/tmp/uwsgi;
-    scgi_temp_path $prefix/tmp/scgi;
-    server {
-        listen 127.0.0.1:$NGX_PORT;
-        location / {
-            root $NGX_ROOT;
-            dav_methods PUT;
-            create_full_put_path on;
-            dav_access user:rw group:r all:r;
-            client_max_body_size 0;
-        }
-    }
-}
-EOF
+    sed -e "s|@USER_LINE@|$user_line|" -e "s|@PREFIX@|$prefix|g" -e "s|@BODY_DIR@|$WORK/nginx-body|" \
+        -e "s|@PORT@|$NGX_PORT|" -e "s|@ROOT@|$NGX_ROOT|" "$BENCH_DIR/nginx-put.conf" >"$prefix/nginx.conf"
     NGX_PIDFILE=$prefix/nginx.pid
     nginx -e "$prefix/logs/error.log" -c "$prefix/nginx.conf" -p "$prefix/" ||
         die "nginx failed to start: $(tail -n 5 "$prefix/logs/error.log" 2>/dev/null)"

@@ -277,10 +277,14 @@ static void handle_status(void *ctx, http_request *req)
                                         up ? "uploaded" : "pending", "checksum_sha256",
                                         up ? json_string(parts[i].checksum_sha256) : json_null()));
     }
-    double percent =
-        u.total_parts
-            ? (double)(int64_t)((double)u.uploaded_parts * 10000.0 / u.total_parts + 0.5) / 100.0
-            : 100.0;
+    /* A stream upload (tus) has no parts: its progress is its bytes. */
+    bool stream = u.layout == UPLOAD_LAYOUT_STREAM;
+    double done = stream ? (double)u.durable_offset : (double)u.uploaded_parts;
+    double whole = stream ? (double)u.total_size : (double)u.total_parts;
+    double percent = u.state == UPLOAD_COMPLETE ? 100.0
+                     : whole > 0 ? (double)(int64_t)(done * 10000.0 / whole + 0.5) / 100.0
+                     : stream    ? 0.0
+                                 : 100.0;
     char created[21], expires[21];
     util_rfc3339(u.created_at, created);
     util_rfc3339(u.expires_at, expires);
@@ -290,6 +294,8 @@ static void handle_status(void *ctx, http_request *req)
         "uploaded_parts", u.uploaded_parts, "progress_percent", percent, "status",
         upload_state_name(u.state), "chunk_size", (json_int_t)u.chunk_size, "created_at", created,
         "expires_at", expires, "parts", list);
+    if (reply && stream)
+        json_object_set_new(reply, "uploaded_bytes", json_integer(u.durable_offset));
     if (reply && u.state == UPLOAD_COMPLETE) {
         json_object_set_new(reply, "final_path", json_string(u.final_path ? u.final_path : ""));
         json_object_set_new(reply, "storage_backend",

@@ -521,6 +521,15 @@ static const config_var vars[] = {
      FIELD(webhook_timeout_seconds, F_DOUBLE),
      .help = "Longest one delivery try may take, connecting included; a slower receiver's "
              "try counts as failed (decimals allowed)"},
+    /* ---- tus ---- */
+    {.name = "TUS_BASE_PATH",
+     .group = "tus",
+     .type = V_STRING,
+     .def = "/files/",
+     FIELD(tus_base_path, F_STR),
+     .help = "Where the tus 1.0 endpoint lives: uploads are created at this path and each "
+             "has its URL below it (`/files/<file_id>`); a path starting and ending with `/`, "
+             "of letters, digits and `-._~`"},
     /* ---- HTTP ---- */
     {.name = "SERVER_HOST",
      .group = "HTTP",
@@ -755,9 +764,28 @@ const char *config_storage_name(storage_kind kind)
     return "local";
 }
 
+/* TUS_BASE_PATH: "/seg/.../" of unreserved characters, so that routes and Location URLs can
+ * be built from it as it is. */
+static int check_tus_base_path(loader *ld, const char *path)
+{
+    size_t len = strlen(path);
+    bool ok = len >= 3 && len <= 128 && path[0] == '/' && path[len - 1] == '/';
+    for (size_t i = 1; ok && i < len; i++)
+        ok = isalnum((unsigned char)path[i]) || strchr("-._~", path[i]) ||
+             (path[i] == '/' && path[i - 1] != '/');
+    ok = ok && !strstr(path, "/./") && !strstr(path, "/../");
+    return ok ? 0
+              : fail(ld,
+                     "TUS_BASE_PATH: must be a path like /files/ (starting and ending with "
+                     "/, no empty segment, letters, digits and -._~), got \"%s\"",
+                     path);
+}
+
 /* Rules between variables, and defaults that depend on the machine. */
 static int check_together(loader *ld, cu_config *cfg)
 {
+    if (check_tus_base_path(ld, cfg->tus_base_path) != 0)
+        return -1;
     if (strlen(cfg->jwt_secret) < 16)
         return fail(ld, "JWT_SECRET: must be at least 16 characters (init.sh makes 64)");
     if (!cfg->temp_storage_path) {

@@ -70,6 +70,7 @@ typedef struct cu_config_s {
     double orphan_grace_seconds;  /* staging data no record owns is removed this old */
     double part_stall_seconds;    /* a write idle this long can be taken over */
     int64_t part_stall_min_bytes; /* ... idle: fewer bytes than this in that time */
+    char *tus_base_path;          /* "/files/": starts and ends with '/' */
     int max_connections;
     int max_connections_per_ip; /* 0: no limit */
     double header_timeout_seconds;

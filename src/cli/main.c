@@ -6,6 +6,7 @@
 #include "api/health.h"
 #include "api/seed.h"
 #include "api/flow.h"
+#include "api/tus.h"
 #include "base/config.h"
 #include "base/log.h"
 #include "core/reaper.h"
@@ -188,6 +189,7 @@ static int serve(void)
     seed_api seed = {.cfg = &cfg, .uploads = uploads};
     flow_api flow = {.cfg = &cfg, .uploads = uploads};
     files_api files = {.cfg = &cfg, .uploads = uploads};
+    tus_api tus = {.cfg = &cfg, .uploads = uploads};
     health_api health = {.uploads = uploads};
     http_ratelimit_options limit_opts = {.per_minute = cfg.rate_limit_per_minute,
                                          .burst = cfg.rate_limit_burst,
@@ -201,16 +203,16 @@ static int serve(void)
     router = http_router_new();
     if (!router || health_api_register(&health, router) != 0 ||
         seed_api_register(&seed, router) != 0 || flow_api_register(&flow, router) != 0 ||
-        files_api_register(&files, router) != 0) {
+        files_api_register(&files, router) != 0 || tus_api_register(&tus, router) != 0) {
         log_error("cannot set up the routes");
         goto out;
     }
     /* CORS first: it answers preflights before any limit or credential check (a browser then
      * reads a 429's CORS headers and Retry-After instead of failing the preflight); its reply
      * hook decorates every reply whoever made it. Then the rate limit, before the credential
-     * check it protects. */
+     * check it protects; tus answers its OPTIONS discovery request, which needs no credential. */
     http_filter filters[] = {http_cors_filter(cors), http_ratelimit_filter(limits),
-                             auth_filter(&auth)};
+                             tus_filter(&tus), auth_filter(&auth)};
     http_server_options opts = {.host = cfg.server_host,
                                 .port = cfg.server_port,
                                 .router = router,
@@ -222,7 +224,8 @@ static int serve(void)
                                 .header_timeout = cfg.header_timeout_seconds,
                                 .keepalive_timeout = cfg.keepalive_timeout_seconds,
                                 .body_min_rate = cfg.body_min_rate,
-                                .body_rate_window = cfg.body_rate_window_seconds};
+                                .body_rate_window = cfg.body_rate_window_seconds,
+                                .method_override = true};
     http = http_server_start(&opts, &err);
     if (!http) {
         log_error("%s", err.msg);

@@ -438,9 +438,12 @@ int upload_create(upload_service *svc, const upload_create_request *req, meta_up
 
 /* ---- reading ---- */
 
+/* Whether u has outlived its expiry without being reaped yet: a pending upload, or a complete
+ * partial upload that no concatenation took (a piece is kept only until its upload's expiry). */
 static bool is_past_expiry(const meta_upload *u)
 {
-    return u->state == UPLOAD_PENDING && u->expires_at <= now_s();
+    bool live = u->state == UPLOAD_PENDING || (u->partial && u->state == UPLOAD_COMPLETE);
+    return live && u->expires_at <= now_s();
 }
 
 /* The record of upload id; *out is all zeroes when there is none to give (a store promises
@@ -568,9 +571,19 @@ static void write_free(upload_write *w)
     free(w);
 }
 
+/* The most bytes a stream upload whose length is not declared yet may hold: the smaller of
+ * MAX_FILE_SIZE and MAX_RESERVED_BYTES where they are set, else no limit (-1). */
+static int64_t deferred_limit(const cu_config *cfg)
+{
+    int64_t a = cfg->max_file_size, b = cfg->max_reserved_bytes;
+    if (a > 0 && b > 0)
+        return a < b ? a : b;
+    return a > 0 ? a : b > 0 ? b : -1;
+}
+
 /* The checks that depend only on what never changes in an upload (its layout and sizes),
  * made before the claim so that a bad request never holds one. */
-static int check_range(const meta_upload *u, const upload_write_request *req, int64_t max_size,
+static int check_range(const cu_config *cfg, const meta_upload *u, const upload_write_request *req,
                        int64_t *offset, int64_t *expected, cu_error *err)
 {
     if (u->layout == UPLOAD_LAYOUT_SLOTS) {
@@ -589,21 +602,17 @@ static int check_range(const meta_upload *u, const upload_write_request *req, in
         return 0;
     }
     *offset = req->offset;
-    *expected = u->total_size >= 0 ? u->total_size - req->offset : -1;
-    if (u->total_size >= 0 && req->length > u->total_size - req->offset)
-        return cu_fail(err, CU_ETOOLARGE,
-                       "%lld bytes at offset %lld go past the upload's end (%lld)",
-                       (long long)req->length, (long long)req->offset, (long long)u->total_size);
+    /* Before its length is declared, an upload may still not grow past the limits a declared
+     * one is held to. */
+    int64_t end = u->total_size >= 0 ? u->total_size : deferred_limit(cfg);
+    *expected = end >= 0 ? end - req->offset : -1;
+    if (end >= 0 && (req->offset > end || req->length > end - req->offset))
+        return cu_fail(err, CU_ETOOLARGE, "%lld bytes at offset %lld go past %s (%lld)",
+                       (long long)req->length, (long long)req->offset,
+                       u->total_size >= 0 ? "the upload's end" : "the largest upload allowed",
+                       (long long)end);
     if (req->length >= 0)
         *expected = req->length;
-    /* A stream of unknown length grows only up to MAX_FILE_SIZE. */
-    if (u->total_size < 0 && max_size > 0 &&
-        (req->offset > max_size || (req->length >= 0 && req->length > max_size - req->offset)))
-        return cu_fail(err, CU_ETOOLARGE,
-                       "%lld bytes at offset %lld go past the largest file allowed (%lld bytes)",
-                       (long long)req->length, (long long)req->offset, (long long)max_size);
-    if (u->total_size < 0 && max_size > 0 && *expected < 0)
-        *expected = max_size - req->offset;
     return 0;
 }
 
@@ -646,8 +655,9 @@ int upload_write_begin(upload_service *svc, const upload_write_request *req, upl
      * more useful answer first (an upload that ended, rather than a size). */
     rc = upload_check_writable(&u, err);
     if (rc == 0)
-        rc = check_range(&u, req, svc->deps.cfg->max_file_size, &offset, &expected, err);
-    int64_t size_limit = stream && u.total_size < 0 ? svc->deps.cfg->max_file_size : 0;
+        rc = check_range(svc->deps.cfg, &u, req, &offset, &expected, err);
+    int64_t deferred = deferred_limit(svc->deps.cfg);
+    int64_t size_limit = stream && u.total_size < 0 && deferred > 0 ? deferred : 0;
     meta_upload_clear(&u);
     if (rc)
         return rc;
@@ -991,6 +1001,10 @@ int upload_write_end(upload_write *w, upload_write_result *out, cu_error *err)
     out->bytes = w->received;
     if (rc == 0)
         rc = load_record(svc, w->id, &out->upload, err);
+    /* The count this write's own transaction made: a read afterwards may already include a
+     * concurrent part's store, and two replies would then report the same count. */
+    if (rc == 0 && !w->stream)
+        out->upload.uploaded_parts = uploaded;
     if (rc == 0) {
         log_debug("upload %s: stored %lld bytes at %lld", w->id, (long long)w->received,
                   (long long)w->offset);
@@ -1010,7 +1024,6 @@ int upload_write_end(upload_write *w, upload_write_result *out, cu_error *err)
             out->completed = true;
         }
     }
-    (void)uploaded;
     write_release(w);
     if (rc)
         upload_write_result_clear(out);
@@ -1376,6 +1389,8 @@ int upload_cancel(upload_service *svc, const char *id, const char *owner, cu_err
         rc = cu_fail(err, CU_ECONFLICT, "Upload was already cancelled");
     else if (u.state == UPLOAD_FAILED)
         rc = failure_of(&u, err);
+    else if (u.state == UPLOAD_COMPLETE && u.partial) /* a piece never joined: not a file */
+        rc = end_upload(svc, &u, UPLOAD_COMPLETE, UPLOAD_CANCELLED, NULL, err);
     else if (u.state == UPLOAD_COMPLETE || u.state == UPLOAD_FINALIZING ||
              u.state == UPLOAD_DELETED)
         rc = cu_fail(err, CU_ECONFLICT, "Upload is already complete");
@@ -1383,7 +1398,7 @@ int upload_cancel(upload_service *svc, const char *id, const char *owner, cu_err
         rc = cu_fail(err, CU_ECONFLICT, "Upload is %s", upload_state_name(u.state));
     else
         rc = end_upload(svc, &u, UPLOAD_PENDING, UPLOAD_CANCELLED, NULL, err);
-    if (rc == CU_ECONFLICT && u.state == UPLOAD_PENDING)
+    if (rc == CU_ECONFLICT && (u.state == UPLOAD_PENDING || u.partial))
         cu_fail(err, CU_ECONFLICT, "Upload changed state while being cancelled; try again");
     if (rc == 0)
         log_info("upload %s cancelled", id);
@@ -1414,7 +1429,7 @@ int upload_expire_due(upload_service *svc, int *expired, cu_error *err)
         }
         int ended = 0;
         for (int i = 0; i < n; i++) {
-            if (end_upload(svc, &due[i], UPLOAD_PENDING, UPLOAD_EXPIRED, NULL, NULL) == 0) {
+            if (end_upload(svc, &due[i], due[i].state, UPLOAD_EXPIRED, NULL, NULL) == 0) {
                 log_info("upload %s expired (%d/%d parts, %lld bytes had arrived)", due[i].id,
                          due[i].uploaded_parts, due[i].total_parts,
                          (long long)due[i].durable_offset);
@@ -1542,6 +1557,8 @@ int upload_concat(upload_service *svc, const upload_create_request *req,
             rc = cu_fail(err, CU_EINVAL, "Upload %s is not a partial upload", partial_ids[i]);
         else if (parts[i].state != UPLOAD_COMPLETE)
             rc = cu_fail(err, CU_EINVAL, "Partial upload %s is not complete", partial_ids[i]);
+        else if (is_past_expiry(&parts[i]))
+            rc = cu_fail(err, CU_EINVAL, "Partial upload %s expired", partial_ids[i]);
         if (rc == 0)
             rc = chunks_of(svc, parts[i].id, &rows[i], &nrows[i], &chunks[i], err);
         if (rc == 0) {

@@ -194,10 +194,12 @@ int upload_declare_length(upload_service *svc, const char *id, int64_t total_siz
  * with its record again). */
 int upload_complete(upload_service *svc, const char *id, const char *owner, meta_upload *out,
                     cu_error *err);
-/* Cancels a pending upload and removes its data. */
+/* Cancels a pending upload, or a complete partial upload no concatenation took, and removes
+ * its data. */
 int upload_cancel(upload_service *svc, const char *id, const char *owner, cu_error *err);
-/* Expires pending uploads past their expiry time (*expired counts them), and retries
- * removing the data of ended uploads whose removal failed before. */
+/* Expires pending uploads past their expiry time, and complete partial uploads no
+ * concatenation took by theirs (*expired counts them), and retries removing the data of
+ * ended uploads whose removal failed before. */
 int upload_expire_due(upload_service *svc, int *expired, cu_error *err);
 
 /* Removes staging objects no upload record owns, older than ORPHAN_GRACE_SECONDS (*removed

@@ -28,7 +28,9 @@ void http_router_free(http_router *r)
     free(r);
 }
 
-/* A pattern starts with '/', has no empty segment, and "*name" only as its last one. */
+/* A pattern starts with '/', has no empty segment but perhaps the last (a trailing slash:
+ * "/files/" is the tus collection, another path than "/files"), and "*name" only as its last
+ * one. */
 static bool pattern_ok(const char *p)
 {
     if (!p || p[0] != '/')
@@ -36,7 +38,7 @@ static bool pattern_ok(const char *p)
     for (const char *seg = p + 1;;) {
         const char *end = strchr(seg, '/');
         size_t len = end ? (size_t)(end - seg) : strlen(seg);
-        if (len == 0 && !(seg == p + 1 && !end)) /* only "/" itself may end empty */
+        if (len == 0 && end)
             return false;
         if ((seg[0] == ':' || seg[0] == '*') && len < 2)
             return false;

@@ -3,7 +3,9 @@
  * Routes are (method, pattern, handler, body mode, limits). A pattern is a path whose
  * segments are literals or parameters: "/upload/:id/part/:n" matches "/upload/abc/part/7"
  * with id = "abc" and n = "7"; a last segment "*rest" takes the remainder of the path
- * (slashes included, possibly empty). HEAD is answered by the GET route of the same path.
+ * (slashes included, possibly empty). A pattern ending in '/' matches only paths that end in
+ * '/' ("/files/", not "/files"). HEAD is answered by a HEAD route or by the GET route of the
+ * same path (the one with more literal segments, the first on a tie).
  * A path that some route matches with another method is 405 (with the methods that would
  * work, for the Allow header); a path no route matches is 404. The router only matches:
  * it owns no request and calls nothing, so it can be tested and fuzzed on its own. */

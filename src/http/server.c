@@ -138,7 +138,7 @@ struct http_request {
     char id[48];
     http_match match;
     int refusal;             /* what the server answers by itself (0: none), see http_refusal */
-    const char *refusal_why; /* for a framing refusal */
+    const char *refusal_why; /* a 400 refusal's message */
     netaddr client;
     char client_text[NETADDR_TEXT_LEN];
     bool forwarded_trusted;
@@ -721,27 +721,52 @@ static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const c
 /* The framings a proxy in front may read differently from us (request smuggling): two
  * Content-Lengths that differ, a Transfer-Encoding beside a Content-Length, more than one
  * Transfer-Encoding header (libmicrohttpd reads only the first; a proxy may read the last),
- * and a transfer coding other than chunked. Returns what is wrong, or NULL. */
+ * and a transfer coding other than chunked. Returns the refusal's message, or NULL. */
 static const char *framing_problem(http_request *req)
 {
     framing f = {0};
     MHD_get_connection_values(req->conn, MHD_HEADER_KIND, count_framing, &f);
     const char *te = http_header(req, MHD_HTTP_HEADER_TRANSFER_ENCODING);
-    return f.lengths_differ                       ? "two different Content-Length headers"
-           : f.transfer_encodings > 1             ? "more than one Transfer-Encoding header"
-           : te && f.content_lengths              ? "both Transfer-Encoding and Content-Length"
-           : te && strcasecmp(te, "chunked") != 0 ? "a Transfer-Encoding other than chunked"
+#define AMBIGUOUS "Ambiguous request framing: "
+    return f.lengths_differ               ? AMBIGUOUS "two different Content-Length headers"
+           : f.transfer_encodings > 1     ? AMBIGUOUS "more than one Transfer-Encoding header"
+           : te && f.content_lengths      ? AMBIGUOUS "both Transfer-Encoding and Content-Length"
+           : te && strcasecmp(te, "chunked") != 0 ? AMBIGUOUS "a Transfer-Encoding other than chunked"
                                                   : NULL;
+#undef AMBIGUOUS
+}
+
+/* The method a POST stands for under X-HTTP-Method-Override (its own when it has none), or
+ * NULL for a method not taken that way. The strings are static: req->method points at one. */
+static const char *overridden_method(const http_request *req)
+{
+    static const char *const methods[] = {"PATCH", "DELETE", "PUT", "HEAD", "GET", "POST"};
+    const char *want = http_header(req, "X-HTTP-Method-Override");
+    if (!want)
+        return req->method;
+    for (size_t i = 0; i < sizeof methods / sizeof *methods; i++)
+        if (!strcmp(want, methods[i]))
+            return methods[i];
+    return NULL;
 }
 
 /* What the server answers by itself, decided from the headers alone (0: the request goes
- * on); also matches the route and sets the body mode and limit. */
+ * on); also applies X-HTTP-Method-Override, matches the route and sets the body mode and
+ * limit. */
 static int server_refusal(http_request *req)
 {
     http_server *srv = req->srv;
     if ((req->refusal_why = framing_problem(req)) != NULL) {
         req->close_after = true;
         return 400;
+    }
+    if (srv->opts.method_override && !strcmp(req->method, "POST")) {
+        const char *method = overridden_method(req);
+        if (!method) {
+            req->refusal_why = "X-HTTP-Method-Override must be PATCH, DELETE, PUT, HEAD or GET";
+            return 400;
+        }
+        req->method = method;
     }
     if (req->cs && req->cs->overflow) {
         req->close_after = true;
@@ -767,7 +792,7 @@ static void send_refusal(http_request *req)
 {
     switch (req->refusal) {
     case 400:
-        http_reply_error(req, 400, "Ambiguous request framing: %s", req->refusal_why);
+        http_reply_error(req, 400, "%s", req->refusal_why);
         break;
     case 503:
         http_reply_error(req, 503, "The server has too many connections; try again shortly");

@@ -2,7 +2,7 @@
  *
  * A request's life (h2o and nginx are the models):
  *   1. headers in: the client address is settled (the peer, or what a trusted proxy says:
- *      http/trust.h); the server decides what it would refuse by itself (ambiguous
+ *      http/trust.h); X-HTTP-Method-Override is applied (when enabled); the server decides what it would refuse by itself (ambiguous
  *      framing 400, too many connections 503, 404, 405 with Allow, a Content-Length over
  *      the route's limit 413) and the router picks the route (HEAD from GET, OPTIONS for
  *      known paths);
@@ -76,6 +76,10 @@ typedef struct {
     double keepalive_timeout;   /* seconds an idle connection lives */
     int64_t body_min_rate;      /* bytes/s over body_rate_window; 0: off */
     double body_rate_window;
+    /* A POST with X-HTTP-Method-Override: PATCH (DELETE, PUT, HEAD, GET) is routed, filtered,
+     * handled and logged as that method, for clients behind proxies that pass only GET and
+     * POST (tus asks servers to honour it). Applied before routing; another value is 400. */
+    bool method_override;
 } http_server_options;
 
 /* Starts listening; returns NULL with a message in err when it cannot. */

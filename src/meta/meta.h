@@ -222,7 +222,8 @@ int meta_upload_fail(meta_t *m, const char *id, upload_state from, int code, con
 /* Records what a pending upload's first bytes are (detected_type); CU_ECONFLICT when it is not
  * pending. */
 int meta_upload_set_type(meta_t *m, const char *id, const char *detected_type, cu_error *e);
-/* Pending uploads whose expires_at <= now (at most limit). Free with meta_uploads_free. */
+/* Pending uploads, and complete partial uploads no concatenation took, whose expires_at <= now
+ * (at most limit). Free with meta_uploads_free. */
 int meta_uploads_due(meta_t *m, int64_t now, int limit, meta_upload **out, int *n, cu_error *e);
 /* Ended uploads (failed, cancelled, expired, deleted) whose data has not been removed yet: removal
  * failed or was cut short, and is to be tried again. Free with meta_uploads_free. */

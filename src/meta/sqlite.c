@@ -118,8 +118,9 @@ static const char *const stmt_sql[S_COUNT] = {
               "data_removed = 0, ended_at = strftime('%s','now') WHERE id = ?2 AND state = ?3",
     [S_SET_TYPE] = "UPDATE uploads SET detected_type = ? WHERE id = ? AND state = 'pending'",
     [S_PARTS_FORGET] = "DELETE FROM parts WHERE upload_id = ?",
-    [S_DUE] = "SELECT " UPLOAD_COLUMNS " FROM uploads WHERE state = 'pending' AND "
-              "expires_at <= ? ORDER BY expires_at LIMIT ?",
+    [S_DUE] = "SELECT " UPLOAD_COLUMNS " FROM uploads WHERE (state = 'pending' OR "
+              "(state = 'complete' AND partial = 1)) AND expires_at <= ? ORDER BY expires_at "
+              "LIMIT ?",
     [S_TO_PURGE] = "SELECT " UPLOAD_COLUMNS " FROM uploads WHERE state IN ('failed', "
                    "'cancelled', 'expired', 'deleted') AND data_removed = 0 LIMIT ?",
     [S_MARK_PURGED] = "UPDATE uploads SET data_removed = 1 WHERE id = ?",

@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <pthread.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -49,17 +50,40 @@ typedef struct {
 #define DIRECT_ALIGN 4096
 #define WRITE_BUFFER (512 * 1024)
 
+/* Write-behind: a direct write waits for the disk, and a request that wrote its buffers
+ * itself could not take in body bytes meanwhile, so one stream (a tus PATCH, one part) ran
+ * at receive time plus disk time: 256 MiB in 0.47 s here, of which 0.27 s was the disk
+ * (dd with O_DIRECT). From its second buffer on, a writer hands each full buffer to a thread
+ * of its own and fills the other one; the request waits only when the disk is slower than
+ * the network. A writer that never fills two buffers starts no thread. */
+typedef struct {
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool tried;               /* write_behind_start was called */
+    bool running;             /* the thread exists */
+    bool busy;                /* a buffer is handed over and not written yet */
+    bool stop;                /* the thread is to end once idle */
+    const unsigned char *buf; /* the buffer handed over */
+    size_t len;
+    int rc; /* the first failed write's -errno: the writer fails at its next step */
+} write_behind;
+
 typedef struct {
     struct storage_writer base;
     local_storage *s;
-    int fd;             /* buffered descriptor (always open) */
-    int direct_fd;      /* O_DIRECT descriptor, or -1 when writing through the page cache */
-    unsigned char *buf; /* WRITE_BUFFER bytes, DIRECT_ALIGN-aligned */
+    int fd;               /* buffered descriptor (always open) */
+    int direct_fd;        /* O_DIRECT descriptor, or -1 when writing through the page cache */
+    unsigned char *buf;   /* the buffer being filled: WRITE_BUFFER bytes, DIRECT_ALIGN-aligned */
+    unsigned char *spare; /* the other one, once write-behind runs */
     size_t buf_len;
     int64_t start;  /* the writer's first offset */
-    int64_t offset; /* file offset of buf[0]: everything before it is written */
+    int64_t offset; /* file offset up to which everything is written (guarded by wb.lock
+                       while write-behind runs) */
+    int64_t queued; /* file offset of buf[0]: what is before it is written or handed over */
     int64_t end;    /* one past the last byte it may write */
     bool append;    /* an append writer: keeps what it wrote even when cut short */
+    write_behind wb;
     char id[CU_UUID_LEN + 1];
 } local_writer;
 
@@ -149,7 +173,7 @@ static int writer_new(local_storage *s, const storage_upload *u, int64_t offset,
     w->s = s;
     w->fd = fd;
     w->direct_fd = -1;
-    w->start = w->offset = offset;
+    w->start = w->offset = w->queued = offset;
     w->end = end;
     w->append = append;
     snprintf(w->id, sizeof w->id, "%s", u->id);
@@ -195,27 +219,157 @@ static int write_all(int fd, const unsigned char *p, size_t len, int64_t off)
     return 0;
 }
 
-/* Writes out the buffer: with O_DIRECT its aligned head and (only at the end of a write)
- * an unaligned tail through the page cache; without, all of it through the page cache.
- * Falls back to buffered writes for good if the filesystem turns O_DIRECT down at write
- * time. */
-static int flush_buffer(local_writer *w)
+/* Writes len bytes of buf at off: with O_DIRECT their aligned head and (only at the end of
+ * a write) an unaligned tail through the page cache; without, all of it through the page
+ * cache. Falls back to buffered writes for good if the filesystem turns O_DIRECT down at
+ * write time. Only one write of a writer runs at a time (the write-behind thread's, or the
+ * writer's own once that thread is idle), so the descriptors need no lock. */
+static int write_out(local_writer *w, const unsigned char *buf, size_t len, int64_t off)
 {
-    size_t aligned = w->direct_fd >= 0 ? w->buf_len & ~(size_t)(DIRECT_ALIGN - 1) : 0;
+    size_t aligned = w->direct_fd >= 0 ? len & ~(size_t)(DIRECT_ALIGN - 1) : 0;
     int rc = 0;
     if (aligned) {
-        rc = write_all(w->direct_fd, w->buf, aligned, w->offset);
+        rc = write_all(w->direct_fd, buf, aligned, off);
         if (rc == -EINVAL) {
             close(w->direct_fd);
             w->direct_fd = -1;
-            rc = write_all(w->fd, w->buf, aligned, w->offset);
+            rc = write_all(w->fd, buf, aligned, off);
         }
     }
-    if (rc == 0 && w->buf_len > aligned)
-        rc = write_all(w->fd, w->buf + aligned, w->buf_len - aligned, w->offset + (int64_t)aligned);
-    if (rc == 0) {
-        w->offset += (int64_t)w->buf_len;
-        w->buf_len = 0;
+    if (rc == 0 && len > aligned)
+        rc = write_all(w->fd, buf + aligned, len - aligned, off + (int64_t)aligned);
+    return rc;
+}
+
+static void *write_behind_main(void *arg)
+{
+    local_writer *w = arg;
+    write_behind *wb = &w->wb;
+    pthread_mutex_lock(&wb->lock);
+    for (;;) {
+        while (!wb->busy && !wb->stop)
+            pthread_cond_wait(&wb->cond, &wb->lock);
+        if (!wb->busy)
+            break;
+        const unsigned char *buf = wb->buf;
+        size_t len = wb->len;
+        int64_t off = w->offset;
+        pthread_mutex_unlock(&wb->lock);
+        int rc = wb->rc ? wb->rc : write_out(w, buf, len, off);
+        pthread_mutex_lock(&wb->lock);
+        if (rc == 0)
+            w->offset += (int64_t)len;
+        else if (!wb->rc)
+            wb->rc = rc;
+        wb->busy = false;
+        pthread_cond_broadcast(&wb->cond);
+    }
+    pthread_mutex_unlock(&wb->lock);
+    return NULL;
+}
+
+/* Waits until no buffer is in flight; returns the write-behind's error, if any. */
+static int write_behind_wait(local_writer *w)
+{
+    write_behind *wb = &w->wb;
+    if (!wb->running)
+        return 0;
+    pthread_mutex_lock(&wb->lock);
+    while (wb->busy)
+        pthread_cond_wait(&wb->cond, &wb->lock);
+    int rc = wb->rc;
+    pthread_mutex_unlock(&wb->lock);
+    return rc;
+}
+
+/* Ends the write-behind thread once its buffer is written (the writer's own writes follow). */
+static void write_behind_stop(local_writer *w)
+{
+    write_behind *wb = &w->wb;
+    if (!wb->running)
+        return;
+    pthread_mutex_lock(&wb->lock);
+    wb->stop = true;
+    pthread_cond_broadcast(&wb->cond);
+    pthread_mutex_unlock(&wb->lock);
+    pthread_join(wb->thread, NULL);
+    pthread_mutex_destroy(&wb->lock);
+    pthread_cond_destroy(&wb->cond);
+    wb->running = false;
+}
+
+/* Starts write-behind for a writer that filled its first buffer: the second buffer and the
+ * thread. Returns false (the writer then writes its buffers itself) when either is not to be
+ * had. */
+static bool write_behind_start(local_writer *w)
+{
+    write_behind *wb = &w->wb;
+    if (posix_memalign((void **)&w->spare, DIRECT_ALIGN, WRITE_BUFFER) != 0) {
+        w->spare = NULL;
+        return false;
+    }
+    pthread_mutex_init(&wb->lock, NULL);
+    pthread_cond_init(&wb->cond, NULL);
+    if (pthread_create(&wb->thread, NULL, write_behind_main, w) != 0) {
+        pthread_mutex_destroy(&wb->lock);
+        pthread_cond_destroy(&wb->cond);
+        free(w->spare);
+        w->spare = NULL;
+        return false;
+    }
+    wb->running = true;
+    return true;
+}
+
+/* The buffer is full: hand it to the write-behind thread and fill the other one, or (without
+ * write-behind) write it now. */
+static int flush_full_buffer(local_writer *w)
+{
+    assert(w->buf_len == WRITE_BUFFER);
+    write_behind *wb = &w->wb;
+    if (!wb->tried && w->queued > w->start) {
+        wb->tried = true;
+        write_behind_start(w); /* when it cannot start, the writer goes on writing itself */
+    }
+    if (!wb->running) {
+        int rc = write_out(w, w->buf, w->buf_len, w->queued);
+        if (rc == 0) {
+            w->offset += (int64_t)w->buf_len;
+            w->queued += (int64_t)w->buf_len;
+            w->buf_len = 0;
+        }
+        return rc;
+    }
+    int rc = write_behind_wait(w);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&wb->lock);
+    wb->buf = w->buf;
+    wb->len = w->buf_len;
+    wb->busy = true;
+    pthread_cond_broadcast(&wb->cond);
+    pthread_mutex_unlock(&wb->lock);
+    unsigned char *next = w->spare;
+    w->spare = w->buf;
+    w->buf = next;
+    w->queued += (int64_t)w->buf_len;
+    w->buf_len = 0;
+    return 0;
+}
+
+/* Writes what is handed over and what is buffered, and stops write-behind: afterwards
+ * w->offset is where the written bytes end. */
+static int flush_all(local_writer *w)
+{
+    int rc = write_behind_wait(w);
+    write_behind_stop(w);
+    if (rc == 0 && w->buf_len) {
+        rc = write_out(w, w->buf, w->buf_len, w->queued);
+        if (rc == 0) {
+            w->offset += (int64_t)w->buf_len;
+            w->queued += (int64_t)w->buf_len;
+            w->buf_len = 0;
+        }
     }
     return rc;
 }
@@ -224,7 +378,7 @@ static int local_writer_write(storage_writer_t *base, const void *buf, size_t le
 {
     local_writer *w = (local_writer *)base;
     /* The caller checks sizes against the upload; this guards the neighbouring slots. */
-    if ((int64_t)len > w->end - w->offset - (int64_t)w->buf_len)
+    if ((int64_t)len > w->end - w->queued - (int64_t)w->buf_len)
         return cu_fail(e, CU_EINVAL, "Write past the end of the %s", w->append ? "upload" : "part");
     const unsigned char *p = buf;
     while (len > 0) {
@@ -236,7 +390,7 @@ static int local_writer_write(storage_writer_t *base, const void *buf, size_t le
         p += n;
         len -= n;
         if (w->buf_len == WRITE_BUFFER) {
-            int rc = flush_buffer(w);
+            int rc = flush_full_buffer(w);
             if (rc)
                 return io_fail(e, -rc, "writing", w->id);
         }
@@ -246,10 +400,13 @@ static int local_writer_write(storage_writer_t *base, const void *buf, size_t le
 
 static void writer_free(local_writer *w)
 {
+    write_behind_wait(w);
+    write_behind_stop(w);
     if (w->direct_fd >= 0)
         close(w->direct_fd);
     close(w->fd);
     free(w->buf);
+    free(w->spare);
     free(w);
 }
 
@@ -258,7 +415,7 @@ static int local_writer_finish(storage_writer_t *base, const unsigned char *sha2
 {
     local_writer *w = (local_writer *)base;
     (void)sha256;
-    int rc = w->buf_len ? flush_buffer(w) : 0;
+    int rc = flush_all(w);
     if (rc)
         rc = io_fail(e, -rc, "writing", w->id);
     /* What reached the file is made durable even after a failed flush: an append keeps it. */

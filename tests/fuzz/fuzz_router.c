@@ -1,13 +1,13 @@
 /* fuzz_router.c - the route matcher (src/http/router.c) on any method and path.
  *
  * The router holds the server's real routes (health_api_register, seed_api_register) and a
- * few more with parameters, a "*rest" tail and overlaps, as other modules add them. The
- * input is the method, a newline, then the path. Every answer is compared with a matcher written
- * here independently (split both into segments, compare by index): which routes match,
- * which one wins (the most literal segments of the method's, the first on a tie; HEAD takes
- * GET's), the Allow list, 404 against 405, OPTIONS, and every parameter: its value is
- * exactly the path's segment (or tail), ":" values are non-empty and hold no '/', and
- * putting the values back into the pattern gives the path. The seed's parsers then read
+ * few more with parameters, a "*rest" tail, a trailing slash ("/files/", tus's collection)
+ * and overlaps, as other modules add them. The input is the method, a newline, then the path.
+ * Every answer is compared with a matcher written here independently (split both into segments,
+ * compare by index): which routes match, which one wins (the most literal segments of the method's,
+ * the first on a tie; HEAD takes GET's), the Allow list, 404 against 405, OPTIONS, and every
+ * parameter: its value is exactly the path's segment (or tail), ":" values are non-empty and hold
+ * no '/', and putting the values back into the pattern gives the path. The seed's parsers then read
  * the upload id and the part number out of the parameters (src/api/seed_path.c). */
 #include "fuzz_common.h"
 
@@ -25,6 +25,8 @@ static const http_route extra_routes[] = {
     {.method = "GET", .pattern = "/files/*path", .name = "files.get", .handle = no_handler},
     {.method = "PATCH", .pattern = "/files/:id", .name = "files.patch", .handle = no_handler},
     {.method = "HEAD", .pattern = "/files/:id", .name = "files.head", .handle = no_handler},
+    {.method = "POST", .pattern = "/files/", .name = "files.create", .handle = no_handler},
+    {.method = "DELETE", .pattern = "/files", .name = "files.bare", .handle = no_handler},
     {.method = "PUT",
      .pattern = "/b/:bucket/:key/parts/:n",
      .name = "b.part",

@@ -311,6 +311,22 @@ static void test_max_file_size(void **state)
     config_free(&cfg);
 }
 
+static void test_tus_base_path(void **state)
+{
+    (void)state;
+    cu_config cfg;
+    assert_int_equal(load_with(&cfg, "LOG_LEVEL", "info"), 0);
+    assert_string_equal(cfg.tus_base_path, "/files/");
+    config_free(&cfg);
+    assert_int_equal(load_with(&cfg, "TUS_BASE_PATH", "/api/tus-1.0/up_~/"), 0);
+    assert_string_equal(cfg.tus_base_path, "/api/tus-1.0/up_~/");
+    config_free(&cfg);
+    const char *bad[] = {"/",    "files/", "/files", "/a//b/", "/a b/",     "/:id/",
+                         "/*r/", "/%2e/",  "/../",   "/a/./",  "/\xc3\xa9/"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        assert_refused("TUS_BASE_PATH", bad[i]);
+}
+
 static void test_dotenv(void **state)
 {
     (void)state;
@@ -503,6 +519,7 @@ int main(void)
         cmocka_unit_test(test_max_file_size),
         cmocka_unit_test(test_webhook_allowed_hosts),
         cmocka_unit_test(test_allowed_kinds),
+        cmocka_unit_test(test_tus_base_path),
         cmocka_unit_test(test_dotenv),
         cmocka_unit_test(test_environment_wins_over_dotenv),
         cmocka_unit_test(test_parse_dotenv_pairs),

@@ -945,6 +945,51 @@ static void test_too_many_connections_get_503(void **state)
     close(held[1]);
 }
 
+/* X-HTTP-Method-Override turns a POST into the method it names before routing: the route,
+ * the body mode and the handler are that method's. Only when the server enables it, only on
+ * POST, and only for a method it knows. */
+static void test_method_override(void **state)
+{
+    fixture *f = *state;
+    int fd = conn_open(f->port, NULL);
+    reply r;
+    request(fd, "POST /json HTTP/1.1\r\nHost: t\r\nX-HTTP-Method-Override: GET\r\n\r\n");
+    assert_true(read_reply(fd, 5000, false, &r));
+    assert_json_error(&r, 405); /* off by default: the header means nothing */
+    reply_free(&r);
+    close(fd);
+    teardown(state);
+    http_server_options o = default_options();
+    o.method_override = true;
+    f = start_with(o);
+    *state = f;
+    fd = conn_open(f->port, NULL);
+    request(fd, "POST /json HTTP/1.1\r\nHost: t\r\nX-HTTP-Method-Override: GET\r\n\r\n");
+    assert_true(read_reply(fd, 5000, false, &r));
+    assert_int_equal(r.status, 200);
+    assert_string_equal(reply_header(&r, "X-Test"), "1");
+    reply_free(&r);
+    /* A streamed body goes to the overriding method's handler. */
+    request(fd, "POST /sink HTTP/1.1\r\nHost: t\r\nX-HTTP-Method-Override: PUT\r\n"
+                "Content-Length: 5\r\n\r\nhello");
+    assert_true(read_reply(fd, 5000, false, &r));
+    assert_int_equal(r.status, 200);
+    json_t *doc = json_loads(r.body, 0, NULL);
+    assert_int_equal(json_integer_value(json_object_get(doc, "bytes")), 5);
+    json_decref(doc);
+    reply_free(&r);
+    /* Another method than POST keeps its own. */
+    request(fd, "GET /json HTTP/1.1\r\nHost: t\r\nX-HTTP-Method-Override: DELETE\r\n\r\n");
+    assert_true(read_reply(fd, 5000, false, &r));
+    assert_int_equal(r.status, 200);
+    reply_free(&r);
+    request(fd, "POST /json HTTP/1.1\r\nHost: t\r\nX-HTTP-Method-Override: get\r\n\r\n");
+    assert_true(read_reply(fd, 5000, false, &r));
+    assert_json_error(&r, 400);
+    reply_free(&r);
+    close(fd);
+}
+
 static void test_header_deadline_and_idle_limit(void **state)
 {
     fixture *f = *state;
@@ -1062,6 +1107,7 @@ int main(void)
         T(test_ambiguous_framing_refused),
         T(test_connections_per_address),
         T(test_too_many_connections_get_503),
+        T(test_method_override),
         T(test_header_deadline_and_idle_limit),
         T(test_body_minimum_rate),
     };

@@ -79,6 +79,40 @@ static void test_rest_of_path(void **state)
     http_router_free(r);
 }
 
+/* A trailing slash is part of the pattern: the tus collection "/files/" and its uploads
+ * "/files/:id" are different paths, and "/files" is neither. A HEAD route answers HEAD. */
+static void test_trailing_slash_and_head_route(void **state)
+{
+    (void)state;
+    http_router *r = http_router_new();
+    const http_route tus[] = {
+        {.method = "POST", .pattern = "/files/", .name = "create", .handle = noop},
+        {.method = "HEAD", .pattern = "/files/:id", .name = "head", .handle = noop},
+        {.method = "PATCH", .pattern = "/files/:id", .name = "patch", .handle = noop},
+    };
+    for (size_t i = 0; i < sizeof tus / sizeof *tus; i++)
+        assert_int_equal(http_router_add(r, &tus[i]), 0);
+    http_match m;
+    http_router_match(r, "POST", "/files/", &m);
+    assert_string_equal(m.route->name, "create");
+    http_router_match(r, "POST", "/files", &m);
+    assert_int_equal(m.status, 404);
+    http_router_match(r, "POST", "/files/abc", &m);
+    assert_int_equal(m.status, 405);
+    assert_string_equal(m.allow, "HEAD, PATCH, OPTIONS");
+    http_router_match(r, "HEAD", "/files/abc", &m);
+    assert_string_equal(m.route->name, "head");
+    assert_string_equal(http_match_param(&m, "id"), "abc");
+    http_router_match(r, "GET", "/files/abc", &m);
+    assert_int_equal(m.status, 405);
+    http_router_match(r, "HEAD", "/files/abc/", &m);
+    assert_int_equal(m.status, 404);
+    http_router_match(r, "OPTIONS", "/files/", &m);
+    assert_int_equal(m.status, 0);
+    assert_string_equal(m.allow, "POST, OPTIONS");
+    http_router_free(r);
+}
+
 static void test_not_found_and_method_not_allowed(void **state)
 {
     (void)state;
@@ -142,7 +176,7 @@ static void test_bad_patterns_refused(void **state)
 {
     (void)state;
     http_router *r = http_router_new();
-    const char *bad[] = {"", "health", "/a//b", "/a/", "/:", "/*", "/*rest/more", "/a/:"};
+    const char *bad[] = {"", "health", "/a//b", "/a//", "//", "/:", "/*", "/*rest/more", "/a/:"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         http_route route = {.method = "GET", .pattern = bad[i], .handle = noop};
         if (http_router_add(r, &route) != -1)
@@ -174,6 +208,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_literal_and_params),
         cmocka_unit_test(test_rest_of_path),
+        cmocka_unit_test(test_trailing_slash_and_head_route),
         cmocka_unit_test(test_not_found_and_method_not_allowed),
         cmocka_unit_test(test_head_and_options),
         cmocka_unit_test(test_bad_patterns_refused),

@@ -346,6 +346,53 @@ static void test_abort(void **state)
     free(ref);
 }
 
+/* One long stream (a tus PATCH): its buffers are written behind it by a thread of the
+ * writer's. Whatever the moment a stream ends (all of it, cut in the middle of a buffer,
+ * aborted with a buffer in flight), the file holds exactly the bytes reported durable. */
+static void test_long_append_written_behind(void **state)
+{
+    fixture *f = *state;
+    enum { TOTAL = 7 * 1024 * 1024 + 333 };
+    unsigned char *data = malloc(TOTAL);
+    fill(data, TOTAL, 9);
+    cu_error err;
+    char *ref = NULL;
+    assert_cu_ok(stage(f->s, "u-long", TOTAL, &ref, &err), err);
+    storage_upload u = {
+        .id = "u-long", .storage_ref = ref, .total_size = TOTAL, .part_size = 1 << 20};
+    storage_writer_t *w = NULL;
+    storage_written written;
+    /* 3 MiB and a bit in odd pieces, then cut: all of it is kept. */
+    const size_t cut = 3 * 1024 * 1024 + 4097;
+    assert_cu_ok(storage_append_open(f->s, &u, 0, &w, &err), err);
+    for (size_t at = 0; at < cut;) {
+        size_t n = cut - at < 65519 ? cut - at : 65519;
+        assert_cu_ok(storage_writer_write(w, data + at, n, &err), err);
+        at += n;
+    }
+    assert_cu_ok(storage_writer_finish(w, NULL, &written, &err), err);
+    assert_int_equal(written.durable, (int64_t)cut);
+    storage_written_clear(&written);
+    /* An abort with buffers handed over: nothing of it is reported, nothing breaks. */
+    assert_cu_ok(storage_append_open(f->s, &u, (int64_t)cut, &w, &err), err);
+    assert_cu_ok(storage_writer_write(w, data + cut, 2 * 1024 * 1024, &err), err);
+    storage_writer_abort(w);
+    /* The rest from the durable end, in one piece larger than both buffers. */
+    assert_cu_ok(storage_append_open(f->s, &u, (int64_t)cut, &w, &err), err);
+    assert_cu_ok(storage_writer_write(w, data + cut, TOTAL - cut, &err), err);
+    assert_int_not_equal(storage_writer_write(w, data, 1, &err), 0); /* past the end */
+    assert_cu_ok(storage_writer_finish(w, NULL, &written, &err), err);
+    assert_int_equal(written.durable, (int64_t)(TOTAL - cut));
+    storage_written_clear(&written);
+    unsigned char got[32], want[32];
+    SHA256(data, TOTAL, want);
+    assert_cu_ok(storage_stage_sha256(f->s, &u, got, &err), err);
+    assert_memory_equal(got, want, 32);
+    assert_cu_ok(storage_abort(f->s, &u, &err), err);
+    free(ref);
+    free(data);
+}
+
 static void test_empty_upload(void **state)
 {
     fixture *f = *state;
@@ -479,6 +526,7 @@ int main(void)
         T(test_parts_finish_and_content),
         T(test_big_parts),
         T(test_abort),
+        T(test_long_append_written_behind),
         T(test_empty_upload),
         T(test_symlink_cannot_escape),
         T(test_staging_symlink_is_not_followed),

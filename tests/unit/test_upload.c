@@ -898,6 +898,26 @@ static void test_stream_deferred_length(void **state)
     assert_null(res.upload.sha256); /* two writes: nobody hashed the whole file */
     upload_write_result_clear(&res);
     meta_upload_clear(&u);
+
+    /* Before its length is known an upload is still held to MAX_FILE_SIZE (and
+     * MAX_RESERVED_BYTES): by the declared length, and by the bytes of a body without one. */
+    f->cfg.max_file_size = 2500;
+    create_stream(f, "capped.bin", -1, false, &u);
+    assert_cu_fails(append(f, u.id, 0, data, 2501, NULL, &err), CU_ETOOLARGE, err);
+    upload_write_request req = {.id = u.id, .offset = 0, .length = -1};
+    upload_write *w;
+    assert_cu_ok(upload_write_begin(f->svc, &req, &w, &err), err);
+    assert_cu_ok(upload_write_data(w, data, 2000, &err), err);
+    assert_cu_fails(upload_write_data(w, data + 2000, 501, &err), CU_ETOOLARGE, err);
+    upload_write_abort(w);
+    meta_upload now = reload(f, u.id);
+    assert_int_equal(now.durable_offset, 2000);
+    meta_upload_clear(&now);
+    f->cfg.max_file_size = 0;
+    f->cfg.max_reserved_bytes = 2100;
+    assert_cu_fails(append(f, u.id, 2000, data, 101, NULL, &err), CU_ETOOLARGE, err);
+    assert_cu_ok(append(f, u.id, 2000, data + 2000, 100, NULL, &err), err);
+    meta_upload_clear(&u);
 }
 
 /* A body of unknown length in one write: the length is declared while the write runs, the
@@ -1025,6 +1045,67 @@ static void test_concatenation(void **state)
     meta_upload_clear(&out);
     for (int i = 0; i < 3; i++)
         meta_upload_clear(&p[i]);
+}
+
+/* A complete partial upload is a piece waiting for its concatenation: it can be terminated,
+ * and it does not outlive its expiry. */
+static void test_partial_upload_ends(void **state)
+{
+    fixture *f = *state;
+    unsigned char data[300];
+    fill(data, sizeof data, 8);
+    cu_error err;
+    meta_upload kept, dropped, stale;
+    create_stream(f, "", 100, true, &dropped);
+    assert_cu_ok(append(f, dropped.id, 0, data, 100, NULL, &err), err);
+    assert_cu_ok(upload_cancel(f->svc, dropped.id, NULL, &err), err);
+    meta_upload now = reload(f, dropped.id);
+    assert_int_equal(now.state, UPLOAD_CANCELLED);
+    meta_upload_clear(&now);
+    char *staging = staging_of(f, dropped.id);
+    assert_false(path_exists(staging));
+    free(staging);
+    assert_cu_fails(upload_cancel(f->svc, dropped.id, NULL, &err), CU_ECONFLICT, err);
+    /* A complete file is not cancelled: it is deleted as a file. */
+    meta_upload whole;
+    create_stream(f, "whole.bin", 10, false, &whole);
+    assert_cu_ok(append(f, whole.id, 0, data, 10, NULL, &err), err);
+    assert_cu_fails(upload_cancel(f->svc, whole.id, NULL, &err), CU_ECONFLICT, err);
+
+    f->cfg.upload_ttl_seconds = 1;
+    create_stream(f, "", 100, true, &stale);
+    f->cfg.upload_ttl_seconds = 3600;
+    create_stream(f, "", 100, true, &kept);
+    assert_cu_ok(append(f, stale.id, 0, data, 100, NULL, &err), err);
+    assert_cu_ok(append(f, kept.id, 0, data + 100, 100, NULL, &err), err);
+    sleep(2);
+    /* Past its expiry a piece is gone at once, reaped or not. */
+    meta_upload out;
+    meta_part *parts = NULL;
+    int n = 0;
+    assert_cu_fails(upload_status(f->svc, stale.id, NULL, &out, &parts, &n, &err), CU_EGONE, err);
+    upload_create_request req = {
+        .protocol = "tus", .owner = "key", .filename = "j.bin", .filename_len = 5};
+    const char *ids[] = {kept.id, stale.id};
+    assert_cu_fails(upload_concat(f->svc, &req, ids, 2, &out, &err), CU_EINVAL, err);
+    assert_non_null(strstr(err.msg, "expired"));
+    int expired = -1;
+    assert_cu_ok(upload_expire_due(f->svc, &expired, &err), err);
+    assert_int_equal(expired, 1);
+    now = reload(f, stale.id);
+    assert_int_equal(now.state, UPLOAD_EXPIRED);
+    meta_upload_clear(&now);
+    staging = staging_of(f, stale.id);
+    assert_false(path_exists(staging));
+    free(staging);
+    /* The piece still in time is untouched and joins as before. */
+    assert_cu_ok(upload_concat(f->svc, &req, ids, 1, &out, &err), err);
+    assert_file(out.final_path, data + 100, 100);
+    meta_upload_clear(&out);
+    meta_upload_clear(&whole);
+    meta_upload_clear(&kept);
+    meta_upload_clear(&dropped);
+    meta_upload_clear(&stale);
 }
 
 /* ---- finished files ---- */
@@ -1902,6 +1983,7 @@ int main(void)
         T(test_stream_deferred_length),
         T(test_stream_one_write_records_digest),
         T(test_concatenation),
+        T(test_partial_upload_ends),
         T(test_files),
         T(test_complete_checksum_mismatch),
         T(test_cancel_and_expiry),
