@@ -13,19 +13,20 @@
 # Must run as root (or via sudo) when something is missing.
 set -euo pipefail
 
-# Needed to build and run the server.
+# Needed to build and run the server. Node.js's npm fetches Swagger UI from the npm registry
+# for the API docs page, which the build compiles into the server (web/package.json).
 BUILD_PKGS=(
     build-essential cmake pkg-config
     libmicrohttpd-dev libsqlite3-dev libjansson-dev libjwt-dev libssl-dev
     libcurl4-openssl-dev libidn2-dev libcmocka-dev uuid-dev libsmbclient-dev libmagic-dev
-    python3 python3-requests curl ca-certificates
+    zlib1g-dev nodejs python3 python3-requests curl ca-certificates
 )
 # Needed only by the tests: real servers started on loopback (Samba's smbd for the SMB
-# backend; Node.js for the S3 test server, s3rver, installed from the npm registry by
+# backend; the S3 test server, s3rver, runs on Node.js, installed from the npm registry by
 # `make test`) and smbclient as an independent SMB client; Chromium for the browser tests
 # (driven by playwright-core from the npm registry, tests/js); strace to see that downloads
 # from local disk go out with sendfile.
-TEST_PKGS=(samba smbclient nodejs chromium strace)
+TEST_PKGS=(samba smbclient chromium strace)
 # Needed by the fuzz targets (tests/fuzz): clang, and its runtimes for libFuzzer, ASan and
 # UBSan. `make fuzz` fuzzes with them; `make test` runs each target over its corpus.
 FUZZ_PKGS=(clang libclang-rt-14-dev)
@@ -39,14 +40,12 @@ usage() {
 }
 
 wanted=("${BUILD_PKGS[@]}")
+# Debian's nodejs leaves npm to a package of its own; builds of nodejs that bundle npm
+# conflict with that package, so ask for it only when npm is missing.
+command -v npm >/dev/null 2>&1 || wanted+=(npm)
 for arg in "$@"; do
     case $arg in
-        --test)
-            wanted+=("${TEST_PKGS[@]}" "${FUZZ_PKGS[@]}")
-            # Debian's nodejs leaves npm to a package of its own; builds of nodejs that
-            # bundle npm conflict with that package, so ask for it only when npm is missing.
-            command -v npm >/dev/null 2>&1 || wanted+=(npm)
-            ;;
+        --test) wanted+=("${TEST_PKGS[@]}" "${FUZZ_PKGS[@]}") ;;
         --fuzz) wanted+=("${FUZZ_PKGS[@]}") ;;
         --bench) wanted+=("${BENCH_PKGS[@]}") ;;
         -h | --help) usage; exit 0 ;;

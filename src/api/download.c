@@ -415,3 +415,91 @@ const char *download_content_type(const char *declared)
     p = skip_ows(p);
     return !*p || *p == ';' ? declared : fallback;
 }
+
+/* ---- Accept-Encoding ---- */
+
+/* A qvalue: "0" ["." 0*3DIGIT] or "1" ["." 0*3"0"]. Returns 1 above zero, 0 for zero, -1
+ * when malformed. */
+static int qvalue_positive(const char *p, size_t len)
+{
+    if (len == 0 || (p[0] != '0' && p[0] != '1') || (len > 1 && p[1] != '.') || len > 5)
+        return -1;
+    bool nonzero = p[0] == '1';
+    for (size_t i = 2; i < len; i++) {
+        if (p[i] < '0' || p[i] > '9' || (p[0] == '1' && p[i] != '0'))
+            return -1;
+        nonzero |= p[i] != '0';
+    }
+    return nonzero ? 1 : 0;
+}
+
+/* One element "coding *( OWS ; OWS name = value )" in [p, end): sets *coding (and its
+ * length) and returns 1 (weight above 0), 0 (q=0) or -1 (malformed). */
+static int encoding_element(const char *p, const char *end, const char **coding, size_t *len)
+{
+    while (p < end && (*p == ' ' || *p == '\t'))
+        p++;
+    *coding = p;
+    while (p < end && is_tchar(*p))
+        p++;
+    *len = (size_t)(p - *coding);
+    if (*len == 0)
+        return -1;
+    int weight = 1;
+    for (;;) {
+        while (p < end && (*p == ' ' || *p == '\t'))
+            p++;
+        if (p == end)
+            return weight;
+        if (*p != ';')
+            return -1;
+        p++;
+        while (p < end && (*p == ' ' || *p == '\t'))
+            p++;
+        const char *name = p;
+        while (p < end && is_tchar(*p))
+            p++;
+        size_t name_len = (size_t)(p - name);
+        if (name_len == 0 || p == end || *p != '=')
+            return -1;
+        const char *value = ++p;
+        while (p < end && is_tchar(*p))
+            p++;
+        if (name_len == 1 && (name[0] == 'q' || name[0] == 'Q')) {
+            weight = qvalue_positive(value, (size_t)(p - value));
+            if (weight < 0)
+                return -1;
+        } else if (p == value) {
+            return -1; /* an empty or quoted value: no coding of ours has parameters */
+        }
+    }
+}
+
+bool download_accepts_gzip(const char *accept_encoding)
+{
+    if (!accept_encoding)
+        return false;
+    int gzip = -1, star = -1; /* -1: not listed; 0: refused; 1: taken */
+    const char *p = accept_encoding;
+    for (;;) {
+        const char *end = strchr(p, ',');
+        if (!end)
+            end = p + strlen(p);
+        const char *coding;
+        size_t len;
+        int weight = encoding_element(p, end, &coding, &len);
+        if (weight >= 0) {
+            int *which = (len == 4 && !strncasecmp(coding, "gzip", 4)) ||
+                                 (len == 6 && !strncasecmp(coding, "x-gzip", 6))
+                             ? &gzip
+                         : len == 1 && coding[0] == '*' ? &star
+                                                        : NULL;
+            if (which && *which != 0)
+                *which = weight; /* a refusal stands */
+        }
+        if (!*end)
+            break;
+        p = end + 1;
+    }
+    return gzip == 1 || (gzip == -1 && star == 1);
+}

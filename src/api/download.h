@@ -93,4 +93,11 @@ void download_disposition(const char *name, char *out, size_t cap);
  * bytes), else application/octet-stream. */
 const char *download_content_type(const char *declared);
 
+/* Whether Accept-Encoding (RFC 9110 section 12.5.3) takes gzip: "gzip" (or "x-gzip") listed
+ * with a weight above 0, or "*" above 0 while gzip is not listed; a listing of gzip with
+ * q=0 refuses it whatever else is listed. No header means the bytes as they are (curl
+ * without --compressed sends none and expects them so): false. A malformed element (a bad
+ * token or weight, a quoted parameter) counts as not sent. */
+bool download_accepts_gzip(const char *accept_encoding);
+
 #endif

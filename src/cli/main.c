@@ -4,6 +4,7 @@
 #include "api/auth.h"
 #include "api/files.h"
 #include "api/health.h"
+#include "api/openapi.h"
 #include "api/seed.h"
 #include "api/flow.h"
 #include "api/tus.h"
@@ -133,6 +134,7 @@ static int serve(void)
     http_trust *trust = NULL;
     http_cors *cors = NULL;
     http_ratelimit *limits = NULL;
+    openapi_docs *docs = NULL;
     cu_error err;
     sigset_t signals;
 
@@ -203,7 +205,9 @@ static int serve(void)
     router = http_router_new();
     if (!router || health_api_register(&health, router) != 0 ||
         seed_api_register(&seed, router) != 0 || flow_api_register(&flow, router) != 0 ||
-        files_api_register(&files, router) != 0 || tus_api_register(&tus, router) != 0) {
+        files_api_register(&files, router) != 0 || tus_api_register(&tus, router) != 0 ||
+        /* Last: it checks its description of the API against every route above. */
+        !(docs = openapi_register(&cfg, router))) {
         log_error("cannot set up the routes");
         goto out;
     }
@@ -246,6 +250,7 @@ static int serve(void)
 out:
     http_server_stop(http);
     http_router_free(router);
+    openapi_free(docs);
     http_ratelimit_free(limits);
     http_cors_free(cors);
     http_trust_free(trust);

@@ -75,6 +75,7 @@ async function main() {
     files: {
       '/pages/chunked.html': path.join(PAGES, 'chunked.html'),
       '/pages/chunked.js': path.join(PAGES, 'chunked.js'),
+      '/pages/bytes.js': path.join(PAGES, 'bytes.js'),
       '/lib/flow.js': toolFile('@flowjs', 'flow.js', 'dist', 'flow.js'),
       '/lib/resumable.js': toolFile('resumablejs', 'resumable.js'),
     },

@@ -190,6 +190,47 @@ static void test_content_type(void **state)
         assert_string_equal(download_content_type(bad[i]), "application/octet-stream");
 }
 
+static void test_accept_encoding(void **state)
+{
+    (void)state;
+    const char *yes[] = {"gzip",
+                         "GZIP",
+                         "x-gzip",
+                         "gzip, deflate, br, zstd",
+                         "br;q=1.0, gzip;q=0.8, *;q=0.1",
+                         " deflate ,gzip ",
+                         "gzip;q=1",
+                         "gzip;q=0.001",
+                         "gzip ; Q=0.5",
+                         "*",
+                         "identity, *;q=0.5",
+                         "gzip;level=9",
+                         ",,gzip,"};
+    for (size_t i = 0; i < sizeof yes / sizeof *yes; i++)
+        assert_true(download_accepts_gzip(yes[i]));
+    const char *no[] = {NULL,
+                        "",
+                        "identity",
+                        "deflate, br",
+                        "gzip;q=0",
+                        "gzip;q=0.000",
+                        "*, gzip;q=0",
+                        "gzip, gzip;q=0",
+                        "gzip;q=0, gzip",
+                        "*;q=0",
+                        "gzipx",
+                        "gzip;q=2",
+                        "gzip;q=0.0001",
+                        "gzip;q=1.5",
+                        "gzip;q=",
+                        "gzip;q=\"1\"",
+                        "gzip x",
+                        "gzip;",
+                        "gz ip"};
+    for (size_t i = 0; i < sizeof no / sizeof *no; i++)
+        assert_false(download_accepts_gzip(no[i]));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -198,6 +239,7 @@ int main(void)
         cmocka_unit_test(test_etags_and_preconditions),
         cmocka_unit_test(test_disposition),
         cmocka_unit_test(test_content_type),
+        cmocka_unit_test(test_accept_encoding),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -30,8 +30,9 @@ function chunkNumber(query, head) {
 }
 
 // files: {"/path": "/absolute/file"}; proxy: {target: "http://127.0.0.1:PORT", prefixes:
-// ["/api/", ...]} or null. Resolves to {port, origin, log, setPhase(name), close()}.
-function start({files = {}, proxy = null}) {
+// ["/api/", ...]} or null; port: where to listen (0: any free port, e.g. when the origin need
+// not be known beforehand). Resolves to {port, origin, log, setPhase(name), close()}.
+function start({files = {}, proxy = null, port = 0}) {
   const log = [];
   let phase = 'start';
   const target = proxy ? new URL(proxy.target) : null;
@@ -86,10 +87,10 @@ function start({files = {}, proxy = null}) {
   });
   return new Promise((resolve, reject) => {
     server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const port = server.address().port;
+    server.listen(port, '127.0.0.1', () => {
+      const bound = server.address().port;
       resolve({
-        port, origin: `http://127.0.0.1:${port}`, log,
+        port: bound, origin: `http://127.0.0.1:${bound}`, log,
         setPhase(name) { phase = name; },
         close() {
           agent.destroy();

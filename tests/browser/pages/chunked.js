@@ -7,28 +7,6 @@
 // server keeps every reply).
 'use strict';
 
-// size bytes from a xorshift32 stream seeded with seed.
-function cuMakeBytes(size, seed) {
-  const words = new Uint32Array(Math.ceil(size / 4));
-  let x = (seed >>> 0) || 1;
-  for (let i = 0; i < words.length; i++) {
-    x ^= x << 13; x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5; x >>>= 0;
-    words[i] = x;
-  }
-  return new Uint8Array(words.buffer, 0, size);
-}
-
-async function cuSha256(bytes) {
-  const digest = await crypto.subtle.digest('SHA-256', bytes);
-  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, '0')).join('');
-}
-
-function cuStatus(text) {
-  document.getElementById('status').textContent = text;
-}
-
 // opts: {library: "flow" | "resumable", name, relativePath, size, seed, chunkSize,
 // simultaneousUploads, forceChunkSize, apiKey, target}
 async function cuUpload(opts) {
@@ -60,14 +38,4 @@ async function cuUpload(opts) {
   });
   cuStatus(outcome.ok ? 'done' : 'failed: ' + outcome.message);
   return Object.assign(outcome, {sha256, size: opts.size});
-}
-
-// A request to an address beyond loopback, which the test's browser must refuse.
-async function cuTryOutside(url) {
-  try {
-    await fetch(url, {mode: 'no-cors'});
-    return 'reached';
-  } catch (e) {
-    return 'refused';
-  }
 }
